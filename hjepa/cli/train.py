@@ -1,0 +1,44 @@
+"""``hjepa-train``: pretrain a Hierarchical JEPA encoder (one process, or many under torchrun)."""
+
+from __future__ import annotations
+
+import click
+
+from hjepa.cli.errors import user_errors
+
+
+@click.command("train")
+@click.option("--config", "config_name", default="fashion-mnist", show_default=True,
+              help="Preset name (see --list-presets) or a YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set optim.lr=5e-4 (repeatable).")
+@click.option("--out", "out_dir", default=None, help="Run directory (default: train.out_dir of the config).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt exactly where it stopped.")
+@click.option("--list-presets", is_flag=True, help="List the packaged presets and exit.")
+def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resume: bool, list_presets: bool) -> None:
+    """Train HJEPA; writes OUT/config.yaml, OUT/checkpoints/ and OUT/metrics.jsonl.
+
+    Multi-GPU / multi-node: torchrun --nproc_per_node N -m hjepa.cli.train --config ...
+    """
+    from hjepa import dist
+    from hjepa.config import load_config, preset_names
+
+    if list_presets:
+        click.echo("\n".join(preset_names()))
+        return
+    with user_errors():
+        extra = [f"train.out_dir={out_dir}"] if out_dir else []
+        cfg = load_config(config_name, [*overrides, *extra])
+        from hjepa.train import train
+
+        result = train(cfg, resume=resume)
+    if dist.is_main():
+        click.echo(f"run: {result.out_dir}  steps: {result.steps}  final loss: {result.final_loss:.4f}")
+        if result.knn:
+            for k, scores in result.knn.items():
+                click.echo(f"k-NN (k={k}) top-1: {scores['top1']:.2f}%  top-5: {scores['top5']:.2f}%")
+    dist.destroy()
+
+
+if __name__ == "__main__":
+    main()

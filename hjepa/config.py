@@ -1,0 +1,293 @@
+"""Typed configuration: one dataclass per section, layered defaults -> YAML preset or path -> ``--set`` overrides.
+
+Unknown keys and values of the wrong type fail at load time with the dotted key named, so a typo in a YAML file or
+on the command line never silently trains the wrong model. The resolved config is written beside every run and into
+every checkpoint and exported artifact; ``Config.from_dict(cfg.to_dict())`` gives back an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message names the offending key or file."""
+
+
+@dataclass
+class HamiltonianConfig:
+    """Hamiltonian predictor (HamJEPA): H(q, p) = 1/2 |p|^2 + V(q), integrated by leapfrog."""
+
+    dt: float = 0.1
+    steps: int = 4
+    damping: float = 0.0
+    base_coeff: float = 0.5
+    residual_scale: float = 0.1
+    hidden_dim: int = 256
+    match: str = "q"  # "q", "p" or "qp"
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "vit_tiny"  # vit_tiny | vit_small | vit_base | vit_large | custom
+    img_size: int = 32
+    patch_size: int = 4
+    in_chans: int = 3
+    embed_dim: int | None = None  # overrides the size preset when set
+    depth: int | None = None
+    num_heads: int | None = None
+    drop_path_rate: float = 0.0
+    num_levels: int = 3
+    head_dim: int | None = None  # width of the per-level projection heads; default: embed_dim
+    predictor: str = "transformer"  # transformer | hamiltonian
+    predictor_embed_dim: int = 96
+    predictor_depth: int = 4
+    predictor_num_heads: int = 4
+    predictor_drop_path: float = 0.0
+    hamiltonian: HamiltonianConfig = field(default_factory=HamiltonianConfig)
+
+
+@dataclass
+class MaskConfig:
+    generator: str = "hierarchical"  # multiblock | hierarchical
+    num_targets: list[int] = field(default_factory=lambda: [4])  # per level; the last value repeats
+    target_scale: tuple[float, float] = (0.15, 0.2)  # level-0 scale range (fraction of the grid)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    context_aspect: tuple[float, float] = (1.0, 1.0)
+    scale_progression: str = "geometric"  # geometric | linear: how target scale grows with level
+    scale_factor: float = 1.5  # geometric ratio (or linear step) from one level to the next
+    min_keep: int = 4  # fewest context tokens any sample may keep
+    max_attempts: int = 20
+
+
+@dataclass
+class LossConfig:
+    prediction: str = "smoothl1"  # mse | smoothl1 | huber
+    huber_delta: float = 1.0
+    normalize: bool = False  # L2-normalise predictions and targets before the distance
+    level_weights: list[float] | None = None  # default: 1 for every level
+    regularizer: str = "none"  # none | vicreg | barlow | sigreg
+    regularizer_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
+    vicreg_sim: float = 25.0
+    vicreg_var: float = 25.0
+    vicreg_cov: float = 1.0
+    vicreg_gamma: float = 1.0
+    vicreg_eps: float = 1e-4
+    barlow_lambda: float = 0.005
+    sigreg_slices: int = 256
+    sigreg_points: int = 17
+    sigreg_t_max: float = 3.0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"  # fashion-mnist | digits | cifar100 | imagefolder | imagenet100
+    data_dir: str | None = None
+    download: bool = False  # only cifar100 downloads, and only when this is set
+    batch_size: int = 64
+    num_workers: int = 0
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    hflip: bool = True
+    on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
+    limit: int | None = None  # use only the first N training images (debugging, tests)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_steps: int = 100
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float = 1.0  # 0 disables clipping
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+    ema_schedule: str = "cosine"  # cosine | linear
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    compile: bool = False
+    log_every: int = 20
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    knn_every: int = 0  # 0 disables the online k-NN monitor
+    knn_train_samples: int = 5000
+    knn_test_samples: int = 1000
+    out_dir: str = "runs/default"
+    progress: bool = True
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 20
+    atol: float = 1e-3
+    min_cosine: float = 0.999
+    verify_batch: int = 4
+    profile_batches: tuple[int, int, int] = (1, 8, 64)  # TensorRT min / opt / max batch
+
+
+@dataclass
+class EvalConfig:
+    knn_k: list[int] = field(default_factory=lambda: [20])
+    knn_temperature: float = 0.07
+    probe_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1])
+    probe_epochs: int = 100
+    probe_val_fraction: float = 0.1
+    batch_size: int = 256
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return _build(cls, data, "")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def override(self, assignments: list[str]) -> Config:
+        """Apply ``a.b=value`` overrides (values parsed as YAML) and return a new, re-validated config."""
+        data = self.to_dict()
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise ConfigError(f"override {assignment!r} is not of the form section.key=value")
+            key, raw = assignment.split("=", 1)
+            parts = key.strip().split(".")
+            node = data
+            for i, part in enumerate(parts[:-1]):
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {assignment!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config key {key.strip()!r} in override {assignment!r}")
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        return Config.from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; valid keys in this section: {', '.join(sorted(names))}"
+        )
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples where the field is a tuple."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple:
+            if len(args) != len(value):
+                raise ConfigError(f"config key {key!r} expects {len(args)} values, got {list(value)!r}")
+            return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} expects true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r} has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def preset_names() -> list[str]:
+    """Names of the packaged presets in ``hjepa/configs``."""
+    return sorted(p.name[:-5] for p in resources.files("hjepa.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then a packaged preset (by name) or YAML file (by path), then ``a.b=value`` overrides."""
+    data: dict[str, Any] = {}
+    if name_or_path is not None:
+        text = _read_config_text(str(name_or_path))
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {name_or_path!s} is not valid YAML: {exc}") from None
+    cfg = Config.from_dict(data)
+    return cfg.override(overrides or [])
+
+
+def _read_config_text(name_or_path: str) -> str:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path.read_text()
+    resource = resources.files("hjepa.configs") / f"{name_or_path}.yaml"
+    if not resource.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())} (or a .yaml path)")
+    return resource.read_text()

@@ -1,0 +1,26 @@
+"""Evaluation of frozen features: k-NN (as DINO), linear probes, a feature cache and reports.
+
+Feature extraction from checkpoints and exported models lives beside these and calls them.
+"""
+
+from hjepa.evaluation.cache import FeatureCache, file_sha256
+from hjepa.evaluation.knn import knn_classify, knn_evaluate, knn_neighbours, knn_scores, top_k_accuracy
+from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
+from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
+
+__all__ = [
+    "FeatureCache",
+    "build_report",
+    "file_sha256",
+    "format_table",
+    "knn_classify",
+    "knn_evaluate",
+    "knn_neighbours",
+    "knn_scores",
+    "linear_probe",
+    "logreg_probe",
+    "read_report",
+    "report_rows",
+    "top_k_accuracy",
+    "write_report",
+]

@@ -1,0 +1,124 @@
+"""On-disk cache of extracted features, so each (model, level, dataset, split) is encoded once.
+
+Files are safetensors (never pickle), written to a temporary file and renamed into place, so a crash mid-write
+leaves either the old file or none. A file that cannot be read back, or that holds the wrong key or shapes, is a
+miss: a warning names it and ``get_or_compute`` overwrites it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+_FORMAT = "hjepa-features"
+_VERSION = "1"
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in ``chunk_bytes`` pieces so large checkpoints never sit in memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot hash {path}: no such file")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe rendering of ``text`` for the readable part of a key."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")[:40] or "x"
+
+
+class FeatureCache:
+    """Features ``[N, D]`` and labels ``[N]`` stored as ``ROOT/KEY.safetensors``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def key(self, source_hash: str, level: int, dataset: str, split: str, extra: str = "") -> str:
+        """A key naming the dataset, split and level readably, plus a digest of every field.
+
+        ``source_hash`` identifies the model weights (e.g. ``file_sha256`` of the checkpoint); ``extra`` holds
+        anything else that changes the features (image size, preprocessing).
+        """
+        if not source_hash:
+            raise ValueError("source_hash is empty: pass a hash of the checkpoint or exported model")
+        fields = {"source": source_hash, "level": int(level), "dataset": dataset, "split": split, "extra": extra}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+        return f"{_slug(dataset)}_{_slug(split)}_level{int(level)}_{digest}"
+
+    def path(self, key: str) -> Path:
+        """The file that holds ``key``."""
+        if not key or "/" in key or "\\" in key or key.startswith("."):
+            raise ValueError(f"invalid cache key {key!r}: use FeatureCache.key(...)")
+        return self.root / f"{key}.safetensors"
+
+    def load(self, key: str) -> tuple[Tensor, Tensor] | None:
+        """``(features [N, D], labels [N] long)`` for ``key``, or None when absent or unreadable (with a warning)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                features, labels = handle.get_tensor("features"), handle.get_tensor("labels")
+            _check(features, labels)
+            if metadata.get("format") != _FORMAT or metadata.get("key") != key:
+                raise ValueError(f"metadata {metadata} does not match key {key!r}")
+        except Exception as error:  # any unreadable file is a miss, whatever the safetensors / OS error type
+            warnings.warn(f"ignoring corrupt feature cache file {path}: {error}", stacklevel=2)
+            return None
+        return features, labels
+
+    def save(self, key: str, features: Tensor, labels: Tensor) -> Path:
+        """Writes ``features [N, D]`` and ``labels [N]`` atomically; returns the file path."""
+        _check(features, labels)
+        path = self.path(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "features": features.detach().cpu().contiguous(),
+            "labels": labels.detach().cpu().long().contiguous(),
+        }
+        metadata = {"format": _FORMAT, "version": _VERSION, "key": key}
+        handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
+        os.close(handle)
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+            os.replace(temporary, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    def get_or_compute(self, key: str, fn: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, bool]:
+        """Loads ``key`` or computes it with ``fn()`` and stores it. Returns ``(features, labels, hit)``."""
+        cached = self.load(key)
+        if cached is not None:
+            return cached[0], cached[1], True
+        features, labels = fn()
+        self.save(key, features, labels)
+        return features, labels, False
+
+
+def _check(features: Tensor, labels: Tensor) -> None:
+    if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
+        raise TypeError(f"features and labels must be tensors, got {type(features).__name__}, {type(labels).__name__}")
+    if features.ndim != 2 or labels.ndim != 1 or features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"expected features [N, D] and labels [N], got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")

@@ -1,0 +1,214 @@
+"""Weighted k-nearest-neighbour classification of frozen features, as DINO evaluates it.
+
+Follows ``knn_classifier`` in facebookresearch/dino ``eval_knn.py``: features are L2-normalised, each test row is
+compared to every train row by cosine similarity (one matmul per chunk of test rows), the ``k`` most similar train
+rows vote for their label with weight ``exp(similarity / T)``, and the class scores are the summed votes.
+
+Tie-breaking (deterministic, the same on every device):
+  * neighbours: ordered by similarity, descending; train rows with exactly equal similarity are ordered by ascending
+    train index. ``torch.topk`` alone does not promise this (on CPU it returns tied indices in a scrambled order), so
+    rows whose k-th similarity is tied with unselected train rows are repaired explicitly. This also makes the first
+    ``k`` of the ``K > k`` neighbours identical to the ``k`` neighbours, which ``knn_evaluate`` relies on.
+  * predictions: exactly equal class scores go to the lowest class index (``torch.argmax`` returns the first
+    maximum; top-5 uses a stable descending sort for the same reason).
+
+``k`` larger than the number of train rows is clamped to that number, with a warning: the vote then uses every train
+row, which is the only sensible reading of such a request.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# log(float32 max) ~ 88.7: above this exponent exp(sim / T) summed over k neighbours can overflow float32.
+_FLOAT32_LOG_MAX = 88.0
+
+
+def as_features(features: Tensor | np.ndarray, name: str) -> Tensor:
+    """Checks and converts a feature matrix ``[N, D]`` (tensor or numpy array) to a float tensor."""
+    tensor = torch.as_tensor(features)
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D [num_samples, dim] matrix, got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 rows)")
+    if not tensor.is_floating_point():
+        tensor = tensor.float()
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return tensor
+
+
+def as_labels(labels: Tensor | np.ndarray, num_rows: int, name: str) -> Tensor:
+    """Checks and converts integer class labels ``[N]`` (tensor or numpy array) to a long tensor."""
+    tensor = torch.as_tensor(labels)
+    if tensor.ndim != 1 or tensor.shape[0] != num_rows:
+        raise ValueError(f"{name} must be a 1-D vector of {num_rows} labels, got shape {tuple(tensor.shape)}")
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices, got dtype {tensor.dtype}")
+    tensor = tensor.long()
+    if bool((tensor < 0).any()):
+        raise ValueError(f"{name} contains negative class indices (min {int(tensor.min())})")
+    return tensor
+
+
+def resolve_num_classes(num_classes: int | None, *labels: Tensor) -> int:
+    """Number of classes: the given one (checked against the labels) or ``max(label) + 1``."""
+    largest = max(int(label.max()) for label in labels)
+    if num_classes is None:
+        return largest + 1
+    if num_classes <= largest:
+        raise ValueError(f"num_classes={num_classes} but the labels contain class index {largest}")
+    return num_classes
+
+
+def _clamp_k(k: int, num_train: int) -> int:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > num_train:
+        warnings.warn(f"k={k} exceeds the {num_train} train features; using k={num_train}", stacklevel=3)
+        return num_train
+    return k
+
+
+def _order_ties_by_index(similarity: Tensor, values: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Makes a topk result deterministic: the lowest train indices win ties, ordered by (similarity desc, index asc).
+
+    similarity: [B, N]; values, indices: [B, k] from ``topk``. Returns the corrected ``(values, indices)``.
+    """
+    threshold = values[:, -1:]
+    # Only rows where unselected train rows tie with the k-th similarity need repair; with real features they are
+    # rare (duplicate images), so a per-row loop is fine.
+    ambiguous = ((similarity >= threshold).sum(dim=1) > k).nonzero().flatten().tolist()
+    for row in ambiguous:
+        row_sim, edge = similarity[row], threshold[row, 0]
+        above = (row_sim > edge).nonzero().flatten()
+        tied = (row_sim == edge).nonzero().flatten()[: k - above.numel()]  # nonzero() is in ascending index order
+        chosen = torch.cat([above, tied])
+        indices[row], values[row] = chosen, row_sim[chosen]
+    # Sort by index, then stable-sort by similarity: equal similarities stay in ascending index order.
+    indices, order = indices.sort(dim=1)
+    values = values.gather(1, order)
+    values, order = values.sort(dim=1, descending=True, stable=True)
+    return values, indices.gather(1, order)
+
+
+@torch.no_grad()
+def knn_neighbours(
+    train_features: Tensor | np.ndarray,
+    test_features: Tensor | np.ndarray,
+    k: int,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """Cosine similarities and indices of the ``k`` most similar train rows for every test row.
+
+    train_features: [N, D]; test_features: [M, D]. Returns ``(similarities [M, k] float32, indices [M, k] long)``,
+    sorted by similarity descending (ties: ascending train index). Memory peaks at one ``[chunk_size, N]`` block.
+    ``chunk_size`` changes nothing but the last bits of the similarities (BLAS blocks matmuls by row count).
+    Runs on the device of ``train_features``.
+    """
+    train = F.normalize(as_features(train_features, "train_features").float(), dim=1)
+    test = as_features(test_features, "test_features")
+    if test.shape[1] != train.shape[1]:
+        raise ValueError(f"test_features have dim {test.shape[1]} but train_features have dim {train.shape[1]}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    k = _clamp_k(k, train.shape[0])
+    train_t = train.t().contiguous()  # [D, N], so each chunk is one plain matmul
+    all_values, all_indices = [], []
+    for start in range(0, test.shape[0], chunk_size):
+        chunk = F.normalize(test[start : start + chunk_size].to(train.device, torch.float32), dim=1)
+        similarity = chunk @ train_t  # [B, N]
+        values, indices = similarity.topk(k, dim=1, largest=True, sorted=True)
+        values, indices = _order_ties_by_index(similarity, values, indices, k)
+        all_values.append(values)
+        all_indices.append(indices)
+    return torch.cat(all_values), torch.cat(all_indices)
+
+
+def knn_scores(
+    similarities: Tensor, neighbour_labels: Tensor, num_classes: int, temperature: float = 0.07
+) -> Tensor:
+    """Class scores from neighbours: ``scores[m, c] = sum_j [label_j == c] * exp(sim_j / T)``.
+
+    similarities, neighbour_labels: [M, k]. Returns scores [M, C] float32. When ``1 / T + log(k)`` would overflow
+    float32 (T below ~0.012), each row is rescaled by ``exp(-max_sim / T)``; the ranking of classes is unchanged.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    exponent = similarities.float() / temperature
+    if 1.0 / temperature + math.log(max(similarities.shape[1], 1)) > _FLOAT32_LOG_MAX:
+        exponent = exponent - exponent[:, :1]  # neighbours are sorted: column 0 holds the row maximum
+    weights = exponent.exp()
+    scores = torch.zeros(similarities.shape[0], num_classes, dtype=torch.float32, device=similarities.device)
+    # scatter_add equals DINO's (retrieval_one_hot * weights).sum(1) without building the [M, k, C] one-hot tensor.
+    return scores.scatter_add_(1, neighbour_labels, weights)
+
+
+def knn_classify(
+    train_features: Tensor | np.ndarray,
+    train_labels: Tensor | np.ndarray,
+    test_features: Tensor | np.ndarray,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """DINO's weighted k-NN: class scores [M, C] for test features [M, D] given train features [N, D], labels [N].
+
+    ``num_classes`` defaults to ``max(train_labels) + 1``. Predict with ``scores.argmax(1)`` (ties -> lowest class).
+    """
+    train = as_features(train_features, "train_features")
+    labels = as_labels(train_labels, train.shape[0], "train_labels").to(train.device)
+    num_classes = resolve_num_classes(num_classes, labels)
+    similarities, indices = knn_neighbours(train, test_features, k, chunk_size)
+    return knn_scores(similarities, labels[indices], num_classes, temperature)
+
+
+def top_k_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Percentage of rows whose label is among the ``k`` highest scores, for each k (capped at the class count).
+
+    scores: [M, C]; labels: [M]. Equal scores rank the lower class index first, consistent with ``argmax``.
+    """
+    order = scores.sort(dim=1, descending=True, stable=True).indices
+    hits = order[:, : max(ks)] == labels.to(scores.device).view(-1, 1)
+    return {k: 100.0 * float(hits[:, : min(k, scores.shape[1])].any(dim=1).float().mean()) for k in ks}
+
+
+@torch.no_grad()
+def knn_evaluate(
+    train_features: Tensor | np.ndarray,
+    train_labels: Tensor | np.ndarray,
+    test_features: Tensor | np.ndarray,
+    test_labels: Tensor | np.ndarray,
+    ks: list[int] | tuple[int, ...] = (20,),
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    chunk_size: int = 1024,
+) -> dict[int, dict[str, float]]:
+    """k-NN top-1 / top-5 accuracy (percent) for every ``k`` in ``ks``: ``{k: {"top1": %, "top5": %}}``.
+
+    The ``max(ks)`` neighbours are searched once; each smaller k uses the first k of them (identical to a separate
+    search thanks to the deterministic tie order). ``top5`` is top-min(5, C).
+    """
+    if len(ks) == 0:
+        raise ValueError("ks is empty: give at least one k")
+    train = as_features(train_features, "train_features")
+    test = as_features(test_features, "test_features")
+    labels = as_labels(train_labels, train.shape[0], "train_labels").to(train.device)
+    targets = as_labels(test_labels, test.shape[0], "test_labels").to(train.device)
+    num_classes = resolve_num_classes(num_classes, labels, targets)
+    similarities, indices = knn_neighbours(train, test, max(ks), chunk_size)
+    neighbour_labels = labels[indices]
+    results = {}
+    for k in ks:
+        used = min(k, similarities.shape[1])  # already clamped (and warned about) by knn_neighbours
+        scores = knn_scores(similarities[:, :used], neighbour_labels[:, :used], num_classes, temperature)
+        accuracy = top_k_accuracy(scores, targets, (1, 5))
+        results[k] = {"top1": accuracy[1], "top5": accuracy[5]}
+    return results

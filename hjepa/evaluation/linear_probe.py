@@ -1,0 +1,205 @@
+"""Linear probes on frozen features: a learning-rate sweep trained as one batched layer, and logistic regression.
+
+``linear_probe`` follows dinov2's linear evaluation (``AllClassifiers``): one linear classifier per learning rate,
+all trained together on the same mini-batches, SGD with momentum 0.9 and a cosine learning-rate schedule. Here the
+classifiers are one weight tensor ``[L, D, C]`` so a step is a single batched matmul; each slice gets its own
+learning rate by scaling its update. The best learning rate is picked on a stratified validation split carved
+from the train features with a fixed seed, and that classifier (trained on the rest of the train split) is scored
+on the test features as is, without retraining on train + validation: simpler, and the validation split is small.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hjepa.evaluation.knn import as_features, as_labels, resolve_num_classes, top_k_accuracy
+
+DEFAULT_PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+_MOMENTUM = 0.9
+
+
+def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Splits row indices into (train, val), taking ``round(val_fraction * n_c)`` rows of every class c.
+
+    Every class keeps at least one training row. labels: [N]. Returns two sorted index tensors.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    val_parts = []
+    for cls in labels.unique().tolist():
+        rows = (labels == cls).nonzero().flatten()
+        rows = rows[torch.randperm(rows.numel(), generator=generator)]
+        val_parts.append(rows[: min(round(val_fraction * rows.numel()), rows.numel() - 1)])
+    val = torch.cat(val_parts).sort().values
+    if val.numel() == 0:
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves no validation rows for {labels.numel()} train rows; "
+            "give more train data or a larger val_fraction"
+        )
+    keep = torch.ones(labels.numel(), dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().flatten(), val
+
+
+def cosine_schedule(total_steps: int) -> Tensor:
+    """Learning-rate multiplier per step, ``0.5 * (1 + cos(pi * t / T))`` for t in [0, T): an array indexed by step."""
+    steps = torch.arange(total_steps, dtype=torch.float64)
+    return (0.5 * (1.0 + torch.cos(math.pi * steps / total_steps))).float()
+
+
+def _logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """features [B, D], weight [L, D, C], bias [L, C] -> logits [L, B, C]."""
+    return torch.einsum("bd,ldc->lbc", features, weight) + bias[:, None, :]
+
+
+@torch.no_grad()
+def _evaluate(features: Tensor, labels: Tensor, weight: Tensor, bias: Tensor) -> tuple[list[float], list[float]]:
+    """Top-1 accuracy (percent) and mean cross-entropy of every classifier slice."""
+    logits = _logits(features, weight, bias)
+    accuracies = [top_k_accuracy(slice_logits, labels, (1,))[1] for slice_logits in logits]
+    losses = [float(F.cross_entropy(slice_logits, labels)) for slice_logits in logits]
+    return accuracies, losses
+
+
+def linear_probe(
+    train_features: Tensor | np.ndarray,
+    train_labels: Tensor | np.ndarray,
+    test_features: Tensor | np.ndarray,
+    test_labels: Tensor | np.ndarray,
+    num_classes: int | None = None,
+    lrs: list[float] | tuple[float, ...] = DEFAULT_PROBE_LRS,
+    epochs: int = 100,
+    batch_size: int = 256,
+    val_fraction: float = 0.1,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Trains one linear classifier per learning rate on standardised features; reports the best one's test accuracy.
+
+    train_features [N, D], train_labels [N], test_features [M, D], test_labels [M] (tensors or numpy arrays).
+    Features are standardised with the mean / std of the training rows (validation rows excluded). The best lr has
+    the highest validation top-1; ties go to the lower validation loss. Weight decay applies to weights, not biases.
+    Returns ``{"top1", "top5", "best_lr", "val_top1_per_lr": {lr: %}, "val_loss_per_lr": {lr: loss},
+    "train_size", "val_size", "test_size", "num_classes", "epochs"}`` (accuracies in percent).
+    """
+    if len(lrs) == 0 or any(lr <= 0 for lr in lrs):
+        raise ValueError(f"lrs must be a non-empty list of positive learning rates, got {list(lrs)}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
+    train_all = as_features(train_features, "train_features").float()
+    test = as_features(test_features, "test_features").float()
+    if test.shape[1] != train_all.shape[1]:
+        raise ValueError(f"test_features have dim {test.shape[1]} but train_features have dim {train_all.shape[1]}")
+    labels_all = as_labels(train_labels, train_all.shape[0], "train_labels")
+    test_targets = as_labels(test_labels, test.shape[0], "test_labels")
+    num_classes = resolve_num_classes(num_classes, labels_all, test_targets)
+    device = torch.device(device)
+
+    train_rows, val_rows = stratified_split(labels_all, val_fraction, seed)
+    train, val = train_all[train_rows], train_all[val_rows]
+    labels, val_targets = labels_all[train_rows].to(device), labels_all[val_rows].to(device)
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)  # clamp: constant dims would divide by zero
+    train, val, test = ((x - mean) / std for x in (train, val, test))
+    train, val, test = train.to(device), val.to(device), test.to(device)
+    test_targets = test_targets.to(device)
+
+    # Separate generators, one initial draw: slice i of a sweep is the classifier a single-lr run would train.
+    init_generator = torch.Generator().manual_seed(seed)
+    order_generator = torch.Generator().manual_seed(seed + 1)
+    num_lrs, dim = len(lrs), train.shape[1]
+    # dinov2 initialises its linear heads with N(0, 0.01) weights and zero bias; every lr starts from the same draw.
+    initial = torch.randn(dim, num_classes, generator=init_generator) * 0.01
+    weight = initial.repeat(num_lrs, 1, 1).to(device).requires_grad_()
+    bias = torch.zeros(num_lrs, num_classes, device=device, requires_grad=True)
+    weight_momentum, bias_momentum = torch.zeros_like(weight), torch.zeros_like(bias)
+    slice_lrs = torch.tensor(list(lrs), dtype=torch.float32, device=device)
+
+    steps_per_epoch = math.ceil(train.shape[0] / batch_size)
+    schedule = cosine_schedule(epochs * steps_per_epoch).tolist()
+    step = 0
+    for _ in range(epochs):
+        permutation = torch.randperm(train.shape[0], generator=order_generator).to(device)
+        for start in range(0, train.shape[0], batch_size):
+            batch = permutation[start : start + batch_size]
+            # Step 1. Forward: every slice sees the same batch; summing per-slice mean losses keeps gradients separate.
+            logits = _logits(train[batch], weight, bias)  # [L, B, C]
+            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].repeat(num_lrs), reduction="sum")
+            loss = loss / batch.numel()
+            weight.grad = bias.grad = None
+            loss.backward()
+            # Step 2. SGD with momentum (torch.optim.SGD semantics), each slice scaled by its own learning rate.
+            with torch.no_grad():
+                step_lrs = slice_lrs * schedule[step]
+                weight_momentum.mul_(_MOMENTUM).add_(weight.grad + weight_decay * weight)
+                bias_momentum.mul_(_MOMENTUM).add_(bias.grad)
+                weight.sub_(step_lrs.view(-1, 1, 1) * weight_momentum)
+                bias.sub_(step_lrs.view(-1, 1) * bias_momentum)
+            step += 1
+
+    weight, bias = weight.detach(), bias.detach()
+    val_top1, val_loss = _evaluate(val, val_targets, weight, bias)
+    best = max(range(num_lrs), key=lambda i: (val_top1[i], -val_loss[i]))
+    with torch.no_grad():
+        test_accuracy = top_k_accuracy(_logits(test, weight[best : best + 1], bias[best : best + 1])[0], test_targets)
+    return {
+        "top1": test_accuracy[1],
+        "top5": test_accuracy[5],
+        "best_lr": float(lrs[best]),
+        "val_top1_per_lr": {float(lr): acc for lr, acc in zip(lrs, val_top1, strict=True)},
+        "val_loss_per_lr": {float(lr): loss for lr, loss in zip(lrs, val_loss, strict=True)},
+        "train_size": int(train.shape[0]),
+        "val_size": int(val.shape[0]),
+        "test_size": int(test.shape[0]),
+        "num_classes": num_classes,
+        "epochs": epochs,
+    }
+
+
+def logreg_probe(
+    train_features: Tensor | np.ndarray,
+    train_labels: Tensor | np.ndarray,
+    test_features: Tensor | np.ndarray,
+    test_labels: Tensor | np.ndarray,
+    C: float = 1.0,  # noqa: N803 - scikit-learn's name for the inverse regularisation strength
+    max_iter: int = 1000,
+) -> dict:
+    """scikit-learn ``LogisticRegression`` on standardised features (mean / std of the train split).
+
+    train_features [N, D], train_labels [N], test_features [M, D], test_labels [M]. Top-5 comes from
+    ``predict_proba``; classes absent from the train split can never be predicted. Returns
+    ``{"top1", "top5", "C", "train_size", "test_size"}`` (accuracies in percent).
+    """
+    from sklearn.linear_model import LogisticRegression  # imported here: scikit-learn is slow to import
+
+    train = as_features(train_features, "train_features").float().cpu()
+    test = as_features(test_features, "test_features").float().cpu()
+    if test.shape[1] != train.shape[1]:
+        raise ValueError(f"test_features have dim {test.shape[1]} but train_features have dim {train.shape[1]}")
+    labels = as_labels(train_labels, train.shape[0], "train_labels").cpu()
+    targets = as_labels(test_labels, test.shape[0], "test_labels").cpu()
+    if labels.unique().numel() < 2:
+        raise ValueError("logreg_probe needs at least two classes in train_labels")
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)
+    model = LogisticRegression(C=C, max_iter=max_iter)
+    model.fit(((train - mean) / std).numpy(), labels.numpy())
+    probabilities = torch.from_numpy(model.predict_proba(((test - mean) / std).numpy()))  # [M, C_seen]
+    # Columns follow model.classes_; map them back to class indices before ranking.
+    classes = torch.from_numpy(model.classes_).long()
+    order = probabilities.sort(dim=1, descending=True, stable=True).indices
+    ranked = classes[order]  # [M, C_seen] class indices, most probable first
+    hits = ranked == targets.view(-1, 1)
+    return {
+        "top1": 100.0 * float(hits[:, :1].any(dim=1).float().mean()),
+        "top5": 100.0 * float(hits[:, :5].any(dim=1).float().mean()),
+        "C": float(C),
+        "train_size": int(train.shape[0]),
+        "test_size": int(test.shape[0]),
+    }

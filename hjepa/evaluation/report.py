@@ -1,0 +1,139 @@
+"""Evaluation reports: one JSON document per run, and a plain-text table with one row per level.
+
+Report layout (all mapping keys are strings, so the dict equals what ``json.load`` reads back)::
+
+    {"source": "runs/x/checkpoints/last.safetensors", "dataset": "cifar100", "hjepa_version": "0.1.0",
+     "splits": {"train": 50000, "test": 10000},
+     "levels": {"0": {"knn": {"20": {"top1": 41.2, "top5": 70.3}},
+                      "linear": {"top1": 45.0, "top5": 75.1, "best_lr": 0.01, ...},
+                      "logreg": {"top1": 44.2, "top5": 74.0, ...}}},
+     "timings": {"extract_s": 12.3, "knn_s": 1.2}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import hjepa
+
+_PROBES = ("linear", "logreg")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Converts nested results to JSON types: keys become strings, tensors / numpy values numbers, NaN None."""
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / infinity; None shows as "-" in the table
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in an evaluation report: {value!r}")
+
+
+def build_report(
+    source: str | Path,
+    dataset: str,
+    splits: Mapping[str, int],
+    levels: Mapping[int, Mapping[str, Any]],
+    timings: Mapping[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Assembles a report. ``levels[level]`` may hold ``"knn"`` (``knn_evaluate`` output), ``"linear"``
+    (``linear_probe``) and ``"logreg"`` (``logreg_probe``); ``extra`` adds top-level fields (e.g. ``config``)."""
+    report = {
+        "source": str(source),
+        "dataset": dataset,
+        "hjepa_version": hjepa.__version__,
+        "splits": dict(splits),
+        "levels": {int(level): results for level, results in sorted(levels.items(), key=lambda item: int(item[0]))},
+        "timings": dict(timings or {}),
+        **extra,
+    }
+    return to_jsonable(report)
+
+
+def report_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per level: ``level``, ``knn@K top1`` / ``knn@K top5`` for each K, then each probe's top1 / top5."""
+    rows = []
+    for level, results in sorted(report.get("levels", {}).items(), key=lambda item: int(item[0])):
+        row: dict[str, Any] = {"level": int(level)}
+        for k, accuracy in sorted(results.get("knn", {}).items(), key=lambda item: int(item[0])):
+            row[f"knn@{k} top1"] = accuracy.get("top1")
+            row[f"knn@{k} top5"] = accuracy.get("top5")
+        for probe in _PROBES:
+            if probe in results:
+                row[f"{probe} top1"] = results[probe].get("top1")
+                row[f"{probe} top5"] = results[probe].get("top5")
+        rows.append(row)
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def format_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None) -> str:
+    """An aligned plain-text table. ``columns`` defaults to every key, in first-seen order; a missing cell is ``-``.
+
+    Floats print with two decimals; numbers are right-aligned, text left-aligned.
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    if not columns:
+        return ""
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
+    numeric = [
+        all(isinstance(row.get(column), (int, float)) or row.get(column) is None for row in rows) for column in columns
+    ]
+
+    def render(values: list[str]) -> str:
+        parts = [v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    lines = [render(list(columns)), "  ".join("-" * width for width in widths)]
+    lines += [render(line) for line in cells]
+    return "\n".join(lines)
+
+
+def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
+    """Writes ``report`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """Reads a report written by ``write_report``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation report at {path}")
+    return json.loads(path.read_text(encoding="utf-8"))

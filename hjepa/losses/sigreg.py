@@ -1,0 +1,116 @@
+"""SIGReg (LeJEPA, Balestriero & LeCun, 2025): sketched isotropic Gaussian regularisation.
+
+Embeddings z ``[N, D]`` (``[B, N, D]`` is flattened to ``[B*N, D]``) are projected on M random unit directions
+A ``[D, M]``; each 1-D projection h = z a ``[N]`` is compared with a standard normal by the Epps-Pulley statistic::
+
+    phi_hat(t) = 1/N sum_n exp(i t h_n) = mean_n cos(t h_n) + i mean_n sin(t h_n)    (empirical char. function)
+    phi(t)     = exp(-t^2 / 2)                                                       (N(0, 1))
+    EP(a)      = N * int_{-t_max}^{t_max} |phi_hat(t) - phi(t)|^2 w(t) dt,   w(t) = exp(-t^2 / 2)
+               = N * 2 * trapezoid_{t in linspace(0, t_max, num_points)} [(Re phi_hat - phi)^2 + (Im phi_hat)^2] w
+    loss       = mean_a EP(a),  statistic_max = max_a EP(a)
+
+The integrand is even in t, hence the doubled half-line integral. Directions are re-drawn on every call from a CPU
+``torch.Generator`` seeded with ``seed + step``, so every rank (and every device type) draws the same ones. Under
+``torch.distributed`` the empirical characteristic function is averaged over ranks and N is the global sample count.
+Memory: the cos / sin tables are N * M * num_points floats (kept for backward).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from hjepa import dist
+from hjepa.config import LossConfig
+
+
+def random_directions(dim: int, num_slices: int, seed: int) -> Tensor:
+    """``[dim, num_slices]`` float32 on the CPU, columns of unit norm, a deterministic function of ``seed``."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    directions = torch.randn(dim, num_slices, generator=generator, dtype=torch.float32)
+    return directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+
+class SIGRegLoss(nn.Module):
+    """SIGReg loss; ``forward(z, step=0, directions=None)`` returns ``{'loss', 'statistic_max'}``.
+
+    Args:
+        num_slices: M, the number of random directions per call.
+        num_points: trapezoid nodes on [0, t_max] (at least 2).
+        t_max: upper end of the integration range.
+        seed: base seed; directions of call ``step`` come from ``seed + step``.
+    """
+
+    pairwise = False  # CombinedLoss passes step= instead of a second view
+
+    def __init__(self, num_slices: int = 256, num_points: int = 17, t_max: float = 3.0, seed: int = 0) -> None:
+        super().__init__()
+        if num_slices < 1:
+            raise ValueError(f"SIGReg num_slices must be at least 1, got {num_slices}")
+        if num_points < 2:
+            raise ValueError(f"SIGReg num_points must be at least 2 for the trapezoid rule, got {num_points}")
+        if t_max <= 0:
+            raise ValueError(f"SIGReg t_max must be positive, got {t_max}")
+        self.num_slices = int(num_slices)
+        self.num_points = int(num_points)
+        self.t_max = float(t_max)
+        self.seed = int(seed)
+        t = torch.linspace(0.0, self.t_max, self.num_points, dtype=torch.float32)
+        spacing = self.t_max / (self.num_points - 1)
+        trapezoid = torch.full((self.num_points,), spacing)
+        trapezoid[[0, -1]] = spacing / 2
+        gaussian_cf = torch.exp(-0.5 * t.square())
+        self.register_buffer("t", t, persistent=False)
+        self.register_buffer("target_cf", gaussian_cf, persistent=False)  # phi(t)
+        # 2 for the even integrand, w(t) = exp(-t^2/2) happens to equal phi(t)
+        self.register_buffer("quadrature", 2 * trapezoid * gaussian_cf, persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig) -> SIGRegLoss:
+        return cls(num_slices=cfg.sigreg_slices, num_points=cfg.sigreg_points, t_max=cfg.sigreg_t_max)
+
+    def directions_for_step(self, dim: int, step: int) -> Tensor:
+        """The ``[dim, num_slices]`` unit directions used at ``step`` (CPU, float32)."""
+        return random_directions(dim, self.num_slices, self.seed + int(step))
+
+    def forward(self, z: Tensor, step: int = 0, directions: Tensor | None = None) -> dict[str, Tensor]:
+        """z: ``[N, D]`` or ``[B, N, D]``; directions: optional ``[D, M]`` (columns are normalised here)."""
+        if z.dim() < 2:
+            raise ValueError(f"SIGReg input must have shape [N, D] or [B, N, D], got {tuple(z.shape)}")
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z = z.reshape(-1, z.shape[-1]).float()
+            dim = z.shape[1]
+            if directions is None:
+                directions = self.directions_for_step(dim, step)
+            elif directions.dim() != 2 or directions.shape[0] != dim:
+                raise ValueError(f"SIGReg directions must have shape [{dim}, M], got {tuple(directions.shape)}")
+            else:
+                directions = directions.float()
+                directions = directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            directions = directions.to(z.device)
+            projections = z @ directions  # [N, M]
+            angles = projections.unsqueeze(-1) * self.t.to(z.device)  # [N, M, T]
+            cos_mean, sin_mean, num_samples = self._global_means(angles.cos(), angles.sin())  # [M, T] each
+            error = (cos_mean - self.target_cf.to(z.device)).square() + sin_mean.square()  # [M, T]
+            statistic = num_samples * (error @ self.quadrature.to(z.device))  # [M]
+        return {"loss": statistic.mean(), "statistic_max": statistic.detach().max()}
+
+    @staticmethod
+    def _global_means(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Means over samples (dim 0) of ``[N, M, T]`` tables, over all ranks when distributed, and the count N."""
+        local_count = cos.shape[0]
+        cos_mean, sin_mean = cos.mean(dim=0), sin.mean(dim=0)
+        if not dist.is_initialized():
+            return cos_mean, sin_mean, cos.new_tensor(float(local_count))
+        # One collective for sums and count, so ranks holding different N still give the exact global mean.
+        packed = torch.cat([cos.sum(0).flatten(), sin.sum(0).flatten(), cos.new_tensor([float(local_count)])])
+        packed = dist.all_reduce_mean(packed.detach().clone())
+        global_count = packed[-1] * dist.world_size()
+        cos_global = packed[: cos_mean.numel()].view_as(cos_mean) * dist.world_size() / global_count
+        sin_global = packed[cos_mean.numel() : -1].view_as(sin_mean) * dist.world_size() / global_count
+        # Value: the global mean. Gradient: this rank's samples, scaled so that DDP's average over ranks of the
+        # per-rank gradients equals the gradient of the global statistic.
+        scale = dist.world_size() * local_count / global_count
+        cos_mean = cos_mean * scale + (cos_global - cos_mean * scale).detach()
+        sin_mean = sin_mean * scale + (sin_global - sin_mean * scale).detach()
+        return cos_mean, sin_mean, global_count

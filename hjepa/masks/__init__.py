@@ -1,0 +1,25 @@
+"""Mask generators: I-JEPA multi-block and hierarchical (per-level, cell-aligned) target blocks, batched.
+
+``generator(batch_size, torch_generator) -> MaskBatch``; pick one by name with ``build_mask_generator(cfg, ...)``.
+"""
+
+from hjepa.masks.batch import MaskBatch
+from hjepa.masks.drawing import draw_masks
+from hjepa.masks.generator import BlockMaskGenerator, LevelBlocks
+from hjepa.masks.hierarchical import HierarchicalMaskGenerator, level_scales
+from hjepa.masks.multiblock import MultiBlockMaskGenerator
+from hjepa.masks.registry import MASK_GENERATORS, build_mask_generator
+from hjepa.masks.statistics import mask_statistics
+
+__all__ = [
+    "MASK_GENERATORS",
+    "BlockMaskGenerator",
+    "HierarchicalMaskGenerator",
+    "LevelBlocks",
+    "MaskBatch",
+    "MultiBlockMaskGenerator",
+    "build_mask_generator",
+    "draw_masks",
+    "level_scales",
+    "mask_statistics",
+]

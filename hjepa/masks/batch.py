@@ -1,0 +1,96 @@
+"""``MaskBatch``: the context and per-level target masks of one training batch, in two equivalent forms.
+
+Boolean masks over the fine patch grid are convenient for statistics and drawing; index tensors are what the
+encoders gather with. Both forms are produced together by the generators so the model never converts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class MaskBatch:
+    """Masks for ``B`` samples on a ``grid = (grid_h, grid_w)`` patch grid; ``N = grid_h * grid_w`` in raster order.
+
+    Attributes:
+        context: bool ``[B, N]``, exactly ``K`` True entries per row (the same ``K`` for every sample).
+        context_idx: long ``[B, K]``, ascending indices of the True entries of ``context``.
+        targets: per level ``k``, bool ``[B, T_k, N]``, one fine-grid mask per target block.
+        target_idx: per level ``k``, long ``[B, T_k, h_k * w_k]``, fine indices of each block, row-major within
+            the block (so ``target_idx[k].view(B, T_k, h_k, w_k)`` is the block as an image).
+        target_shapes: per level ``k``, the block size ``(h_k, w_k)`` in fine patches, multiples of ``2**k``.
+        grid: ``(grid_h, grid_w)``.
+
+    No target token is ever a context token.
+    """
+
+    context: torch.Tensor
+    context_idx: torch.Tensor
+    targets: list[torch.Tensor]
+    target_idx: list[torch.Tensor]
+    target_shapes: list[tuple[int, int]]
+    grid: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        # Shape checks only: data-dependent checks would force a device sync every time a batch is moved.
+        n = self.grid[0] * self.grid[1]
+        if self.context.dim() != 2 or self.context.shape[1] != n:
+            raise ValueError(f"context must be [B, {n}] for grid {self.grid}, got {list(self.context.shape)}")
+        batch = self.context.shape[0]
+        if self.context_idx.dim() != 2 or self.context_idx.shape[0] != batch:
+            raise ValueError(f"context_idx must be [{batch}, K], got {list(self.context_idx.shape)}")
+        if not (len(self.targets) == len(self.target_idx) == len(self.target_shapes)):
+            raise ValueError(
+                f"targets, target_idx and target_shapes must have one entry per level, got "
+                f"{len(self.targets)}, {len(self.target_idx)} and {len(self.target_shapes)}"
+            )
+        for k, (mask, idx, (h, w)) in enumerate(zip(self.targets, self.target_idx, self.target_shapes, strict=True)):
+            if mask.dim() != 3 or mask.shape[0] != batch or mask.shape[2] != n:
+                raise ValueError(f"targets[{k}] must be [{batch}, T, {n}], got {list(mask.shape)}")
+            if tuple(idx.shape) != (batch, mask.shape[1], h * w):
+                raise ValueError(
+                    f"target_idx[{k}] must be [{batch}, {mask.shape[1]}, {h * w}] for blocks of {h}x{w}, "
+                    f"got {list(idx.shape)}"
+                )
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.targets)
+
+    @property
+    def batch_size(self) -> int:
+        return self.context.shape[0]
+
+    @property
+    def num_context(self) -> int:
+        """``K``, the number of context tokens every sample keeps."""
+        return self.context_idx.shape[1]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MaskBatch:
+        """A copy with every tensor on ``device``."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return MaskBatch(
+            context=move(self.context),
+            context_idx=move(self.context_idx),
+            targets=[move(t) for t in self.targets],
+            target_idx=[move(t) for t in self.target_idx],
+            target_shapes=list(self.target_shapes),
+            grid=self.grid,
+        )
+
+    def pin_memory(self) -> MaskBatch:
+        """A copy in page-locked memory; ``DataLoader(pin_memory=True)`` calls this on custom batch types."""
+        return MaskBatch(
+            context=self.context.pin_memory(),
+            context_idx=self.context_idx.pin_memory(),
+            targets=[t.pin_memory() for t in self.targets],
+            target_idx=[t.pin_memory() for t in self.target_idx],
+            target_shapes=list(self.target_shapes),
+            grid=self.grid,
+        )

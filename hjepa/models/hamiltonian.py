@@ -1,0 +1,110 @@
+"""Hamiltonian predictor (seed: HamJEPA): the context summary is a phase-space state (q, p) evolved by leapfrog.
+
+H(q, p) = 1/2 |p|^2 + V(q), with V(q) = base_coeff/2 |q|^2 + residual_scale * MLP(q) (a scalar per token). The
+separable form makes the leapfrog (kick-drift-kick) integrator symplectic, so with ``damping=0`` and a small ``dt``
+the energy is conserved up to O(dt^2) — a property the tests check.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from hjepa.models.pos_embed import sincos_2d
+from hjepa.models.predictor import PREDICTORS, gather_tokens
+
+
+class Potential(nn.Module):
+    """V(q) = base_coeff/2 |q|^2 + residual_scale * MLP(q); ``q [..., P] -> V [...]``."""
+
+    def __init__(self, dim: int, hidden_dim: int, base_coeff: float, residual_scale: float) -> None:
+        super().__init__()
+        self.base_coeff = base_coeff
+        self.residual_scale = residual_scale
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.base_coeff * q.pow(2).sum(-1) + self.residual_scale * self.mlp(q).squeeze(-1)
+
+    def force(self, q: torch.Tensor) -> torch.Tensor:
+        """-dV/dq, kept in the autograd graph so training can differentiate through the integrator."""
+        with torch.enable_grad():
+            if not q.requires_grad:
+                q = q.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(q).sum(), q, create_graph=torch.is_grad_enabled() or self.training)
+        return -grad
+
+
+def leapfrog(
+    q: torch.Tensor, p: torch.Tensor, potential: Potential, dt: float, steps: int, damping: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integrate dq/dt = p, dp/dt = -dV/dq with kick-drift-kick steps; damping scales p by (1 - damping*dt)."""
+    for _ in range(steps):
+        p = p + 0.5 * dt * potential.force(q)
+        q = q + dt * p
+        p = p + 0.5 * dt * potential.force(q)
+        if damping:
+            p = p * (1.0 - damping * dt)
+    return q, p
+
+
+def hamiltonian_energy(q: torch.Tensor, p: torch.Tensor, potential: Potential) -> torch.Tensor:
+    """H(q, p) = 1/2 |p|^2 + V(q), per token."""
+    return 0.5 * p.pow(2).sum(-1) + potential(q)
+
+
+@PREDICTORS.register("hamiltonian")
+class HamiltonianPredictor(nn.Module):
+    """Context summary per target position (one cross-attention from the target's position to the context) gives the
+    initial state (q0, p0); leapfrog evolves it; the final ``q``, ``p`` or both are read out to the encoder width.
+
+    Same call signature as :class:`TransformerPredictor`: ``[B, K, D], [B, K], [B, T, M] -> [B*T, M, D]``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        grid: tuple[int, int],
+        num_levels: int = 1,
+        predictor_dim: int = 96,
+        num_heads: int = 4,
+        dt: float = 0.1,
+        steps: int = 4,
+        damping: float = 0.0,
+        base_coeff: float = 0.5,
+        residual_scale: float = 0.1,
+        hidden_dim: int = 256,
+        match: str = "q",
+        **_: object,
+    ) -> None:
+        super().__init__()
+        if match not in ("q", "p", "qp"):
+            raise ValueError(f"hamiltonian match must be 'q', 'p' or 'qp', got {match!r}")
+        self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
+        self.embed = nn.Linear(embed_dim, predictor_dim)
+        self.level_embed = nn.Parameter(torch.zeros(num_levels, predictor_dim))
+        self.register_buffer("pos_embed", sincos_2d(predictor_dim, grid)[None], persistent=False)
+        self.attend = nn.MultiheadAttention(predictor_dim, num_heads, batch_first=True)
+        self.norm = nn.LayerNorm(predictor_dim)
+        self.to_q = nn.Linear(predictor_dim, predictor_dim)
+        self.to_p = nn.Linear(predictor_dim, predictor_dim)
+        self.potential = Potential(predictor_dim, hidden_dim, base_coeff, residual_scale)
+        self.readout = nn.Linear(predictor_dim * (2 if match == "qp" else 1), embed_dim)
+
+    def forward(
+        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, level: int = 0
+    ) -> torch.Tensor:
+        batch, num_blocks, block_len = target_idx.shape
+        pos = self.pos_embed.expand(batch, -1, -1).to(context.dtype)
+        memory = self.embed(context) + gather_tokens(pos, context_idx)  # [B, K, P]
+        memory = memory.repeat_interleave(num_blocks, dim=0)
+        pos_bt = pos.repeat_interleave(num_blocks, dim=0)
+        queries = gather_tokens(pos_bt, target_idx.reshape(batch * num_blocks, block_len)) + self.level_embed[level]
+        summary, _ = self.attend(queries, memory, memory, need_weights=False)
+        state = self.norm(summary + queries)
+        # The integrator runs in float32: autograd through a bf16 force is too coarse for a symplectic update.
+        with torch.autocast(device_type=state.device.type, enabled=False):
+            q0, p0 = self.to_q(state.float()), self.to_p(state.float())
+            q, p = leapfrog(q0, p0, self.potential, self.dt, self.steps, self.damping)
+            out = {"q": q, "p": p, "qp": torch.cat([q, p], dim=-1)}[self.match]
+            return self.readout(out)

@@ -1,0 +1,134 @@
+"""The Hierarchical JEPA model: context encoder, EMA target encoder, predictor and per-level heads.
+
+For level k, target blocks are aligned to 2^k x 2^k cells. The predictor predicts the fine tokens of each block;
+predictions are averaged per cell and passed through the context-side level-k head; targets are the target
+encoder's tokens averaged per cell and passed through the target-side (EMA) level-k head. Blocks are aligned, so every
+cell of a block is whole and counts. No gradient reaches the target side, so the loss has no trivial collapse path.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from hjepa.config import Config
+from hjepa.models.ema import ema_update
+from hjepa.models.hierarchy import LevelHead, check_levels, level_grid, pool_blocks, pool_tokens
+from hjepa.models.predictor import PREDICTORS, gather_tokens
+from hjepa.models.vit import ViTEncoder
+
+if TYPE_CHECKING:
+    from hjepa.masks import MaskBatch
+
+
+class HJEPA(nn.Module):
+    """``forward(images [B, 3, H, W], masks: MaskBatch, step) -> {'loss', parts..., 'target_pooled' [B, D_h]}``."""
+
+    def __init__(self, cfg: Config, loss_fn: nn.Module) -> None:
+        super().__init__()
+        model_cfg = cfg.model
+        self.config = cfg
+        self.context_encoder = ViTEncoder(model_cfg)
+        self.grid = self.context_encoder.grid
+        self.num_levels = model_cfg.num_levels
+        check_levels(self.grid, self.num_levels)
+        dim = self.context_encoder.embed_dim
+        self.head_dim = model_cfg.head_dim or dim
+        self.context_heads = nn.ModuleList(LevelHead(dim, self.head_dim) for _ in range(self.num_levels))
+        ham = model_cfg.hamiltonian
+        self.predictor = PREDICTORS.build(
+            model_cfg.predictor,
+            embed_dim=dim,
+            grid=self.grid,
+            num_levels=self.num_levels,
+            predictor_dim=model_cfg.predictor_embed_dim,
+            depth=model_cfg.predictor_depth,
+            num_heads=model_cfg.predictor_num_heads,
+            drop_path=model_cfg.predictor_drop_path,
+            dt=ham.dt,
+            steps=ham.steps,
+            damping=ham.damping,
+            base_coeff=ham.base_coeff,
+            residual_scale=ham.residual_scale,
+            hidden_dim=ham.hidden_dim,
+            match=ham.match,
+        )
+        # Target side: EMA copies of the encoder and of the heads, never trained by gradients.
+        self.target_encoder = copy.deepcopy(self.context_encoder)
+        self.target_heads = copy.deepcopy(self.context_heads)
+        for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
+            param.requires_grad_(False)
+        self.loss_fn = loss_fn
+        self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.context_encoder.embed_dim
+
+    def forward(self, images: torch.Tensor, masks: MaskBatch, step: int = 0) -> dict[str, torch.Tensor]:
+        # Step 1. Targets: full-grid tokens from the EMA encoder, no gradient.
+        with torch.no_grad():
+            self.target_encoder.eval()
+            target_tokens = self.target_encoder(images)  # [B, N, D]
+            target_pooled = self.target_heads[0](target_tokens).mean(1).float()
+        # Step 2. Context: only the kept tokens go through the encoder.
+        context = self.context_encoder(images, masks.context_idx)  # [B, K, D]
+        # Step 3. Per level: predict each block's fine tokens, pool per cell, project with the level's heads.
+        predictions, targets = [], []
+        for level in range(self.num_levels):
+            idx = masks.target_idx[min(level, masks.num_levels - 1)]  # [B, T, M]
+            shape = masks.target_shapes[min(level, masks.num_levels - 1)]
+            predicted = self.predictor(context, masks.context_idx, idx, level=level)  # [B*T, M, D]
+            predictions.append(self.context_heads[level](pool_blocks(predicted, shape, level)))
+            with torch.no_grad():
+                flat_idx = idx.reshape(-1, idx.shape[-1])
+                block_targets = gather_tokens(target_tokens.repeat_interleave(idx.shape[1], dim=0), flat_idx)
+                targets.append(self.target_heads[level](pool_blocks(block_targets, shape, level)))
+        out = self.loss_fn(predictions, targets, step=step)
+        out["target_pooled"] = target_pooled
+        return out
+
+    @torch.no_grad()
+    def extract_features(self, images: torch.Tensor, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-encoder features: level tokens ``[B, N_k, D_h]`` and their mean ``[B, D_h]``."""
+        if not 0 <= level < self.num_levels:
+            raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
+        tokens = self.target_encoder(images)
+        tokens = self.target_heads[level](pool_tokens(tokens, self.grid, level))
+        return tokens, tokens.mean(1)
+
+    def level_grid(self, level: int) -> tuple[int, int]:
+        return level_grid(self.grid, level)
+
+    def set_momentum_schedule(self, schedule: torch.Tensor) -> None:
+        self.momentum_schedule = schedule.to(torch.float64)
+
+    @torch.no_grad()
+    def update_target(self, step: int) -> float:
+        """EMA step with the momentum scheduled for ``step``; returns the momentum used."""
+        schedule = self.momentum_schedule
+        momentum = float(schedule[min(step, len(schedule) - 1)])
+        ema_update([self.target_encoder, self.target_heads], [self.context_encoder, self.context_heads], momentum)
+        return momentum
+
+    def parameter_summary(self) -> dict[str, int]:
+        parts = {
+            "context_encoder": self.context_encoder,
+            "target_encoder": self.target_encoder,
+            "predictor": self.predictor,
+            "context_heads": self.context_heads,
+            "target_heads": self.target_heads,
+        }
+        summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+        summary["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return summary
+
+
+def build_model(cfg: Config) -> HJEPA:
+    """Build the full model (with its loss) from a resolved config."""
+    from hjepa.losses import build_loss
+
+    return HJEPA(cfg, build_loss(cfg.loss, cfg.model.num_levels))

@@ -1,0 +1,39 @@
+"""Name -> constructor registries for the interchangeable parts (predictors, mask generators, losses, runtimes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry:
+    """``@REGISTRY.register("name")`` on a class or function; ``REGISTRY.get("name")`` returns it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._items:
+                raise KeyError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = obj  # type: ignore[assignment]
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._items:
+            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
+        return self._items[name]
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items

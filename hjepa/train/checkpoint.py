@@ -1,0 +1,151 @@
+"""Checkpoints: atomic writes, ``last`` plus every N steps (keep the last K), safe loading only.
+
+A checkpoint is a dict of tensors and plain values written with ``torch.save`` and read back with
+``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is rejected.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import hjepa
+from hjepa.config import Config, ConfigError
+
+FORMAT = "hjepa-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, unsafe, or from another architecture."""
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.frombuffer(pickle.dumps(np.random.get_state()), dtype=np.uint8).copy()),
+        "python": torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    # numpy's state is our own pickle of a tuple of ints and an array, written by rng_state above.
+    np.random.set_state(pickle.loads(state["numpy"].numpy().tobytes()))  # noqa: S301
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+
+
+def atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    cfg: Config,
+    keep_last: int = 2,
+    periodic: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``last.pt`` (and ``step_{step:08d}.pt`` when ``periodic``), pruning periodic ones beyond ``keep_last``."""
+    state = {
+        "format": FORMAT,
+        "hjepa_version": hjepa.__version__,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "config": cfg.to_dict(),
+        "rng": rng_state(),
+        **(extra or {}),
+    }
+    last = directory / "last.pt"
+    atomic_save(state, last)
+    if periodic:
+        atomic_save(state, directory / f"step_{step:08d}.pt")
+        periodic_files = sorted(directory.glob("step_*.pt"))
+        for old in periodic_files[: max(len(periodic_files) - keep_last, 0)]:
+            old.unlink()
+    return last
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (no arbitrary unpickling) and check its format."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file or a run directory)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"checkpoint {path} holds objects that are not safe to load: {exc}".splitlines()[0])
+    except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: {exc})"[:300])
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an hjepa checkpoint (no '{FORMAT}' format tag)")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any]) -> Config:
+    try:
+        return Config.from_dict(state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load weights, refusing a checkpoint from another architecture with the first mismatches named."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: {tuple(state_dict[k].shape)} in {source} vs {tuple(v.shape)} in model"
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        problems = []
+        if shapes:
+            problems.append("shape mismatch " + "; ".join(shapes[:3]))
+        if missing:
+            problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source} is from another architecture: " + "; ".join(problems))
+    model.load_state_dict(state_dict)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained with and load its weights; returns (model, config, state)."""
+    from hjepa.models import build_model
+
+    state = load_checkpoint(path)
+    cfg = checkpoint_config(state)
+    model = build_model(cfg)
+    load_model_state(model, state["model"], source=str(path))
+    return model.to(device).eval(), cfg, state

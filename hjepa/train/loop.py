@@ -1,0 +1,196 @@
+"""The training loop: owns devices, distribution, autocast, compile, logging, checkpoints and the k-NN monitor."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from hjepa import dist
+from hjepa.config import Config
+from hjepa.data import PretrainAugment, TrainBatches, batch_generator, build_dataset
+from hjepa.masks import build_mask_generator
+from hjepa.models import HJEPA, build_model
+from hjepa.train.checkpoint import (
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    load_model_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from hjepa.train.diagnostics import collapse_diagnostics
+from hjepa.train.knn_monitor import KnnMonitor
+from hjepa.train.logging import MetricsLogger
+from hjepa.train.optim import build_optimizer
+from hjepa.train.schedules import build_schedules
+from hjepa.train.step import train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    final_loss: float
+    history: list[dict] = field(default_factory=list)
+    knn: dict | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, resume: bool = False) -> TrainResult:
+    """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir."""
+    device = resolve_device(cfg.train.device)
+    distributed = dist.init_distributed(device.type)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank())
+    out_dir = Path(cfg.train.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    seed_everything(cfg.train.seed)
+
+    dataset = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
+    if cfg.data.limit:
+        dataset = dataset.limit(cfg.data.limit)
+    model = build_model(cfg).to(device)
+    schedules = build_schedules(cfg)
+    model.set_momentum_schedule(schedules.momentum)
+    optimizer = build_optimizer(model, cfg.optim, device)
+
+    start_step = 0
+    if resume and (ckpt_dir / "last.pt").exists():
+        state = load_checkpoint(ckpt_dir / "last.pt")
+        saved = checkpoint_config(state)
+        if saved.model != cfg.model:
+            raise CheckpointError(f"cannot resume {ckpt_dir / 'last.pt'}: its model config differs from this run's")
+        load_model_state(model, state["model"], source=str(ckpt_dir / "last.pt"))
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"])
+        start_step = int(state["step"])
+    elif resume:
+        raise CheckpointError(f"--resume given but {ckpt_dir / 'last.pt'} does not exist")
+
+    main = dist.is_main()
+    logger = MetricsLogger(out_dir, enabled=main)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out_dir / "config.yaml")
+        if start_step:
+            logger.truncate_after(start_step)
+        elif logger.path.exists():
+            logger.path.unlink()
+
+    runner: torch.nn.Module = model
+    if distributed:
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        runner = torch.compile(runner)
+
+    mask_generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
+    augment = PretrainAugment(
+        cfg.model.img_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip, mean=dataset.mean, std=dataset.std
+    )
+    batches = TrainBatches(
+        dataset,
+        cfg.data.batch_size,
+        seed=cfg.train.seed,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        device=device,
+        on_device=cfg.data.on_device,
+        num_workers=cfg.data.num_workers,
+    )
+    monitor = KnnMonitor(cfg, device) if (cfg.train.knn_every and main) else None
+
+    # On the CPU a sync is free, so the loss is checked every step; on a GPU only at log steps (no host syncs).
+    check_every = 1 if device.type == "cpu" else cfg.train.log_every
+    history: list[dict] = []
+    window: dict[str, torch.Tensor] = {}
+    window_steps, data_time, window_start = 0, 0.0, time.perf_counter()
+    last_loss, knn_result = math.nan, None
+    bar = tqdm(total=cfg.train.steps, initial=start_step, disable=not (main and cfg.train.progress), desc="train")
+    model.train()
+    fetch_start = time.perf_counter()
+    for step, images, _labels in batches.iterate(start_step):
+        if step >= cfg.train.steps:
+            break
+        # Masks are identical on every rank (seeded by step only); augmentation differs per rank.
+        masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu")).to(device)
+        aug_gen = batch_generator(cfg.train.seed * 7919 + dist.rank(), step, images.device)
+        images = augment(images.to(device, non_blocking=True), aug_gen)
+        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # drop path draws from the global RNG
+        data_time += time.perf_counter() - fetch_start
+
+        outputs = train_step(
+            runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad, cfg.train.amp
+        )
+        scalars = {k: v.detach() for k, v in outputs.items() if v.ndim == 0}
+        for key, value in scalars.items():
+            window[key] = window.get(key, 0) + value.float()
+        window_steps += 1
+        done = step + 1
+
+        if done % check_every == 0 or done == cfg.train.steps:
+            last_loss = float(outputs["loss"].detach())
+            if not math.isfinite(last_loss):
+                parts = {k: round(float(v), 5) for k, v in scalars.items()}
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step}: {parts}; the last good checkpoint in {ckpt_dir} is intact"
+                )
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            elapsed = time.perf_counter() - window_start
+            record = {k: float(v) / window_steps for k, v in window.items()}
+            record.update(
+                images_per_s=window_steps * cfg.data.batch_size * dist.world_size() / max(elapsed, 1e-9),
+                data_time=data_time / window_steps,
+                **collapse_diagnostics(outputs["target_pooled"]),
+            )
+            if device.type == "cuda":
+                record["memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            logger.log(done, record)
+            history.append({"step": done, **record})
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+            window, window_steps, data_time, window_start = {}, 0, 0.0, time.perf_counter()
+        if monitor is not None and (done % cfg.train.knn_every == 0 or done == cfg.train.steps):
+            knn_result = monitor(model)
+            logger.log(done, {f"knn_top1_k{k}": v["top1"] for k, v in knn_result.items()})
+        if main and (done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps):
+            save_checkpoint(
+                ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,
+                periodic=done % cfg.train.checkpoint_every == 0,
+            )
+        bar.update(1)
+        fetch_start = time.perf_counter()
+    bar.close()
+    logger.close()
+    dist.barrier()
+    return TrainResult(out_dir=out_dir, steps=cfg.train.steps, final_loss=last_loss, history=history, knn=knn_result)
+
+
+def unwrap(model: torch.nn.Module) -> HJEPA:
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model  # type: ignore[return-value]
