@@ -52,6 +52,7 @@ class ModelConfig:
     predictor_depth: int = 4
     predictor_num_heads: int = 4
     predictor_drop_path: float = 0.0
+    predictor_batching: str = "joint"  # joint: all blocks of an image in one sequence | per_block: I-JEPA's layout
     hamiltonian: HamiltonianConfig = field(default_factory=HamiltonianConfig)
 
 
@@ -64,7 +65,7 @@ class MaskConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     context_aspect: tuple[float, float] = (1.0, 1.0)
     scale_progression: str = "geometric"  # geometric | linear: how target scale grows with level
-    scale_factor: float = 1.5  # geometric ratio (or linear step) from one level to the next
+    scale_factor: float = 1.5  # level k scale: base * f^k (geometric) or base * (1 + k (f - 1)) (linear)
     min_keep: int = 4  # fewest context tokens any sample may keep
     max_attempts: int = 20
 
@@ -245,6 +246,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 5e-4 as a string; it is plainly meant as a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
         return float(value)

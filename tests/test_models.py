@@ -8,9 +8,16 @@ from hjepa.models.hamiltonian import Potential, hamiltonian_energy, leapfrog
 
 def small_config(**model_overrides):
     sets = [
-        "model.encoder=custom", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
-        "model.img_size=32", "model.patch_size=4", "model.predictor_embed_dim=32", "model.predictor_depth=1",
-        "model.predictor_num_heads=2", "masks.min_keep=4",
+        "model.encoder=custom",
+        "model.embed_dim=32",
+        "model.depth=2",
+        "model.num_heads=2",
+        "model.img_size=32",
+        "model.patch_size=4",
+        "model.predictor_embed_dim=32",
+        "model.predictor_depth=1",
+        "model.predictor_num_heads=2",
+        "masks.min_keep=4",
     ]
     sets += [f"model.{k}={v}" for k, v in model_overrides.items()]
     return load_config(None, sets)
@@ -151,3 +158,22 @@ def test_parameter_summary():
     assert summary["context_encoder"] == summary["target_encoder"] > 0
     assert summary["trainable"] == sum(summary[k] for k in ("context_encoder", "predictor", "context_heads"))
     assert isinstance(model, HJEPA)
+
+
+def test_joint_and_per_block_prediction_agree_with_one_block():
+    # With one target block per image, both layouts build the very same sequence.
+    torch.manual_seed(0)
+    cfg = small_config(num_levels=1)
+    cfg.masks.num_targets = [1]
+    model = build_model(cfg).eval()
+    masks = make_masks(cfg, model, batch=2)
+    images = torch.randn(2, 3, 32, 32)
+    joint = model(images, masks)["loss"]
+    model.predictor_batching = "per_block"
+    torch.testing.assert_close(model(images, masks)["loss"], joint)
+    # With several blocks they differ (blocks share a sequence in joint mode) but both train.
+    cfg.masks.num_targets = [3]
+    masks = make_masks(cfg, model, batch=2)
+    assert torch.isfinite(model(images, masks)["loss"])
+    with pytest.raises(ValueError, match="predictor_batching"):
+        build_model(small_config(predictor_batching="both"))

@@ -76,17 +76,20 @@ def _clamp_k(k: int, num_train: int) -> int:
     return k
 
 
-def _order_ties_by_index(similarity: Tensor, values: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Makes a topk result deterministic: the lowest train indices win ties, ordered by (similarity desc, index asc).
+def _top_k_lowest_index_ties(similarity: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``topk`` with a deterministic tie rule: ordered by (similarity desc, train index asc).
 
-    similarity: [B, N]; values, indices: [B, k] from ``topk``. Returns the corrected ``(values, indices)``.
+    similarity: [B, N]. Returns ``(values [B, k], indices [B, k])``.
     """
-    threshold = values[:, -1:]
-    # Only rows where unselected train rows tie with the k-th similarity need repair; with real features they are
-    # rare (duplicate images), so a per-row loop is fine.
-    ambiguous = ((similarity >= threshold).sum(dim=1) > k).nonzero().flatten().tolist()
+    # One extra neighbour tells which rows have unselected train rows tied with the k-th: there the (k+1)-th value
+    # equals the k-th. Checking that costs nothing, unlike a comparison pass over the whole [B, N] block.
+    extended = min(k + 1, similarity.shape[1])
+    values, indices = similarity.topk(extended, dim=1, largest=True, sorted=True)
+    ambiguous = (values[:, k] == values[:, k - 1]).nonzero().flatten().tolist() if extended > k else []
+    values, indices = values[:, :k].clone(), indices[:, :k].clone()
+    # Real features rarely tie (duplicate images), so a per-row repair loop is fine.
     for row in ambiguous:
-        row_sim, edge = similarity[row], threshold[row, 0]
+        row_sim, edge = similarity[row], values[row, -1]
         above = (row_sim > edge).nonzero().flatten()
         tied = (row_sim == edge).nonzero().flatten()[: k - above.numel()]  # nonzero() is in ascending index order
         chosen = torch.cat([above, tied])
@@ -124,16 +127,13 @@ def knn_neighbours(
     for start in range(0, test.shape[0], chunk_size):
         chunk = F.normalize(test[start : start + chunk_size].to(train.device, torch.float32), dim=1)
         similarity = chunk @ train_t  # [B, N]
-        values, indices = similarity.topk(k, dim=1, largest=True, sorted=True)
-        values, indices = _order_ties_by_index(similarity, values, indices, k)
+        values, indices = _top_k_lowest_index_ties(similarity, k)
         all_values.append(values)
         all_indices.append(indices)
     return torch.cat(all_values), torch.cat(all_indices)
 
 
-def knn_scores(
-    similarities: Tensor, neighbour_labels: Tensor, num_classes: int, temperature: float = 0.07
-) -> Tensor:
+def knn_scores(similarities: Tensor, neighbour_labels: Tensor, num_classes: int, temperature: float = 0.07) -> Tensor:
     """Class scores from neighbours: ``scores[m, c] = sum_j [label_j == c] * exp(sim_j / T)``.
 
     similarities, neighbour_labels: [M, k]. Returns scores [M, C] float32. When ``1 / T + log(k)`` would overflow
@@ -177,7 +177,8 @@ def top_k_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5))
     """
     order = scores.sort(dim=1, descending=True, stable=True).indices
     hits = order[:, : max(ks)] == labels.to(scores.device).view(-1, 1)
-    return {k: 100.0 * float(hits[:, : min(k, scores.shape[1])].any(dim=1).float().mean()) for k in ks}
+    # Integer counts, not a float32 mean: 20.0 must not print as 20.000000298.
+    return {k: 100.0 * int(hits[:, : min(k, scores.shape[1])].any(dim=1).sum()) / hits.shape[0] for k in ks}
 
 
 @torch.no_grad()

@@ -197,8 +197,8 @@ def logreg_probe(
     ranked = classes[order]  # [M, C_seen] class indices, most probable first
     hits = ranked == targets.view(-1, 1)
     return {
-        "top1": 100.0 * float(hits[:, :1].any(dim=1).float().mean()),
-        "top5": 100.0 * float(hits[:, :5].any(dim=1).float().mean()),
+        "top1": 100.0 * int(hits[:, :1].any(dim=1).sum()) / hits.shape[0],
+        "top5": 100.0 * int(hits[:, :5].any(dim=1).sum()) / hits.shape[0],
         "C": float(C),
         "train_size": int(train.shape[0]),
         "test_size": int(test.shape[0]),

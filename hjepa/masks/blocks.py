@@ -1,7 +1,8 @@
-"""Rectangular blocks on a patch grid: size sampling, vectorized positions, rasterization and indices.
+"""Rectangular blocks on a patch grid: size sampling, and every placement of one size as a lookup table.
 
-All functions work for any batch shape ``S`` (for example ``[B, T]``); every sample of a batch shares one block size,
-which is what lets block indices be one dense tensor.
+Every sample of a batch shares one block size (as in I-JEPA), so a block is fully described by a placement id, an
+index into the table of all positions of that size. Drawing positions is then one ``torch.randint``, and masks and
+indices for any batch shape are gathers from the table: no per-sample loop and no ``[B, T, H, W]`` outer products.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def sample_block_size(
     generator: torch.Generator | None,
     allow_full: bool,
 ) -> tuple[int, int]:
-    """Sample one block size ``(h, w)`` on ``grid``, as I-JEPA does, for a whole batch.
+    """Sample one block size ``(h, w)`` in cells of ``grid``, as I-JEPA does, for a whole batch.
 
     The area is ``int(scale * grid_h * grid_w)`` cells (at least one) and ``h / w`` is the aspect ratio; ``scale``
     and ``aspect`` are drawn independently and uniformly from their ranges (I-JEPA reuses one draw for both, which
@@ -52,35 +53,41 @@ def sample_block_size(
     return h, w
 
 
-def sample_positions(
-    grid: tuple[int, int],
-    size: tuple[int, int],
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left corners ``(tops, lefts)``, each long ``shape``, uniform over all ``(H - h + 1) x (W - w + 1)`` valid
-    positions, the last row and column included."""
-    tops = torch.randint(0, grid[0] - size[0] + 1, shape, generator=generator)
-    lefts = torch.randint(0, grid[1] - size[1] + 1, shape, generator=generator)
-    return tops, lefts
+class Placements:
+    """Every position of an ``size = (h, w)`` block (fine patches) on ``grid`` whose corner lies on the ``cell``
+    lattice, in raster order of corners: ``num_positions = (H/cell - h/cell + 1) * (W/cell - w/cell + 1)``, the
+    last row and column included.
 
+    Attributes:
+        masks: bool ``[P, N]``, the block at each position.
+        indices: long ``[P, h * w]``, its fine raster indices, row-major within the block.
+    """
 
-def rasterize_blocks(
-    tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int], grid: tuple[int, int]
-) -> torch.Tensor:
-    """Boolean masks of blocks: ``tops``, ``lefts`` long ``S`` (fine units) -> bool ``[*S, grid_h * grid_w]``."""
-    rows = torch.arange(grid[0])
-    cols = torch.arange(grid[1])
-    # The outer product of a row band and a column band is the block; no scatter, no per-block loop.
-    in_rows = (rows >= tops.unsqueeze(-1)) & (rows < (tops + size[0]).unsqueeze(-1))
-    in_cols = (cols >= lefts.unsqueeze(-1)) & (cols < (lefts + size[1]).unsqueeze(-1))
-    mask = in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2)
-    return mask.flatten(-2)
+    def __init__(self, size: tuple[int, int], cell: int, grid: tuple[int, int]) -> None:
+        h, w = size
+        if h % cell or w % cell or grid[0] % cell or grid[1] % cell or h > grid[0] or w > grid[1]:
+            raise ValueError(f"a {h}x{w} block on a {grid[0]}x{grid[1]} grid does not fit {cell}x{cell} cells")
+        self.size, self.cell, self.grid = size, cell, grid
+        tops = torch.arange(0, grid[0] - h + 1, cell)
+        lefts = torch.arange(0, grid[1] - w + 1, cell)
+        self.num_positions = tops.numel() * lefts.numel()
+        rows = torch.arange(grid[0])
+        cols = torch.arange(grid[1])
+        in_rows = (rows >= tops[:, None]) & (rows < tops[:, None] + h)  # [P_h, H]
+        in_cols = (cols >= lefts[:, None]) & (cols < lefts[:, None] + w)  # [P_w, W]
+        self.masks = (in_rows[:, None, :, None] & in_cols[None, :, None, :]).reshape(self.num_positions, -1)
+        corners = (tops[:, None] * grid[1] + lefts[None, :]).reshape(-1)
+        offsets = (torch.arange(h)[:, None] * grid[1] + torch.arange(w)[None, :]).reshape(-1)
+        self.indices = corners[:, None] + offsets[None, :]
 
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """Uniform placement ids, long ``shape``."""
+        return torch.randint(0, self.num_positions, shape, generator=generator)
 
-def block_indices(
-    tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int], grid: tuple[int, int]
-) -> torch.Tensor:
-    """Raster indices of blocks, row-major within each block: long ``S`` corners -> long ``[*S, h * w]``."""
-    offsets = (torch.arange(size[0]).unsqueeze(1) * grid[1] + torch.arange(size[1])).flatten()
-    return (tops * grid[1] + lefts).unsqueeze(-1) + offsets
+    def rasterize(self, ids: torch.Tensor) -> torch.Tensor:
+        """Placement ids, long ``S`` -> bool ``[*S, N]`` block masks."""
+        return self.masks.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)
+
+    def block_indices(self, ids: torch.Tensor) -> torch.Tensor:
+        """Placement ids, long ``S`` -> long ``[*S, h * w]`` fine indices, row-major within each block."""
+        return self.indices.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)

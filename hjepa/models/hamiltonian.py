@@ -27,11 +27,12 @@ class Potential(nn.Module):
         return 0.5 * self.base_coeff * q.pow(2).sum(-1) + self.residual_scale * self.mlp(q).squeeze(-1)
 
     def force(self, q: torch.Tensor) -> torch.Tensor:
-        """-dV/dq, kept in the autograd graph so training can differentiate through the integrator."""
+        """-dV/dq, kept in the autograd graph (when grad is on) so training differentiates through the integrator."""
+        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             if not q.requires_grad:
                 q = q.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self(q).sum(), q, create_graph=torch.is_grad_enabled() or self.training)
+            (grad,) = torch.autograd.grad(self(q).sum(), q, create_graph=create_graph)
         return -grad
 
 
@@ -58,7 +59,7 @@ class HamiltonianPredictor(nn.Module):
     """Context summary per target position (one cross-attention from the target's position to the context) gives the
     initial state (q0, p0); leapfrog evolves it; the final ``q``, ``p`` or both are read out to the encoder width.
 
-    Same call signature as :class:`TransformerPredictor`: ``[B, K, D], [B, K], [B, T, M] -> [B*T, M, D]``.
+    Same call signature as :class:`TransformerPredictor`: ``[B, K, D], [B, K], [B, Q], [Q] -> [B, Q, D]``.
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class HamiltonianPredictor(nn.Module):
     ) -> None:
         super().__init__()
         if match not in ("q", "p", "qp"):
-            raise ValueError(f"hamiltonian match must be 'q', 'p' or 'qp', got {match!r}")
+            raise ValueError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
         self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
         self.embed = nn.Linear(embed_dim, predictor_dim)
         self.level_embed = nn.Parameter(torch.zeros(num_levels, predictor_dim))
@@ -92,14 +93,12 @@ class HamiltonianPredictor(nn.Module):
         self.readout = nn.Linear(predictor_dim * (2 if match == "qp" else 1), embed_dim)
 
     def forward(
-        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, level: int = 0
+        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, target_level: torch.Tensor
     ) -> torch.Tensor:
-        batch, num_blocks, block_len = target_idx.shape
+        batch = target_idx.shape[0]
         pos = self.pos_embed.expand(batch, -1, -1).to(context.dtype)
         memory = self.embed(context) + gather_tokens(pos, context_idx)  # [B, K, P]
-        memory = memory.repeat_interleave(num_blocks, dim=0)
-        pos_bt = pos.repeat_interleave(num_blocks, dim=0)
-        queries = gather_tokens(pos_bt, target_idx.reshape(batch * num_blocks, block_len)) + self.level_embed[level]
+        queries = gather_tokens(pos, target_idx) + self.level_embed[target_level].to(pos.dtype)  # [B, Q, P]
         summary, _ = self.attend(queries, memory, memory, need_weights=False)
         state = self.norm(summary + queries)
         # The integrator runs in float32: autograd through a bf16 force is too coarse for a symplectic update.

@@ -62,6 +62,9 @@ class HJEPA(nn.Module):
         for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
             param.requires_grad_(False)
         self.loss_fn = loss_fn
+        if model_cfg.predictor_batching not in ("joint", "per_block"):
+            raise ValueError(f"model.predictor_batching must be 'joint' or 'per_block', got {model_cfg.predictor_batching!r}")
+        self.predictor_batching = model_cfg.predictor_batching
         self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
 
     @property
@@ -76,20 +79,47 @@ class HJEPA(nn.Module):
             target_pooled = self.target_heads[0](target_tokens).mean(1).float()
         # Step 2. Context: only the kept tokens go through the encoder.
         context = self.context_encoder(images, masks.context_idx)  # [B, K, D]
-        # Step 3. Per level: predict each block's fine tokens, pool per cell, project with the level's heads.
+        # Step 3. Predict the fine tokens of every target block, then per level pool per cell and project.
+        level_idx = [masks.target_idx[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]  # [B, T_k, M_k]
+        shapes = [masks.target_shapes[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]
+        predicted = self._predict(context, masks.context_idx, level_idx)
         predictions, targets = [], []
-        for level in range(self.num_levels):
-            idx = masks.target_idx[min(level, masks.num_levels - 1)]  # [B, T, M]
-            shape = masks.target_shapes[min(level, masks.num_levels - 1)]
-            predicted = self.predictor(context, masks.context_idx, idx, level=level)  # [B*T, M, D]
-            predictions.append(self.context_heads[level](pool_blocks(predicted, shape, level)))
+        for level, (idx, shape, pred) in enumerate(zip(level_idx, shapes, predicted)):
+            predictions.append(self.context_heads[level](pool_blocks(pred, shape, level)))
             with torch.no_grad():
-                flat_idx = idx.reshape(-1, idx.shape[-1])
-                block_targets = gather_tokens(target_tokens.repeat_interleave(idx.shape[1], dim=0), flat_idx)
+                block_targets = gather_tokens(target_tokens, idx.flatten(1)).reshape(pred.shape)
                 targets.append(self.target_heads[level](pool_blocks(block_targets, shape, level)))
         out = self.loss_fn(predictions, targets, step=step)
         out["target_pooled"] = target_pooled
         return out
+
+    def _predict(
+        self, context: torch.Tensor, context_idx: torch.Tensor, level_idx: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Per level, predictions ``[B*T_k, M_k, D]`` for the blocks ``level_idx[k] [B, T_k, M_k]``."""
+        batch = context.shape[0]
+        if self.predictor_batching == "per_block":
+            out = []
+            for level, idx in enumerate(level_idx):
+                blocks, length = idx.shape[1], idx.shape[2]
+                levels = torch.full((length,), level, dtype=torch.long, device=idx.device)
+                pred = self.predictor(
+                    context.repeat_interleave(blocks, 0), context_idx.repeat_interleave(blocks, 0),
+                    idx.reshape(batch * blocks, length), levels,
+                )
+                out.append(pred)
+            return out
+        # joint: one sequence per image holding the context and every query of every level (far fewer tokens).
+        flat = torch.cat([idx.flatten(1) for idx in level_idx], dim=1)  # [B, Q]
+        levels = torch.cat(
+            [torch.full((idx[0].numel(),), k, dtype=torch.long, device=flat.device) for k, idx in enumerate(level_idx)]
+        )
+        pred = self.predictor(context, context_idx, flat, levels)  # [B, Q, D]
+        sizes = [idx[0].numel() for idx in level_idx]
+        return [
+            chunk.reshape(batch * idx.shape[1], idx.shape[2], -1)
+            for chunk, idx in zip(pred.split(sizes, dim=1), level_idx)
+        ]
 
     @torch.no_grad()
     def extract_features(self, images: torch.Tensor, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,9 +21,8 @@ def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class TransformerPredictor(nn.Module):
     """A narrow ViT (width ``predictor_dim``) over [context; mask tokens], as in I-JEPA.
 
-    Each target block is predicted in its own sequence: the context is repeated once per block, so a batch of
-    ``B`` images with ``T`` blocks of ``M`` tokens becomes ``[B * T, K + M, P]``. Each hierarchy level has its own
-    learnable mask token so the predictor knows which level's block it is filling in.
+    Mask tokens carry only positions (and a learnable per-level token, so the predictor knows which level's block it
+    fills in), never target content, so several blocks can share one sequence without leaking the answer.
     """
 
     def __init__(
@@ -50,17 +49,19 @@ class TransformerPredictor(nn.Module):
         self.proj = nn.Linear(predictor_dim, embed_dim)
 
     def forward(
-        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, level: int = 0
+        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, target_level: torch.Tensor
     ) -> torch.Tensor:
-        """context ``[B, K, D]``, context_idx ``[B, K]``, target_idx ``[B, T, M]`` -> predictions ``[B*T, M, D]``."""
-        batch, num_blocks, block_len = target_idx.shape
+        """context ``[B, K, D]``, context_idx ``[B, K]``, target_idx ``[B, Q]`` with each query's hierarchy level
+        ``target_level [Q]`` -> predictions ``[B, Q, D]``.
+
+        The caller decides how queries are grouped into sequences: all blocks of an image in one sequence ("joint")
+        or one sequence per block with the context repeated (I-JEPA's "per_block").
+        """
+        batch, num_queries = target_idx.shape
         pos = self.pos_embed.expand(batch, -1, -1).to(context.dtype)
         x = self.embed(context) + gather_tokens(pos, context_idx)  # [B, K, P]
-        x = x.repeat_interleave(num_blocks, dim=0)  # [B*T, K, P]
-        flat_idx = target_idx.reshape(batch * num_blocks, block_len)
-        pos_bt = pos.repeat_interleave(num_blocks, dim=0)
-        queries = self.mask_tokens[level].to(x.dtype) + gather_tokens(pos_bt, flat_idx)  # [B*T, M, P]
+        queries = self.mask_tokens[target_level].to(x.dtype) + gather_tokens(pos, target_idx)  # [B, Q, P]
         x = torch.cat([x, queries], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.norm(x[:, -block_len:]))
+        return self.proj(self.norm(x[:, -num_queries:]))

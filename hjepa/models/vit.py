@@ -64,7 +64,7 @@ class ViTEncoder(nn.Module):
             patch_size=cfg.patch_size,
             in_chans=cfg.in_chans,
             num_classes=0,
-            global_pool="avg",
+            global_pool="",  # "avg" would swap the final norm for an fc_norm we never use
             embed_dim=dim,
             depth=depth,
             num_heads=heads,

@@ -45,6 +45,7 @@ class TrainResult:
     final_loss: float
     history: list[dict] = field(default_factory=list)
     knn: dict | None = None
+    model: HJEPA | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,8 +63,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: Config, resume: bool = False) -> TrainResult:
-    """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir."""
+def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+    """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir.
+
+    ``stop_at`` ends the run early after that step (with a checkpoint) without changing the schedules, as a time-limited
+    job would; ``resume=True`` later continues exactly where it stopped.
+    """
     device = resolve_device(cfg.train.device)
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
@@ -135,7 +140,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     model.train()
     fetch_start = time.perf_counter()
     for step, images, _labels in batches.iterate(start_step):
-        if step >= cfg.train.steps:
+        if step >= (cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)):
             break
         # Masks are identical on every rank (seeded by step only); augmentation differs per rank.
         masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu")).to(device)
@@ -153,14 +158,14 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         window_steps += 1
         done = step + 1
 
-        if done % check_every == 0 or done == cfg.train.steps:
+        if done % check_every == 0 or done in (cfg.train.steps, stop_at):
             last_loss = float(outputs["loss"].detach())
             if not math.isfinite(last_loss):
                 parts = {k: round(float(v), 5) for k, v in scalars.items()}
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step}: {parts}; the last good checkpoint in {ckpt_dir} is intact"
                 )
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+        if done % cfg.train.log_every == 0 or done in (cfg.train.steps, stop_at):
             elapsed = time.perf_counter() - window_start
             record = {k: float(v) / window_steps for k, v in window.items()}
             record.update(
@@ -177,7 +182,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         if monitor is not None and (done % cfg.train.knn_every == 0 or done == cfg.train.steps):
             knn_result = monitor(model)
             logger.log(done, {f"knn_top1_k{k}": v["top1"] for k, v in knn_result.items()})
-        if main and (done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps):
+        if main and (done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at)):
             save_checkpoint(
                 ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,
                 periodic=done % cfg.train.checkpoint_every == 0,
@@ -187,7 +192,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     bar.close()
     logger.close()
     dist.barrier()
-    return TrainResult(out_dir=out_dir, steps=cfg.train.steps, final_loss=last_loss, history=history, knn=knn_result)
+    return TrainResult(out_dir, cfg.train.steps, last_loss, history, knn_result, model)
 
 
 def unwrap(model: torch.nn.Module) -> HJEPA:

@@ -1,0 +1,252 @@
+"""``evaluate``: k-NN and linear probes of a source's pooled level-k features on a dataset, as one report.
+
+Step by step: resolve the source (checkpoint, export, engine or random init), check the requested levels exist,
+load the train / test splits (optionally an evenly spread subset), then per level extract (or load from the cache)
+the pooled features of both splits and run the protocols. Features are cached under ``cache_dir`` keyed by the
+source's weight hash, level, dataset, split and everything else that changes them (limits, dataset size, image
+size, normalisation, back-end), so a second run with other k or probe settings skips the encoder entirely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hjepa.config import EvalConfig
+from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
+from hjepa.evaluation.cache import FeatureCache
+from hjepa.evaluation.features import spread_subset
+from hjepa.evaluation.knn import knn_evaluate
+from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
+from hjepa.evaluation.report import build_report, write_report
+from hjepa.evaluation.sources import EvalSource, resolve_source
+
+PROTOCOLS = ("knn", "linear")
+CLASSIFIERS = ("sgd", "logreg")
+DEFAULT_CACHE_DIR = ".cache/features"
+SPLITS = ("train", "test")
+
+
+def parse_levels(levels: str | int | Sequence[int], source: EvalSource) -> list[int]:
+    """``"all"`` -> every level of the source; an int, ``"1"``, ``"0,2"`` or a list -> those levels, each checked."""
+    if isinstance(levels, str):
+        text = levels.strip().lower()
+        if text == "all":
+            return list(source.levels)
+        try:
+            levels = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"level {levels!r} is not an integer, a comma-separated list or 'all'") from None
+    elif isinstance(levels, int):
+        levels = [levels]
+    picked = [source.check_level(level) for level in levels]
+    if not picked:
+        raise ValueError("no level given: pass a level number or 'all'")
+    return list(dict.fromkeys(picked))  # keep the order, drop repeats
+
+
+def load_split(
+    dataset: str, split: str, data_dir: str | None, download: bool, limit: int | None
+) -> tuple[ImageDataset, int]:
+    """The split (an evenly spread subset of ``limit`` images when given, so every class of a class-sorted folder
+    stays in) and the split's full size."""
+    data = build_dataset(dataset, split, data_dir, download)
+    full_size = len(data)
+    if limit is not None:
+        if limit <= 0:
+            raise DataError(f"--{split}-limit must be positive, got {limit}")
+        if limit < full_size:
+            data = data.subset(spread_subset(limit, full_size))
+    if len(data) == 0:
+        raise DataError(f"{dataset} ({split}) holds no images")
+    return data, full_size
+
+
+@torch.no_grad()
+def extract_pooled(
+    source: EvalSource, data: ImageDataset, level: int, batch_size: int, progress: bool = True, desc: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of ``data`` -> (pooled level features float32 ``[N, D]``, labels long ``[N]``), both on the CPU.
+
+    Streams batches (image folders are decoded batch by batch, never held whole) through the source's transform.
+    """
+    transform = source.transform()
+    features, labels = [], []
+    total = math.ceil(len(data) / batch_size)
+    for images, batch_labels in tqdm(iterate_eval(data, batch_size), total=total, desc=desc, disable=not progress,
+                                     leave=False):
+        features.append(source.embed_pooled(transform(images), level))
+        labels.append(batch_labels.long().cpu())
+    return torch.cat(features), torch.cat(labels)
+
+
+def _cache_extra(source: EvalSource, data_dir: str | None, full_size: int, limit: int | None) -> str:
+    """Everything besides (weights, level, dataset, split) that changes the features, as a stable string."""
+    meta = source.runtime.metadata
+    fields = {
+        "img_size": meta.img_size,
+        "mean": list(meta.mean),
+        "std": list(meta.std),
+        "precision": meta.precision,
+        # The family only: torch on CPU and on CUDA compute the same features, onnxruntime / TensorRT may not.
+        "backend": source.backend.split("[")[0],
+        "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+        "full_size": full_size,
+        "limit": limit,
+    }
+    return json.dumps(fields, sort_keys=True)
+
+
+def split_features(
+    source: EvalSource,
+    data: ImageDataset,
+    dataset: str,
+    split: str,
+    level: int,
+    cache: FeatureCache | None,
+    extra: str,
+    batch_size: int,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Features and labels of one split at one level, from the cache when it holds them.
+
+    Returns ``(features [N, D], labels [N], info)`` with ``info = {"cache": "hit" | "miss" | "off", "seconds",
+    "file", "count", "dim"}`` for the report.
+    """
+    tic = time.perf_counter()
+    compute = partial(extract_pooled, source, data, level, batch_size, progress, f"level {level} {split}")
+    if cache is None:
+        (features, labels), status, file = compute(), "off", None
+    else:
+        key = cache.key(source.source_hash, level, dataset, split, extra)
+        features, labels, hit = cache.get_or_compute(key, compute)
+        status, file = ("hit" if hit else "miss"), str(cache.path(key))
+    info = {"cache": status, "seconds": time.perf_counter() - tic, "file": file, "count": int(features.shape[0]),
+            "dim": int(features.shape[1])}
+    return features, labels, info
+
+
+def evaluate(
+    source: str | Path | EvalSource | None,
+    dataset: str,
+    data_dir: str | None = None,
+    levels: str | int | Sequence[int] = "all",
+    protocols: Sequence[str] = PROTOCOLS,
+    out: str | Path | None = None,
+    cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+    ks: Sequence[int] | None = None,
+    temperature: float | None = None,
+    classifier: str = "sgd",
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    batch_size: int | None = None,
+    probe_epochs: int | None = None,
+    download: bool = False,
+    random_init: str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``source`` (a path or :class:`EvalSource`; or ``random_init=CONFIG``) on ``dataset``; returns the
+    report dict (see ``hjepa.evaluation.report``) and writes it to ``out`` as JSON when given.
+
+    ``protocols``: any of ``knn`` (weighted k-NN for each k in ``ks``, temperature ``temperature``) and ``linear``
+    (``classifier="sgd"``: the learning-rate sweep of ``linear_probe``; ``"logreg"``: scikit-learn logistic
+    regression). Settings not given come from :class:`EvalConfig` defaults, the same for every source, so rows of
+    different models are comparable. ``cache_dir=None`` disables the feature cache.
+    """
+    started = time.perf_counter()
+    protocols = tuple(protocols)
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown or not protocols:
+        raise ValueError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+    settings = EvalConfig()
+    ks = [int(k) for k in (settings.knn_k if ks is None else ks)]
+    temperature = settings.knn_temperature if temperature is None else float(temperature)
+    batch_size = settings.batch_size if batch_size is None else int(batch_size)
+    probe_epochs = settings.probe_epochs if probe_epochs is None else int(probe_epochs)
+    if not ks or batch_size <= 0 or probe_epochs <= 0 or min(ks) <= 0 or temperature <= 0:
+        raise ValueError("batch size, probe epochs, every k and the temperature must be positive")
+    timings: dict[str, float] = {}
+
+    # Step 1. The model and its levels (fails fast on a bad path or level, before any data is read).
+    tic = time.perf_counter()
+    if not isinstance(source, EvalSource):
+        source = resolve_source(source, random_init=random_init, backend=backend, device=device)
+    chosen_levels = parse_levels(levels, source)
+    timings["load_s"] = time.perf_counter() - tic
+
+    # Step 2. The data: uint8 images, preprocessed later with the source's own size and normalisation.
+    tic = time.perf_counter()
+    limits = {"train": train_limit, "test": test_limit}
+    splits = {split: load_split(dataset, split, data_dir, download, limits[split]) for split in SPLITS}
+    num_classes = splits["train"][0].num_classes
+    timings["data_s"] = time.perf_counter() - tic
+
+    # Step 3. Per level: features of both splits (cache or encoder), then each protocol.
+    cache = FeatureCache(cache_dir) if cache_dir is not None else None
+    probe_device = "cuda" if torch.cuda.is_available() else "cpu"
+    feature_info: dict[int, dict[str, dict[str, Any]]] = {}
+    results: dict[int, dict[str, Any]] = {}
+    for name in ("extract_s", "knn_s", "linear_s"):
+        timings[name] = 0.0
+    for level in chosen_levels:
+        arrays, feature_info[level] = {}, {}
+        for split, (data, full_size) in splits.items():
+            extra = _cache_extra(source, data_dir, full_size, limits[split])
+            features, labels, info = split_features(source, data, dataset, split, level, cache, extra, batch_size,
+                                                    progress)
+            timings["extract_s"] += info["seconds"]
+            arrays[split], feature_info[level][split] = (features, labels), info
+
+        (train_features, train_labels), (test_features, test_labels) = arrays["train"], arrays["test"]
+        results[level] = {}
+        if "knn" in protocols:
+            tic = time.perf_counter()
+            results[level]["knn"] = knn_evaluate(train_features, train_labels, test_features, test_labels, ks=ks,
+                                                 temperature=temperature, num_classes=num_classes)
+            timings["knn_s"] += time.perf_counter() - tic
+        if "linear" in protocols:
+            tic = time.perf_counter()
+            if classifier == "sgd":
+                results[level]["linear"] = linear_probe(
+                    train_features, train_labels, test_features, test_labels, num_classes=num_classes,
+                    lrs=settings.probe_lrs, epochs=probe_epochs, val_fraction=settings.probe_val_fraction,
+                    device=probe_device,
+                )
+            else:
+                results[level]["logreg"] = logreg_probe(train_features, train_labels, test_features, test_labels)
+            timings["linear_s"] += time.perf_counter() - tic
+    timings["total_s"] = time.perf_counter() - started
+
+    protocol = {"protocols": list(protocols), "levels": chosen_levels, "knn_k": ks, "knn_temperature": temperature,
+                "classifier": classifier, "batch_size": batch_size}
+    if "linear" in protocols and classifier == "sgd":
+        protocol.update(probe_epochs=probe_epochs, probe_lrs=list(settings.probe_lrs),
+                        probe_val_fraction=settings.probe_val_fraction)
+    report = build_report(
+        source.name,
+        dataset,
+        {split: len(data) for split, (data, _) in splits.items()},
+        results,
+        timings,
+        **source.describe(),
+        dataset_sizes={split: full_size for split, (_, full_size) in splits.items()},
+        limits=limits,
+        num_classes=num_classes,
+        protocol=protocol,
+        features=feature_info,
+    )
+    if out is not None:
+        write_report(out, report)
+    return report

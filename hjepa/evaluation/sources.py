@@ -1,0 +1,143 @@
+"""What ``hjepa-eval`` evaluates: a checkpoint, an exported model or a randomly initialised baseline, as one object.
+
+``resolve_source`` turns a path (checkpoint ``.pt`` or run directory, ``.onnx`` file, export directory with
+``manifest.json``, TensorRT ``.engine``) or ``random_init=CONFIG`` into an :class:`EvalSource`: a serving runtime
+(``hjepa.serve.runtime``) that embeds normalised images at a level, the preprocessing the model expects (image size,
+mean / std read from the artifact, never guessed from the dataset being evaluated) and a stable hash of the weights
+that keys the feature cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hjepa.data import EvalTransform
+from hjepa.evaluation.cache import file_sha256
+from hjepa.serve.runtime import Runtime, RuntimeUnavailableError, open_runtime, source_kind
+
+RANDOM_INIT_SEED = 0
+
+
+@dataclass
+class EvalSource:
+    """A model to evaluate.
+
+    ``runtime`` embeds images; ``kind`` is ``checkpoint`` | ``onnx`` | ``export`` | ``engine`` | ``random-init``;
+    ``name`` is what the report calls it (the path, or ``random-init:CONFIG``); ``source_hash`` identifies the
+    weights (SHA-256 of the checkpoint / ONNX file, of an export's files, or of a random-init config + seed).
+    """
+
+    runtime: Runtime
+    kind: str
+    name: str
+    source_hash: str
+
+    @property
+    def levels(self) -> list[int]:
+        """The levels this source can embed at (one for a lone ``.onnx`` file, all of them for a checkpoint)."""
+        return self.runtime.levels
+
+    @property
+    def backend(self) -> str:
+        """The runtime's back-end, e.g. ``torch[cpu]`` or ``onnxruntime[CPUExecutionProvider]``."""
+        return self.runtime.backend
+
+    @property
+    def img_size(self) -> int:
+        return self.runtime.metadata.img_size
+
+    def transform(self) -> EvalTransform:
+        """uint8 ``[B, C, H, W]`` -> float ``[B, 3, S, S]`` with the source's own size and normalisation.
+
+        A model trained on another dataset still expects the statistics it was trained with, so the mean / std come
+        from the artifact, not from the dataset under evaluation.
+        """
+        meta = self.runtime.metadata
+        return EvalTransform(meta.img_size, mean=meta.mean, std=meta.std)
+
+    def check_level(self, level: int) -> int:
+        """``level`` if the source has it; otherwise a ValueError naming the source and its levels."""
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or int(level) not in self.levels:
+            raise ValueError(f"level {level!r} is not in {self.name}; available levels: {self.levels}")
+        return int(level)
+
+    def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
+        """Normalised float ``[B, 3, S, S]`` -> pooled level-``level`` features float32 ``[B, D]`` on the CPU."""
+        _, pooled = self.runtime.embed_preprocessed(images, level, batch_size=images.shape[0])
+        return torch.from_numpy(pooled)
+
+    def describe(self) -> dict:
+        """JSON-ready facts for the report: kind, backend, hash and the model's metadata."""
+        return {
+            "kind": self.kind,
+            "backend": self.backend,
+            "source_hash": self.source_hash,
+            "model": self.runtime.metadata.to_dict(),
+        }
+
+
+def _require_tensorrt(path: Path) -> None:
+    """Engines run only on an NVIDIA GPU; say so before the TensorRT import fails somewhere deep."""
+    if not torch.cuda.is_available():
+        raise RuntimeUnavailableError(
+            f"{path} is a TensorRT engine, which needs an NVIDIA GPU with CUDA and none is available here; "
+            "evaluate the .onnx export or the checkpoint instead"
+        )
+
+
+def random_init_source(config: str, device: str = "auto", seed: int = RANDOM_INIT_SEED) -> EvalSource:
+    """The baseline row: ``build_model(load_config(config))`` with weights drawn from ``seed``, never trained."""
+    from hjepa.config import load_config
+    from hjepa.models import build_model
+    from hjepa.serve.runtime_torch import TorchRuntime
+
+    cfg = load_config(config)
+    # fork_rng: seeding must not disturb the caller's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+    runtime = TorchRuntime.from_model(model, cfg, device=device)
+    name = f"random-init:{config}"
+    runtime.source = name
+    # The weights' digest is included too, so a change in the initialisation code is a cache miss, not stale features.
+    fields = {"random_init": cfg.to_dict(), "seed": seed, "weights": runtime.identity}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    return EvalSource(runtime, "random-init", name, digest)
+
+
+def resolve_source(
+    source: str | Path | None = None,
+    random_init: str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+) -> EvalSource:
+    """A path (checkpoint, ``.onnx``, export directory, ``.engine``) or ``random_init=CONFIG`` -> :class:`EvalSource`.
+
+    Exactly one of ``source`` and ``random_init`` is given. A missing path raises FileNotFoundError; an engine
+    without a GPU, or a back-end this machine lacks, raises RuntimeUnavailableError; both name the path.
+    """
+    if (source is None) == (random_init is None):
+        raise ValueError("give either a SOURCE (checkpoint, .onnx, export directory, .engine) or --random-init CONFIG")
+    if random_init is not None:
+        return random_init_source(random_init, device=device)
+    path = Path(source).expanduser()
+    kind = source_kind(path)
+    if kind == "engine" or (kind == "export" and backend == "tensorrt"):
+        _require_tensorrt(path)
+    try:
+        runtime = open_runtime(path, backend=backend, device=device)
+    except ModuleNotFoundError as exc:  # e.g. the TensorRT back-end or its Python package is not installed
+        raise RuntimeUnavailableError(f"cannot open {path}: module {exc.name!r} is not installed") from None
+    if kind in ("onnx", "engine"):
+        digest = file_sha256(path)
+    else:  # a checkpoint (runtime.identity is the file's SHA-256) or an export directory (a digest of its files)
+        digest = runtime.identity
+    if kind == "export" and runtime.backend == "tensorrt":
+        kind = "engine"
+    return EvalSource(runtime, kind, str(path), digest)

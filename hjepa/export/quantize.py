@@ -1,0 +1,125 @@
+"""int8 export: onnxruntime dynamic quantization of the weight matmuls, and its cost in k-NN accuracy.
+
+Dynamic quantization stores MatMul / Gemm weights as int8 (per output channel, symmetric) and quantizes activations
+on the fly per tensor, so it needs no calibration data. Only matmuls whose second input is a stored weight are
+quantized: the attention products (q @ k^T, attn @ v) multiply two activations, and quantizing those costs accuracy
+for little speed. The k-NN comparison below measures what a user loses: top-1 of int8 features vs fp32 features on a
+held-out split of the checkpoint's dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from hjepa.config import Config
+from hjepa.export.errors import ExportError
+
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul / Gemm nodes whose second input is an initializer (a weight, not an activation)."""
+    weights = {init.name for init in model.graph.initializer}
+    return [node.name for node in model.graph.node if node.op_type in QUANTIZED_OPS and node.input[1] in weights]
+
+
+def quantize_int8(src: Path, dst: Path) -> int:
+    """Write the int8 dynamically quantized version of the ONNX model ``src`` to ``dst``; returns the node count.
+
+    The hjepa metadata of ``src`` is copied to ``dst`` (quantization keeps ``metadata_props``, but the precision
+    entry is the caller's to update).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    nodes = weight_matmuls(model)
+    if not nodes:
+        raise ExportError(f"{src.name} has no weight MatMul / Gemm nodes to quantize")
+    quant_logger = logging.getLogger()  # onnxruntime.quantization logs its pre-processing advice on the root logger
+    level = quant_logger.level
+    quant_logger.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            model, dst, op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes, per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        quant_logger.setLevel(level)
+    return len(nodes)
+
+
+def _model_inputs(images: torch.Tensor, img_size: int, metadata: dict[str, Any]) -> np.ndarray:
+    """uint8 dataset images ``[B, C, H, W]`` -> the export's input format at ``img_size``, as ``EvalTransform`` does."""
+    from hjepa.data import EvalTransform
+
+    if metadata["input_format"] == "uint8_nhwc":
+        unit = EvalTransform(img_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))(images)  # [B, 3, S, S] in [0, 1]
+        return (unit * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return EvalTransform(img_size, metadata["mean"], metadata["std"])(images).numpy()
+
+
+def _features(session: Any, images: torch.Tensor, metadata: dict[str, Any], batch_size: int = 64) -> torch.Tensor:
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        inputs = _model_inputs(images[start : start + batch_size], metadata["img_size"], metadata)
+        chunks.append(torch.from_numpy(session.run(["pooled"], {"images": inputs})[0]).float())
+    return torch.cat(chunks)
+
+
+def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from hjepa.data import build_dataset
+    from hjepa.evaluation.features import dataset_arrays, spread_subset
+
+    dataset = build_dataset(cfg.data.dataset, split, cfg.data.data_dir, download=False)
+    subset = dataset.subset(spread_subset(count, len(dataset)))
+    return dataset_arrays(subset)
+
+
+def int8_knn(
+    fp32_session: Any,
+    int8_session: Any,
+    cfg: Config,
+    metadata: dict[str, Any],
+    train_samples: int = 1000,
+    test_samples: int = 500,
+) -> dict[str, Any]:
+    """k-NN top-1 (%) of fp32 and int8 pooled features on ``cfg.data.dataset``, or ``{"skipped": reason}``.
+
+    Train features come from ``train_samples`` images of the train split, test features from ``test_samples`` of
+    the test split, both spread evenly over the split; k and T are ``cfg.eval.knn_k[0]`` / ``knn_temperature``.
+    A dataset that cannot be read here (not downloaded, no ``data_dir``) is recorded, not fatal: the export
+    itself is still valid and verified.
+    """
+    from hjepa.data import DataError
+    from hjepa.evaluation.knn import knn_evaluate
+
+    try:
+        train_images, train_labels = _split_arrays(cfg, "train", train_samples)
+        test_images, test_labels = _split_arrays(cfg, "test", test_samples)
+    except (DataError, OSError, ValueError, RuntimeError) as exc:
+        return {"dataset": cfg.data.dataset, "skipped": f"dataset unavailable: {str(exc).splitlines()[0]}"}
+    k = cfg.eval.knn_k[0]
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    top1 = {}
+    for name, session in (("fp32", fp32_session), ("int8", int8_session)):
+        scores = knn_evaluate(
+            _features(session, train_images, metadata), train_labels, _features(session, test_images, metadata),
+            test_labels, ks=[k], temperature=cfg.eval.knn_temperature, num_classes=num_classes,
+        )
+        top1[name] = scores[k]["top1"]
+    return {
+        "dataset": cfg.data.dataset,
+        "train_samples": len(train_labels),
+        "test_samples": len(test_labels),
+        "k": k,
+        "temperature": cfg.eval.knn_temperature,
+        "fp32_top1": top1["fp32"],
+        "int8_top1": top1["int8"],
+        "delta_top1": top1["int8"] - top1["fp32"],
+    }

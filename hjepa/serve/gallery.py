@@ -1,0 +1,206 @@
+"""The nearest-neighbour gallery of the app: a set of labelled images, embedded once per level and cached on disk.
+
+The default gallery is an evenly spread subset of the test split of the dataset the model was trained on; when that
+dataset is not on this machine, the app's shipped example images stand in. Features are pooled level-k embeddings,
+L2-normalised, kept in memory and stored with :class:`hjepa.evaluation.FeatureCache` under a key made of the model's
+identity, the level, the back-end and a digest of the gallery's pixels, so a restart does not re-embed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hjepa.evaluation.cache import FeatureCache
+from hjepa.serve.images import IMAGE_SUFFIXES, read_image
+from hjepa.serve.runtime import Runtime
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One gallery hit: ``image`` uint8 ``[H, W, 3]``, its ``label``, cosine ``similarity`` and gallery ``index``."""
+
+    image: np.ndarray
+    label: str
+    similarity: float
+    index: int
+
+
+class Gallery:
+    """``images`` (uint8 ``[H, W, 3]`` each, sizes may differ) with integer ``labels`` into ``classes``.
+
+    ``name`` / ``split`` describe where the images came from (they name the cache files); ``description`` is the
+    line the app shows; ``cache_dir`` (None: memory only) is where features are stored.
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        labels: list[int],
+        classes: list[str],
+        name: str,
+        split: str = "gallery",
+        description: str = "",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if not images or len(images) != len(labels):
+            raise ValueError(f"a gallery needs images with one label each, got {len(images)} and {len(labels)}")
+        self.images = images
+        self.labels = [int(v) for v in labels]
+        self.classes = list(classes)
+        self.name = name
+        self.split = split
+        self.description = description or f"{name} ({len(images)} images)"
+        self.cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        self._features: dict[tuple[str, str, int], np.ndarray] = {}
+        digest = hashlib.sha256()
+        for image in images:
+            digest.update(str(image.shape).encode())
+            digest.update(image.tobytes())
+        self.digest = digest.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def features(self, runtime: Runtime, level: int) -> np.ndarray:
+        """L2-normalised pooled features float32 ``[N, D]`` of every image at ``level`` (embedded once)."""
+        level = runtime.check_level(level)
+        memo = (runtime.identity, runtime.backend, level)
+        if memo in self._features:
+            return self._features[memo]
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            _, pooled = runtime.embed(self.images, level)
+            return torch.from_numpy(pooled), torch.tensor(self.labels, dtype=torch.long)
+
+        if self.cache is not None:
+            extra = f"{runtime.backend}|{runtime.metadata.img_size}|{self.digest}"
+            key = self.cache.key(runtime.identity, level, self.name, self.split, extra=extra)
+            pooled, _, _ = self.cache.get_or_compute(key, compute)
+        else:
+            pooled, _ = compute()
+        features = pooled.float().numpy()
+        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        self._features[memo] = features
+        return features
+
+    def neighbours(self, runtime: Runtime, pooled: np.ndarray, level: int, k: int = 8) -> list[Neighbour]:
+        """The ``k`` gallery images whose level-``level`` pooled features are closest (cosine) to ``pooled [D]``."""
+        features = self.features(runtime, level)
+        query = np.asarray(pooled, np.float32).reshape(-1)
+        if query.shape[0] != features.shape[1]:
+            raise ValueError(f"query has {query.shape[0]} dims but gallery features have {features.shape[1]}")
+        similarity = features @ (query / max(float(np.linalg.norm(query)), 1e-12))
+        order = np.argsort(-similarity, kind="stable")[: max(1, min(k, len(self)))]
+        return [Neighbour(self.images[i], self.classes[self.labels[i]], float(similarity[i]), int(i)) for i in order]
+
+
+def thumbnail(image: np.ndarray, size: int = 96) -> np.ndarray:
+    """A display copy: tiny images (8 px digits) blown up with nearest so pixels stay sharp, large ones shrunk."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resample = Image.NEAREST if scale > 1 else Image.BILINEAR
+    return np.asarray(Image.fromarray(image).resize(new_size, resample))
+
+
+def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = None) -> Gallery:
+    """Every image under ``directory`` (recursively; the parent folder's name is the label), evenly thinned to
+    ``size``. Unreadable files are skipped."""
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"gallery folder {directory} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    files = [files[i] for i in _spread(size, len(files))]
+    images, names = [], []
+    for path in files:
+        try:
+            images.append(read_image(path))
+        except ValueError:
+            continue
+        names.append(path.parent.name if path.parent != directory else path.stem)
+    if not images:
+        raise ValueError(f"no image under {directory} could be decoded")
+    classes = sorted(set(names))
+    labels = [classes.index(name) for name in names]
+    return Gallery(
+        images,
+        labels,
+        classes,
+        name=directory.name or "folder",
+        split="folder",
+        description=f"folder {directory} ({len(images)} images)",
+        cache_dir=cache_dir,
+    )
+
+
+def dataset_gallery(name: str, size: int, data_dir: str | None = None, cache_dir: str | Path | None = None) -> Gallery:
+    """An evenly spread ``size``-image subset of dataset ``name``'s test split (raises DataError when absent)."""
+    from hjepa.data import build_dataset
+    from hjepa.evaluation.features import dataset_arrays
+
+    dataset = build_dataset(name, "test", data_dir=data_dir, download=False)
+    index = _spread(size, len(dataset))
+    if getattr(dataset, "in_memory", False):
+        images, labels = dataset_arrays(dataset)
+        images, labels = images[index], labels[index]
+    else:
+        items = [dataset[int(i)] for i in index]
+        images = torch.stack([image for image, _ in items])
+        labels = torch.tensor([label for _, label in items])
+    pixels = images.permute(0, 2, 3, 1).numpy()
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return Gallery(
+        list(pixels),
+        labels.tolist(),
+        dataset.classes,
+        name=name,
+        split="test",
+        description=f"{name} test split ({len(index)} of {len(dataset)} images)",
+        cache_dir=cache_dir,
+    )
+
+
+def examples_gallery(cache_dir: str | Path | None = None, reason: str = "") -> Gallery:
+    """The app's shipped example images, one class each: the fallback when no dataset is at hand."""
+    gallery = folder_gallery(EXAMPLES_DIR, size=1000, cache_dir=cache_dir)
+    gallery.description = f"shipped examples ({len(gallery)} images){': ' + reason if reason else ''}"
+    return gallery
+
+
+def build_gallery(
+    runtime: Runtime,
+    source: str | Path | None = None,
+    size: int = 500,
+    data_dir: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Gallery:
+    """The app's gallery. ``source``: None (the model's dataset test split, else the shipped examples), a folder of
+    images, or a dataset name (its test split; an error when it is not available)."""
+    if size < 1:
+        raise ValueError(f"gallery size must be >= 1, got {size}")
+    if source is None:
+        dataset = runtime.metadata.dataset
+        if not dataset:
+            return examples_gallery(cache_dir, reason="the model does not record its dataset")
+        try:
+            return dataset_gallery(dataset, size, data_dir, cache_dir)
+        except (ValueError, OSError) as exc:  # DataError is a ValueError: dataset not downloaded / no folder
+            return examples_gallery(cache_dir, reason=f"{dataset} is not available here ({exc})"[:200])
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return folder_gallery(path, size, cache_dir)
+    return dataset_gallery(str(source), size, data_dir, cache_dir)
+
+
+def _spread(count: int, total: int) -> list[int]:
+    from hjepa.evaluation.features import spread_subset
+
+    return spread_subset(count, total).tolist()

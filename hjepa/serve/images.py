@@ -1,0 +1,116 @@
+"""Image inputs of the serving runtimes: any picture -> uint8 RGB ``[H, W, 3]`` -> center square at the model size.
+
+Every runtime crops the same way (shorter side resized to the model size, then the center square, which is what
+resizing the center square of the shorter side does), so a click on the original picture maps to a patch through
+:func:`crop_box` and :func:`point_to_unit`, and the similarity, PCA and mask panels line up with the model's view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """An input that is not a readable image, or is too large; the message names the file and the limit."""
+
+
+def read_image(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 RGB ``[H, W, 3]``; not an image, or over ``max_bytes``, raises ImageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path} does not exist or is not a file")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise ImageError(f"{path.name} is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.1f} MB upload limit")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb_array(image)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path.name} is not an image this app can read ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def to_rgb_array(image: ImageInput) -> np.ndarray:
+    """PIL image, numpy array (``[H, W]``, ``[H, W, 1|3|4]``, uint8 or float in [0, 1]) or file path -> uint8
+    ``[H, W, 3]``. Grayscale is repeated to three channels; alpha is dropped (composited on black)."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGBA").convert("RGB") if "A" in image.getbands() else image.convert("RGB")
+        array = np.asarray(image)
+    elif isinstance(image, (np.ndarray, torch.Tensor)):
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+    else:
+        raise ImageError(f"expected a PIL image, a numpy array or a file path, got {type(image).__name__}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ImageError(f"image arrays must be uint8 or float in [0, 1], got dtype {array.dtype}")
+        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise ImageError(f"expected an image array [H, W] or [H, W, 1|3|4], got shape {tuple(array.shape)}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def batch_to_list(images: Any) -> list[ImageInput]:
+    """A batch in any accepted form -> a list of single images.
+
+    Accepts a list / tuple of single images, a uint8 numpy batch ``[B, H, W, C]`` (channels last) or a torch batch
+    ``[B, C, H, W]`` with C in {1, 3} (channels first, as the datasets store them).
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ImageError(f"a torch image batch must be [B, 1|3, H, W], got {tuple(images.shape)}")
+        return list(images.permute(0, 2, 3, 1).cpu().numpy())
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ImageError(f"a numpy image batch must be [B, H, W, C], got {tuple(images.shape)}")
+        return list(images)
+    if isinstance(images, (Image.Image, str, Path)):
+        return [images]
+    if isinstance(images, Sequence):
+        return list(images)
+    raise ImageError(f"expected a list of images or an image batch, got {type(images).__name__}")
+
+
+def crop_box(height: int, width: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the center square of an ``height x width`` image."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> uint8 ``[size, size, 3]``: the center square, resized (PIL bilinear, antialiased)."""
+    top, left, side = crop_box(*image.shape[:2])
+    square = image[top : top + side, left : left + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))
+
+
+def point_to_unit(x: float, y: float, height: int, width: int) -> tuple[float, float] | None:
+    """A pixel ``(x, y)`` of the original image -> ``(u, v)`` in [0, 1) inside its center square, or None when the
+    point lies outside the square (the part the model never sees)."""
+    top, left, side = crop_box(height, width)
+    u, v = (x - left) / side, (y - top) / side
+    if not (0 <= u < 1 and 0 <= v < 1):
+        return None
+    return u, v
+
+
+def unit_to_cell(u: float, v: float, grid: tuple[int, int]) -> tuple[int, int]:
+    """``(u, v)`` in [0, 1) -> ``(row, col)`` of the ``grid = (h, w)`` cell under it."""
+    return min(int(v * grid[0]), grid[0] - 1), min(int(u * grid[1]), grid[1] - 1)

@@ -1,0 +1,156 @@
+"""What a served model is: ``RuntimeMetadata``, read from ONNX ``metadata_props``, engine sidecars and manifests.
+
+The exporter writes one metadata dict per level (every value a JSON string in ONNX ``metadata_props``): keys
+``hjepa_version``, ``level``, ``num_levels``, ``img_size``, ``patch_size``, ``grid`` ([h, w] of level k),
+``embed_dim``, ``mean``, ``std``, ``input_format``, ``checkpoint_sha256``, ``dataset``, ``precision``. An export
+directory holds ``manifest.json`` = ``{"config", "checkpoint_sha256", "levels": {"K": {"onnx", "engine",
+"metadata"}}}``. This module turns those into one :class:`RuntimeMetadata` and refuses artifacts that lack them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
+REQUIRED_KEYS = ("level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std")
+# Fields that describe the whole model: every level of one export must agree on them.
+SHARED_KEYS = ("num_levels", "img_size", "patch_size", "mean", "std", "input_format", "dataset", "checkpoint_sha256")
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """The back-end a source needs cannot run here (TensorRT or CUDA missing, an execution provider absent)."""
+
+
+class RuntimeSourceError(ValueError):
+    """A source that is not a checkpoint, ONNX model, export directory or engine, or whose metadata is broken."""
+
+
+@dataclass(frozen=True)
+class RuntimeMetadata:
+    """What a runtime needs to know about its model, read from the artifact (never guessed).
+
+    ``grids[k] = (h_k, w_k)`` and ``embed_dims[k] = D`` for every level ``k`` the runtime serves; ``mean`` / ``std``
+    are per-channel, in [0, 1] pixel units; ``input_format`` is how the model takes its input (``float_nchw``:
+    normalised float ``[B, 3, S, S]``; ``uint8_nhwc``: raw pixels ``[B, S, S, 3]``, normalised inside the model).
+    """
+
+    img_size: int
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_levels: int
+    grids: dict[int, tuple[int, int]]
+    embed_dims: dict[int, int]
+    dataset: str | None = None
+    input_format: str = "float_nchw"
+    precision: str = "fp32"
+    checkpoint_sha256: str | None = None
+    hjepa_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise RuntimeSourceError(f"metadata mean / std must be 3 values with std > 0, got {self.mean} {self.std}")
+        if self.input_format not in INPUT_FORMATS:
+            raise RuntimeSourceError(f"unknown input_format {self.input_format!r}; expected one of {INPUT_FORMATS}")
+        if set(self.grids) != set(self.embed_dims) or not self.grids:
+            raise RuntimeSourceError(f"metadata needs a grid and an embed_dim for every level, got {self.grids}")
+
+    def grid(self, level: int) -> tuple[int, int]:
+        """``(h, w)`` token grid of ``level``."""
+        return self.grids[level]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: level keys become strings, tuples become lists."""
+        out = dataclasses.asdict(self)
+        out["grids"] = {str(k): list(v) for k, v in self.grids.items()}
+        out["embed_dims"] = {str(k): v for k, v in self.embed_dims.items()}
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+
+def decode_props(props: dict[str, Any]) -> dict[str, Any]:
+    """ONNX ``metadata_props`` (JSON strings) -> plain values; values that are not JSON stay strings."""
+    out = {}
+    for key, value in props.items():
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        out[key] = value
+    return out
+
+
+def metadata_from_levels(per_level: dict[int, dict[str, Any]], where: str) -> RuntimeMetadata:
+    """Per-level metadata dicts (decoded) -> one :class:`RuntimeMetadata`; ``where`` names the artifact in errors."""
+    if not per_level:
+        raise RuntimeSourceError(f"{where} holds no levels")
+    for level, meta in per_level.items():
+        missing = [key for key in REQUIRED_KEYS if key not in meta]
+        if missing:
+            raise RuntimeSourceError(
+                f"{where}: level {level} metadata lacks {', '.join(missing)}; was it written by hjepa-export?"
+            )
+        if int(meta["level"]) != level:
+            raise RuntimeSourceError(f"{where}: file for level {level} says it holds level {meta['level']}")
+    first = per_level[min(per_level)]
+    for level, meta in per_level.items():
+        for key in SHARED_KEYS:
+            if meta.get(key) != first.get(key):
+                raise RuntimeSourceError(
+                    f"{where}: levels disagree on {key} ({first.get(key)!r} vs {meta.get(key)!r} at level {level})"
+                )
+    try:
+        return RuntimeMetadata(
+            img_size=int(first["img_size"]),
+            patch_size=int(first["patch_size"]),
+            mean=tuple(float(v) for v in first["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in first["std"]),  # type: ignore[arg-type]
+            num_levels=int(first["num_levels"]),
+            grids={k: (int(m["grid"][0]), int(m["grid"][1])) for k, m in per_level.items()},
+            embed_dims={k: int(m["embed_dim"]) for k, m in per_level.items()},
+            dataset=first.get("dataset"),
+            input_format=first.get("input_format", "float_nchw"),
+            precision=str(first.get("precision", "fp32")),
+            checkpoint_sha256=first.get("checkpoint_sha256"),
+            hjepa_version=first.get("hjepa_version"),
+        )
+    except (TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, RuntimeSourceError):
+            raise
+        raise RuntimeSourceError(f"{where}: malformed metadata ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An export directory's ``manifest.json``: ``files[k]`` = {"onnx": path | None, "engine": path | None}."""
+
+    directory: Path
+    config: dict[str, Any] | None
+    checkpoint_sha256: str | None
+    files: dict[int, dict[str, Path | None]]
+    metadata: dict[int, dict[str, Any]]
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Parse ``directory/manifest.json``; a missing or malformed manifest raises RuntimeSourceError."""
+    path = directory / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+        levels = data["levels"]
+        files: dict[int, dict[str, Path | None]] = {}
+        metadata: dict[int, dict[str, Any]] = {}
+        for key, entry in levels.items():
+            level = int(key)
+            files[level] = {kind: directory / entry[kind] if entry.get(kind) else None for kind in ("onnx", "engine")}
+            metadata[level] = decode_props(entry.get("metadata") or {})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RuntimeSourceError(f"{path} is not a valid hjepa export manifest ({type(exc).__name__}: {exc})") from None
+    if not files:
+        raise RuntimeSourceError(f"{path} lists no levels")
+    return Manifest(directory, data.get("config"), data.get("checkpoint_sha256"), files, metadata)

@@ -1,0 +1,209 @@
+"""One runtime interface over PyTorch checkpoints, ONNX models (onnxruntime) and TensorRT engines.
+
+``open_runtime(source)`` looks at what ``source`` is and returns a :class:`Runtime`; every back-end preprocesses the
+same way (center square at the model size, normalised with the mean / std recorded in the artifact) and answers
+``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])`` as float32 numpy arrays, in chunks of
+``max_batch`` images. Back-end modules are imported only when a source needs them, so importing this module pulls
+in neither onnxruntime nor TensorRT.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from hjepa.serve.images import batch_to_list, center_crop_resize, to_rgb_array
+from hjepa.serve.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+
+if TYPE_CHECKING:
+    from hjepa.config import Config
+
+__all__ = ["Runtime", "RuntimeMetadata", "RuntimeSourceError", "RuntimeUnavailableError", "open_runtime"]
+
+BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+class Runtime(ABC):
+    """Base of every back-end: preprocessing, level checks and batching live here; subclasses implement ``_forward``.
+
+    Attributes: ``backend`` (e.g. ``"torch[cpu]"``, ``"onnxruntime[CPUExecutionProvider]"``, ``"tensorrt"``),
+    ``metadata`` (:class:`RuntimeMetadata`), ``max_batch`` (largest chunk sent to the model), ``config`` (the
+    resolved training config when the artifact carries one, else None), ``identity`` (a hash of the weights, for
+    caches) and ``source`` (what was opened).
+    """
+
+    backend: str
+    metadata: RuntimeMetadata
+    max_batch: int = 64
+    config: Config | None = None
+    identity: str = ""
+    source: str = ""
+
+    @property
+    def levels(self) -> list[int]:
+        """The hierarchy levels this runtime can embed at (an ONNX file holds one, a checkpoint all)."""
+        return sorted(self.metadata.grids)
+
+    def check_level(self, level: int) -> int:
+        """``level`` as an int, or a ValueError naming the levels this runtime serves."""
+        is_int = isinstance(level, (int, np.integer)) and not isinstance(level, bool)
+        if not is_int or int(level) not in self.metadata.grids:
+            where = self.source or "this runtime"
+            raise ValueError(f"level {level!r} is not served by {where}; available levels: {self.levels}")
+        return int(level)
+
+    def crop(self, images: Any) -> np.ndarray:
+        """Images (see :func:`hjepa.serve.images.batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
+        items = batch_to_list(images)
+        if not items:
+            raise ValueError("no images to embed")
+        size = self.metadata.img_size
+        return np.stack([center_crop_resize(to_rgb_array(item), size) for item in items])
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``[B, S, S, 3]`` -> float32 ``[B, 3, S, S]`` with the metadata's mean / std."""
+        mean = np.asarray(self.metadata.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.metadata.std, np.float32).reshape(1, 3, 1, 1)
+        return (pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std
+
+    def preprocess(self, images: Any) -> np.ndarray:
+        """Images -> normalised float32 ``[B, 3, S, S]``: center square resized to ``img_size``, then mean / std."""
+        return self.normalise(self.crop(images))
+
+    def embed(self, images: Any, level: int, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Images -> (tokens float32 ``[B, N_k, D]``, pooled float32 ``[B, D]``) at ``level``.
+
+        ``images``: a list of PIL images, uint8 arrays ``[H, W, 3]`` or paths, a uint8 numpy batch ``[B, H, W, C]``
+        or a uint8 torch batch ``[B, C, H, W]``. Runs in chunks of ``min(batch_size, max_batch)``.
+        """
+        level = self.check_level(level)
+        return self.embed_preprocessed(self.preprocess(images), level, batch_size)
+
+    def embed_preprocessed(
+        self, batch: np.ndarray | torch.Tensor, level: int, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Already normalised float ``[B, 3, S, S]`` (e.g. from ``EvalTransform``) -> (tokens, pooled) as ``embed``."""
+        level = self.check_level(level)
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().float().cpu().numpy()
+        size = self.metadata.img_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"expected a normalised batch [B, 3, {size}, {size}], got {tuple(batch.shape)}")
+        chunk = max(1, min(batch_size or self.max_batch, self.max_batch))
+        tokens, pooled = [], []
+        for start in range(0, batch.shape[0], chunk):
+            part = np.ascontiguousarray(batch[start : start + chunk], np.float32)
+            part_tokens, part_pooled = self._forward(part, level)
+            tokens.append(np.asarray(part_tokens, np.float32))
+            pooled.append(np.asarray(part_pooled, np.float32))
+        return np.concatenate(tokens), np.concatenate(pooled)
+
+    def to_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """Normalised float32 ``[B, 3, S, S]`` -> uint8 ``[B, S, S, 3]``: for models that normalise inside
+        (``input_format == "uint8_nhwc"``). Exact for batches made by :meth:`preprocess`."""
+        mean = np.asarray(self.metadata.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.metadata.std, np.float32).reshape(1, 3, 1, 1)
+        pixels = np.clip(np.round((batch * std + mean) * 255.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+
+    @abstractmethod
+    def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """One chunk: float32 ``[b, 3, S, S]`` (b <= max_batch) -> (tokens ``[b, N_k, D]``, pooled ``[b, D]``)."""
+
+    def describe(self) -> str:
+        """One line for logs and the app's status box."""
+        meta = self.metadata
+        grids = ", ".join(f"L{k}: {h}x{w}x{meta.embed_dims[k]}" for k, (h, w) in sorted(meta.grids.items()))
+        return f"{self.backend} · {meta.img_size}px, patch {meta.patch_size} · {grids} · {meta.precision}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(source={self.source!r}, backend={self.backend!r}, levels={self.levels})"
+
+
+def parse_backend(backend: str) -> tuple[str, str | None]:
+    """``"onnxruntime:cuda"`` -> ``("onnxruntime", "cuda")``; an unknown name lists the valid ones."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    family, _, provider = backend.partition(":")
+    return family, provider or None
+
+
+def source_kind(path: Path) -> str:
+    """``"checkpoint"``, ``"onnx"``, ``"export"`` (a directory with manifest.json) or ``"engine"``."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist; expected a checkpoint (.pt or run directory), an .onnx file, an export "
+            "directory with manifest.json, or a TensorRT .engine"
+        )
+    if path.is_dir():
+        if (path / "manifest.json").is_file():
+            return "export"
+        if (path / "checkpoints" / "last.pt").is_file() or (path / "last.pt").is_file():
+            return "checkpoint"
+        raise RuntimeSourceError(
+            f"directory {path} holds neither manifest.json (an export) nor checkpoints/last.pt (a training run)"
+        )
+    suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "checkpoint"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    raise RuntimeSourceError(
+        f"{path.name} is not a model this app can serve: expected {', '.join(CHECKPOINT_SUFFIXES)} (checkpoint), "
+        f".onnx, {', '.join(ENGINE_SUFFIXES)} (TensorRT) or an export / run directory"
+    )
+
+
+def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto") -> Runtime:
+    """Open ``source`` with the right back-end.
+
+    ``source``: a checkpoint (``.pt`` or a run directory) -> PyTorch; an ``.onnx`` file or an export directory
+    (``manifest.json``) -> onnxruntime, or its TensorRT engines when ``backend="tensorrt"`` (``"auto"`` picks them
+    when TensorRT and CUDA are present); an ``.engine`` file -> TensorRT. ``backend``: one of ``BACKENDS``;
+    ``onnxruntime:cpu|cuda|tensorrt`` forces an execution provider. ``device``: ``auto``, ``cpu``, ``cuda[:N]``.
+    """
+    path = Path(source).expanduser()
+    family, provider = parse_backend(backend)
+    kind = source_kind(path)
+    if kind == "checkpoint":
+        if family not in ("auto", "torch"):
+            raise ValueError(f"{path} is a PyTorch checkpoint; backend {backend!r} needs an export (hjepa-export)")
+        from hjepa.serve.runtime_torch import TorchRuntime
+
+        return TorchRuntime.from_checkpoint(path, device=device)
+    if family == "torch":
+        raise ValueError(f"backend 'torch' needs a checkpoint, but {path} is an exported model ({kind})")
+    if kind == "engine" or (kind == "export" and family == "tensorrt"):
+        if family == "onnxruntime":
+            raise ValueError(f"{path} is a TensorRT engine; onnxruntime needs the .onnx file")
+        from hjepa.serve.runtime_tensorrt import TensorRTRuntime
+
+        return TensorRTRuntime.open(path, device=device)
+    if kind == "export" and family == "auto":
+        from hjepa.serve.runtime_tensorrt import TensorRTRuntime, tensorrt_usable
+
+        if tensorrt_usable(device) and TensorRTRuntime.has_engines(path):
+            return TensorRTRuntime.open(path, device=device)
+    if family == "tensorrt":  # a single .onnx file
+        raise ValueError(f"{path} is an ONNX model; backend 'tensorrt' needs an .engine (or onnxruntime:tensorrt)")
+    from hjepa.serve.runtime_onnx import OnnxRuntime
+
+    return OnnxRuntime.open(path, provider=provider, device=device)
+
+
+def resolve_torch_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given (``cuda`` without a GPU is an error)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeUnavailableError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return resolved

@@ -1,0 +1,162 @@
+"""``OnnxRuntime``: exported levels run with onnxruntime, on the best execution provider this machine offers.
+
+One ``.onnx`` file holds one level; an export directory (``manifest.json``) holds several, one session each.
+Providers are picked from ``onnxruntime.get_available_providers()`` in the order TensorRT, CUDA, CPU (CPU is always
+kept as the fallback), unless the caller forces one with ``backend="onnxruntime:cpu|cuda|tensorrt"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hjepa.serve.metadata import (
+    RuntimeSourceError,
+    RuntimeUnavailableError,
+    decode_props,
+    metadata_from_levels,
+    read_manifest,
+)
+from hjepa.serve.runtime import Runtime
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+INPUT_NAME = "images"
+OUTPUT_NAMES = ["tokens", "pooled"]
+
+
+def choose_providers(provider: str | None, device: str, available: list[str]) -> list[str]:
+    """Execution providers to ask onnxruntime for, best first, CPU last.
+
+    ``provider`` (``cpu`` | ``cuda`` | ``tensorrt``) forces one; otherwise ``device="cpu"`` means CPU only and
+    ``auto`` / ``cuda`` take TensorRT and CUDA when available. A forced provider that is absent is an error naming
+    the ones present.
+    """
+    if provider is not None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown onnxruntime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
+        wanted = PROVIDERS[provider]
+        if wanted not in available:
+            hint = " (install onnxruntime-gpu with a matching CUDA / TensorRT)" if provider != "cpu" else ""
+            raise RuntimeUnavailableError(
+                f"onnxruntime here has no {wanted}; available providers: {', '.join(available)}{hint}"
+            )
+        return [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
+    if device == "cpu":
+        return [PROVIDERS["cpu"]]
+    gpu = [PROVIDERS[name] for name in ("tensorrt", "cuda") if PROVIDERS[name] in available]
+    if device.startswith("cuda") and not gpu:
+        raise RuntimeUnavailableError(
+            f"device {device!r} asked for, but onnxruntime offers only {', '.join(available)} (install onnxruntime-gpu)"
+        )
+    return [*gpu, PROVIDERS["cpu"]]
+
+
+def _file_digest(paths: list[Path]) -> str:
+    from hjepa.evaluation.cache import file_sha256
+
+    return hashlib.sha256("".join(file_sha256(path) for path in paths).encode()).hexdigest()
+
+
+class OnnxRuntime(Runtime):
+    """One onnxruntime ``InferenceSession`` per served level; inputs ``images``, outputs ``tokens`` and ``pooled``."""
+
+    def __init__(
+        self,
+        files: dict[int | None, Path],
+        providers: list[str],
+        per_level_metadata: dict[int, dict[str, Any]] | None = None,
+        config: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initializers etc. are noise for a user
+        self.sessions: dict[int, Any] = {}
+        read_metadata: dict[int, dict[str, Any]] = {}
+        paths: list[Path] = []
+        for level, path in files.items():
+            try:
+                session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own InvalidProtobuf / Fail / NoSuchFile types
+                message = f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})"
+                raise RuntimeSourceError(message[:400]) from None
+            props = decode_props(dict(session.get_modelmeta().custom_metadata_map))
+            if level is None:  # a lone .onnx file says which level it holds
+                try:
+                    level = int(props["level"])
+                except (KeyError, TypeError, ValueError):
+                    message = f"{path} has no integer 'level' metadata; was it written by hjepa-export?"
+                    raise RuntimeSourceError(message) from None
+            if per_level_metadata and level in per_level_metadata:
+                props = {**per_level_metadata[level], **props}  # the file's own metadata wins over the manifest
+            read_metadata[level] = props
+            self._check_io(session, path)
+            self.sessions[level] = session
+            paths.append(path)
+        self.source = source or str(paths[0])
+        self.metadata = metadata_from_levels(read_metadata, self.source)
+        self.config = _config_or_none(config)
+        self.identity = _file_digest(paths)
+        first = next(iter(self.sessions.values()))
+        self.backend = f"onnxruntime[{first.get_providers()[0]}]"
+        batch_dim = first.get_inputs()[0].shape[0]
+        # A static batch (exported with --batch N and no --dynamic) is padded up to N and run N at a time.
+        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self.max_batch = self.fixed_batch or 64
+        self.uint8_input = first.get_inputs()[0].type == "tensor(uint8)"
+
+    @staticmethod
+    def _check_io(session: Any, path: Path) -> None:
+        inputs = [arg.name for arg in session.get_inputs()]
+        outputs = [arg.name for arg in session.get_outputs()]
+        if inputs != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
+            raise RuntimeSourceError(
+                f"{path} has inputs {inputs} and outputs {outputs}; an hjepa export has input '{INPUT_NAME}' and "
+                f"outputs {OUTPUT_NAMES}"
+            )
+
+    @classmethod
+    def open(cls, path: Path, provider: str | None = None, device: str = "auto") -> OnnxRuntime:
+        """An ``.onnx`` file (one level) or an export directory (every level with an ``.onnx`` file)."""
+        import onnxruntime as ort
+
+        providers = choose_providers(provider, device, list(ort.get_available_providers()))
+        if path.is_dir():
+            manifest = read_manifest(path)
+            files = {k: entry["onnx"] for k, entry in manifest.files.items() if entry["onnx"] is not None}
+            if not files:
+                raise RuntimeSourceError(f"{path}/manifest.json lists no .onnx files")
+            for file in files.values():
+                if not file.is_file():
+                    raise RuntimeSourceError(f"{file} is listed in {path}/manifest.json but does not exist")
+            return cls(files, providers, manifest.metadata, manifest.config, source=str(path))
+        return cls({None: path}, providers, source=str(path))
+
+    def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        count = batch.shape[0]
+        if self.fixed_batch is not None and count < self.fixed_batch:
+            padding = np.zeros((self.fixed_batch - count, *batch.shape[1:]), batch.dtype)
+            batch = np.concatenate([batch, padding])
+        feed = self.to_pixels(batch) if self.uint8_input else batch
+        tokens, pooled = self.sessions[level].run(OUTPUT_NAMES, {INPUT_NAME: feed})
+        return tokens[:count], pooled[:count]
+
+
+def _config_or_none(config: dict[str, Any] | None) -> Any:
+    """The manifest's resolved config as a ``Config`` (used for mask settings); None when absent or unreadable."""
+    if not config:
+        return None
+    from hjepa.config import Config, ConfigError
+
+    try:
+        return Config.from_dict(config)
+    except (ConfigError, TypeError, ValueError):
+        return None
