@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from common import median_time, print_table, write_json  # noqa: E402
 
 from hjepa.config import load_config  # noqa: E402
@@ -42,6 +43,8 @@ SETTINGS = {
         "model.predictor_num_heads=6", "data.batch_size=64",
     ]),
 }
+SETTINGS["cifar100-vit-tiny"] = ("cifar100-vit-tiny", [])
+SETTINGS["cifar100-vit-small"] = ("cifar100-vit-small", [])
 SETTINGS["ijepa-tiny-joint"] = (SETTINGS["ijepa-tiny-per_block"][0],
                                 [*SETTINGS["ijepa-tiny-per_block"][1][:-1], "model.predictor_batching=joint"])
 
@@ -68,10 +71,18 @@ def bench(name: str, device: torch.device, compile_model: bool, repeats: int, ba
         step[0] += 1
 
     seconds = median_time(one_step, repeats, warmup=3 if compile_model else 1, device=device)
+    with FlopCounterMode(display=False) as counter:  # forward + backward FLOPs of one (eager) step
+        masks = masks_gen(batch_size, batch_generator(0, 0)).to(device)
+        train_step(model, model, images, masks, optimizer, schedules, 0, cfg.optim.clip_grad, amp=True)
     row = {
         "setting": name, "device": device.type, "compile": compile_model, "batch": batch_size,
         "step_s": seconds, "images_per_s": batch_size / seconds,
+        "gflop_per_step": counter.get_total_flops() / 1e9, "tflop_s": counter.get_total_flops() / seconds / 1e12,
     }
+    if device.type == "cuda" and "H100" in torch.cuda.get_device_name():
+        row["mfu_bf16"] = row["tflop_s"] / 989.0  # dense bf16 peak of an H100 SXM
+    elif device.type == "cuda" and "H200" in torch.cuda.get_device_name():
+        row["mfu_bf16"] = row["tflop_s"] / 989.0
     if name.startswith("ijepa-tiny") and device.type == "cpu":
         row["speedup_vs_ijepa"] = IJEPA_REFERENCE_SECONDS / seconds
     return row
@@ -89,8 +100,8 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     names = args.settings or list(SETTINGS)
-    if device.type == "cpu" and args.quick and not args.settings:
-        names = [n for n in names if n != "vit-s16-224"]
+    if device.type == "cpu" and not args.settings:  # the GPU-sized settings take minutes per step on a CPU
+        names = [n for n in names if n not in ("vit-s16-224", "cifar100-vit-tiny", "cifar100-vit-small")]
     repeats = 3 if args.quick else (5 if device.type == "cpu" else 20)
     rows = []
     for name in names:
@@ -100,7 +111,8 @@ def main() -> None:
             except Exception as exc:  # e.g. compile without a C++ toolchain: record, keep going
                 rows.append({"setting": name, "compile": compiled, "error": f"{type(exc).__name__}: {exc}"[:200]})
             print(rows[-1], flush=True)
-    columns = ["setting", "device", "compile", "batch", "step_s", "images_per_s", "speedup_vs_ijepa", "error"]
+    columns = ["setting", "device", "compile", "batch", "step_s", "images_per_s", "tflop_s", "mfu_bf16",
+               "speedup_vs_ijepa", "error"]
     print_table(rows, columns)
     path = write_json("train_step", {"settings": {n: SETTINGS[n] for n in names}, "repeats": repeats, "rows": rows,
                                      "ijepa_reference_step_s": IJEPA_REFERENCE_SECONDS})

@@ -243,7 +243,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if origin is tuple:
             if len(args) != len(value):
                 raise ConfigError(f"config key {key!r} expects {len(args)} values, got {list(value)!r}")
-            return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
         if isinstance(value, str):  # PyYAML (YAML 1.1) reads 5e-4 as a string; it is plainly meant as a number

@@ -84,7 +84,7 @@ def test_ema_moves_target_by_the_scheduled_amount():
     online = [p.clone() for p in model.context_encoder.parameters()]
     model.set_momentum_schedule(torch.tensor([0.9, 0.99]))
     assert model.update_target(0) == pytest.approx(0.9)
-    for b, o, after in zip(before, online, model.target_encoder.parameters()):
+    for b, o, after in zip(before, online, model.target_encoder.parameters(), strict=True):
         torch.testing.assert_close(after, 0.9 * b + 0.1 * o)
 
 

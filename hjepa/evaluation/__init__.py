@@ -8,8 +8,24 @@ from hjepa.evaluation.knn import knn_classify, knn_evaluate, knn_neighbours, knn
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
 
+
+
+def __getattr__(name: str):  # evaluate / resolve_source pull in the runtimes: import them only when asked for
+    if name == "evaluate":
+        from hjepa.evaluation.run import evaluate
+
+        return evaluate
+    if name == "resolve_source":
+        from hjepa.evaluation.sources import resolve_source
+
+        return resolve_source
+    raise AttributeError(name)
+
+
 __all__ = [
     "FeatureCache",
+    "evaluate",
+    "resolve_source",
     "build_report",
     "file_sha256",
     "format_table",

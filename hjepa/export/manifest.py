@@ -10,8 +10,6 @@ strings without guessing. Keys (shared with ``hjepa.serve``): ``hjepa_version``,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ import onnx
 
 import hjepa
 from hjepa.config import Config
+from hjepa.export.files import atomic_write
 
 METADATA_KEYS = (
     "hjepa_version", "level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std",
@@ -89,17 +88,8 @@ def build_manifest(checkpoint: Path, checkpoint_sha256: str, cfg: Config, levels
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
-    """Write ``data`` as indented JSON through a temporary file, so a reader never sees half a document."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` as indented JSON, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:

@@ -11,8 +11,6 @@ torch.export cannot capture a module; the manifest records which one was used.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from hjepa.export.errors import ExportError
+from hjepa.export.files import atomic_write
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("tokens", "pooled")
@@ -35,7 +34,9 @@ def check_opset(opset: int) -> None:
         raise ExportError(f"opset {opset} is not supported; choose {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
 
 
-def trace_onnx(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool = True) -> tuple[onnx.ModelProto, str]:
+def trace_onnx(
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool = True
+) -> tuple[onnx.ModelProto, str]:
     """Trace ``module(example) -> (tokens, pooled)`` to an in-memory ONNX model; returns ``(model, exporter)``.
 
     With ``dynamic`` the batch axis is the symbol ``"batch"``; ``example`` must then have batch >= 2, because
@@ -108,29 +109,22 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
-    """Check ``model`` (``full_check``: types and shapes) and write it to ``path`` through a temporary file.
+    """Check ``model`` (``full_check``: types and shapes) and write it to ``path`` atomically.
 
     Weights stay inside the file unless the model exceeds protobuf's 2 GB limit, in which case they go to
     ``<name>.data`` beside it.
     """
     path = Path(path)
-    external = model.ByteSize() > _PROTOBUF_LIMIT
-    try:
-        if not external:
+    if model.ByteSize() <= _PROTOBUF_LIMIT:
+        try:
             onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if external:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=f"{path.name}.data", size_threshold=1024)
-            onnx.checker.check_model(str(tmp), full_check=True)
-        else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
+        return atomic_write(path, lambda tmp: onnx.save_model(model, tmp))
+
+    def write_external(tmp: Path) -> None:
+        onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data", size_threshold=1024)
+        onnx.checker.check_model(str(tmp), full_check=True)  # a > 2 GB model can only be checked from its path
+
+    return atomic_write(path, write_external)

@@ -32,9 +32,9 @@ class Tolerance:
     min_cosine: float
 
 
-# Looser floors for reduced precision, measured on the packaged model sizes (see tests/test_export_options.py and
-# benchmarks/inference.py): fp16 stays below ~1e-2 absolute error, int8 below ~0.3 with cosine above 0.99.
-_REDUCED = {"fp16": Tolerance(atol=5e-2, min_cosine=0.995), "int8": Tolerance(atol=1.0, min_cosine=0.97)}
+# Looser floors for reduced precision. Measured on the packaged model sizes (digits-debug, fashion-mnist, ViT-S/16):
+# fp16 errors stay below ~1e-2 with cosine > 0.9999; int8 (7-bit weights) below ~0.07 with cosine > 0.9998.
+_REDUCED = {"fp16": Tolerance(atol=5e-2, min_cosine=0.999), "int8": Tolerance(atol=0.25, min_cosine=0.99)}
 
 
 def tolerance_for(precision: str, cfg: ExportConfig) -> Tolerance:
@@ -75,7 +75,7 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, dict[str, float]]:
     """Per output name: ``max_abs_err``, ``mean_abs_err``, ``min_cosine`` and ``mean_cosine`` (over rows)."""
     figures = {}
-    for name, ref, out in zip(OUTPUT_NAMES, reference, candidate):
+    for name, ref, out in zip(OUTPUT_NAMES, reference, candidate, strict=True):
         ref, out = np.asarray(ref, dtype=np.float32), np.asarray(out, dtype=np.float32)
         if ref.shape != out.shape:
             raise ExportError(f"output {name!r} has shape {list(out.shape)}, expected {list(ref.shape)}")

@@ -25,11 +25,11 @@ def ema_update(target: list[nn.Module], online: list[nn.Module], momentum: float
     Non-float buffers (counters, indices) are copied: an average of integers means nothing.
     """
     target_params, online_params = [], []
-    for t_mod, o_mod in zip(target, online):
-        for t_param, o_param in zip(t_mod.parameters(), o_mod.parameters()):
+    for t_mod, o_mod in zip(target, online, strict=True):
+        for t_param, o_param in zip(t_mod.parameters(), o_mod.parameters(), strict=True):
             target_params.append(t_param)
             online_params.append(o_param.detach())
-        for t_buf, o_buf in zip(t_mod.buffers(), o_mod.buffers()):
+        for t_buf, o_buf in zip(t_mod.buffers(), o_mod.buffers(), strict=True):
             if t_buf.is_floating_point():
                 t_buf.lerp_(o_buf, 1.0 - momentum)
             else:

@@ -45,6 +45,11 @@ class LevelHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(embed_dim, head_dim)
         self.norm = nn.LayerNorm(head_dim)
+        if head_dim == embed_dim:
+            # Start as LayerNorm of the pooled tokens: a random projection would scramble the encoder's features for
+            # the target side (which only moves by EMA) and cost k-NN accuracy early in training.
+            nn.init.eye_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))

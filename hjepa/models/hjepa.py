@@ -63,7 +63,9 @@ class HJEPA(nn.Module):
             param.requires_grad_(False)
         self.loss_fn = loss_fn
         if model_cfg.predictor_batching not in ("joint", "per_block"):
-            raise ValueError(f"model.predictor_batching must be 'joint' or 'per_block', got {model_cfg.predictor_batching!r}")
+            raise ValueError(
+                f"model.predictor_batching must be 'joint' or 'per_block', got {model_cfg.predictor_batching!r}"
+            )
         self.predictor_batching = model_cfg.predictor_batching
         self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
 
@@ -84,7 +86,7 @@ class HJEPA(nn.Module):
         shapes = [masks.target_shapes[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]
         predicted = self._predict(context, masks.context_idx, level_idx)
         predictions, targets = [], []
-        for level, (idx, shape, pred) in enumerate(zip(level_idx, shapes, predicted)):
+        for level, (idx, shape, pred) in enumerate(zip(level_idx, shapes, predicted, strict=True)):
             predictions.append(self.context_heads[level](pool_blocks(pred, shape, level)))
             with torch.no_grad():
                 block_targets = gather_tokens(target_tokens, idx.flatten(1)).reshape(pred.shape)
@@ -118,7 +120,7 @@ class HJEPA(nn.Module):
         sizes = [idx[0].numel() for idx in level_idx]
         return [
             chunk.reshape(batch * idx.shape[1], idx.shape[2], -1)
-            for chunk, idx in zip(pred.split(sizes, dim=1), level_idx)
+            for chunk, idx in zip(pred.split(sizes, dim=1), level_idx, strict=True)
         ]
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import torch
 
 
 def sincos_2d(embed_dim: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Return ``[grid_h * grid_w, embed_dim]`` embeddings in raster order; half the channels encode rows, half columns."""
+    """``[grid_h * grid_w, embed_dim]`` embeddings in raster order; half the channels encode rows, half columns."""
     if embed_dim % 4:
         raise ValueError(f"sin-cos positional embedding needs a width divisible by 4, got {embed_dim}")
     grid_h, grid_w = grid

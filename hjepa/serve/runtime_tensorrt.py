@@ -1,9 +1,9 @@
 """``TensorRTRuntime``: serialized TensorRT engines run through the TensorRT 10/11 tensor-address API.
 
 Buffers are torch CUDA tensors (no pycuda): inputs are copied to the device, ``set_input_shape`` fixes the batch,
-``set_tensor_address`` binds every I/O tensor, ``execute_async_v3`` runs on torch's current stream. An engine's
-metadata lives in its sidecar ``level{K}.engine.json`` (or in the export's ``manifest.json``), since a serialized
-engine has no room for it. Without the ``tensorrt`` package or without CUDA, opening an engine raises
+``set_tensor_address`` binds every I/O tensor, ``execute_async_v3`` runs on torch's current stream. A serialized
+engine has no room for metadata; it is read from its sidecar ``level{K}.engine.json``, the export's ``manifest.json``
+or the ``.onnx`` file beside it. Without the ``tensorrt`` package or without CUDA, opening an engine raises
 ``RuntimeUnavailableError`` saying which one is missing.
 """
 
@@ -133,7 +133,9 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def open(cls, path: Path, device: str = "auto") -> TensorRTRuntime:
-        """An ``.engine`` file with its ``.engine.json`` sidecar, or an export directory with engines."""
+        """An ``.engine`` file (metadata as :func:`engine_metadata` finds it), or an export directory with engines."""
+        import_tensorrt()  # what is missing on this machine is the first thing a user needs to hear
+        cuda_device(device)
         if path.is_dir():
             manifest = read_manifest(path)
             files = {k: e["engine"] for k, e in manifest.files.items() if e["engine"] is not None}
@@ -143,13 +145,13 @@ class TensorRTRuntime(Runtime):
                     f"{path} has no TensorRT engines{' (missing: ' + ', '.join(missing) + ')' if missing else ''}; "
                     "build them with hjepa-export --format trt, or serve the .onnx files with onnxruntime"
                 )
-            metadata = {k: {**manifest.metadata.get(k, {}), **_sidecar(f, required=False)} for k, f in files.items()}
+            metadata = {k: manifest.metadata.get(k) or engine_metadata(f) for k, f in files.items()}
             return cls(files, metadata, device, manifest.config, source=str(path))
-        meta = _sidecar(path, required=True)
+        meta = engine_metadata(path)
         try:
             level = int(meta["level"])
         except (KeyError, TypeError, ValueError):
-            raise RuntimeSourceError(f"{path}.json has no integer 'level'; was it written by hjepa-export?") from None
+            raise RuntimeSourceError(f"metadata of {path} has no integer 'level'") from None
         return cls({level: path}, {level: meta}, device, source=str(path))
 
     def _stream(self) -> int:
@@ -183,22 +185,35 @@ class TensorRTRuntime(Runtime):
         return outputs["tokens"].float().cpu().numpy(), outputs["pooled"].float().cpu().numpy()
 
 
-def _sidecar(engine_path: Path, required: bool) -> dict[str, Any]:
-    """Metadata of ``level{K}.engine`` from ``level{K}.engine.json``."""
+def engine_metadata(engine_path: Path) -> dict[str, Any]:
+    """The hjepa metadata of ``level{K}.engine``, from the first place that has it: the sidecar
+    ``level{K}.engine.json`` (at its top level or under ``"metadata"``), the ``manifest.json`` beside it, or the
+    ``.onnx`` file it was built from. None of them -> RuntimeSourceError."""
     sidecar = engine_path.with_name(engine_path.name + ".json")
-    if not sidecar.is_file():
-        if required:
-            raise RuntimeSourceError(
-                f"{engine_path} has no metadata sidecar {sidecar.name}; engines from hjepa-export come with one"
-            )
-        return {}
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RuntimeSourceError(f"{sidecar} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RuntimeSourceError(f"{sidecar} must hold a JSON object of metadata")
-    return decode_props(data.get("metadata", data))
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RuntimeSourceError(f"{sidecar} is not valid JSON ({exc})") from None
+        if isinstance(data, dict):
+            meta = decode_props(data.get("metadata", data))
+            if "level" in meta and "grid" in meta:
+                return meta
+    if (engine_path.parent / "manifest.json").is_file():
+        manifest = read_manifest(engine_path.parent)
+        for level, entry in manifest.files.items():
+            if entry["engine"] is not None and entry["engine"].name == engine_path.name:
+                return manifest.metadata[level]
+    onnx_path = engine_path.with_suffix(".onnx")
+    if onnx_path.is_file():
+        import onnx
+
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        return decode_props({prop.key: prop.value for prop in model.metadata_props})
+    raise RuntimeSourceError(
+        f"no metadata for {engine_path}: expected {sidecar.name} with hjepa metadata, a manifest.json listing it, "
+        f"or {onnx_path.name} beside it (hjepa-export writes them)"
+    )
 
 
 def _sha256(path: Path) -> str:

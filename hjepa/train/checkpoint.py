@@ -103,9 +103,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"checkpoint {path} holds objects that are not safe to load: {exc}".splitlines()[0])
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} holds objects that are not safe to load: {reason}") from None
     except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: {exc})"[:300])
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hjepa checkpoint (no '{FORMAT}' format tag)")
     return state

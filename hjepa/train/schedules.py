@@ -11,8 +11,10 @@ from hjepa.config import Config
 from hjepa.models.ema import momentum_schedule
 
 
-def warmup_cosine(base: float, final: float, total_steps: int, warmup_steps: int = 0, start: float = 0.0) -> torch.Tensor:
-    """``[total_steps + 1]`` values: linear warmup from ``start`` to ``base``, then cosine from ``base`` to ``final``."""
+def warmup_cosine(
+    base: float, final: float, total_steps: int, warmup_steps: int = 0, start: float = 0.0
+) -> torch.Tensor:
+    """``[total_steps + 1]`` values: linear warmup from ``start`` to ``base``, then cosine down to ``final``."""
     values = torch.empty(total_steps + 1, dtype=torch.float64)
     warmup_steps = min(warmup_steps, total_steps)
     for step in range(total_steps + 1):

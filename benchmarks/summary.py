@@ -1,0 +1,41 @@
+"""Print the headline figures from benchmarks/results/*.json (whatever has been run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main() -> None:
+    lines = []
+    masks = load("masks")
+    if masks:
+        lines.append(f"masks: {json.dumps(masks.get('summary', masks.get('ratio', '')))[:200]}")
+    for name in ("train_step", "train_step_presets"):
+        data = load(name)
+        for row in (data or {}).get("rows", []):
+            if "images_per_s" in row:
+                extra = f"  x{row['speedup_vs_ijepa']:.2f} vs I-JEPA" if "speedup_vs_ijepa" in row else ""
+                lines.append(
+                    f"{name}: {row['setting']:<22} {row['device']:<4} compile={row['compile']!s:<5} "
+                    f"{row['step_s'] * 1000:8.1f} ms/step {row['images_per_s']:9.1f} img/s{extra}"
+                )
+    knn = load("knn")
+    if knn:
+        lines.append(f"knn: {json.dumps(knn.get('rows', knn.get('results', '')))[:200]}")
+    inference = load("inference")
+    if inference:
+        for row in inference.get("rows", [])[:12]:
+            lines.append(f"inference: {json.dumps(row)[:160]}")
+    print("\n".join(lines) if lines else "no results yet: run a benchmark first")
+
+
+if __name__ == "__main__":
+    main()

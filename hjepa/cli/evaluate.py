@@ -1,0 +1,109 @@
+"""``hjepa-eval``: k-NN and linear-probe evaluation of a checkpoint, an exported model or a random-init baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hjepa.cli.errors import user_errors
+
+DATASET_HELP = "fashion-mnist | digits | cifar100 | imagenet100 | imagefolder"
+
+
+def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every subcommand shares: what to evaluate, on which data, at which levels, and the cache."""
+    options = [
+        click.argument("source", required=False),
+        click.option("--random-init", "random_init", metavar="CONFIG", default=None,
+                     help="Evaluate an untrained model built from CONFIG (preset or YAML; seed 0) instead of SOURCE."),
+        click.option("--dataset", required=True, help=DATASET_HELP),
+        click.option("--data-dir", default=None, help="Dataset location (default: the dataset's own)."),
+        click.option("--download", is_flag=True, help="Download the dataset if it can fetch itself (cifar100)."),
+        click.option("--level", "levels", default="all", show_default=True, help="Level K, a list '0,2', or 'all'."),
+        click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON report here."),
+        click.option("--train-limit", type=int, default=None, metavar="N", help="Use N train images (spread evenly)."),
+        click.option("--test-limit", type=int, default=None, metavar="N", help="Use N test images (spread evenly)."),
+        click.option("--cache-dir", default=".cache/features", show_default=True, help="Feature cache folder."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write cached features."),
+        click.option("--batch-size", type=int, default=None, help="Images per encoder batch (default 256)."),
+        click.option("--backend", default="auto", show_default=True,
+                     help="auto | torch | onnxruntime[:cpu|cuda|tensorrt] | tensorrt."),
+        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]."),
+        click.option("--progress/--no-progress", default=True, help="Show progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _knn_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--temperature", type=float, default=None, help="k-NN temperature T (default 0.07).")(func)
+    return click.option("--k", "ks", type=int, multiple=True, help="k of the k-NN vote, repeatable (default 20).")(func)
+
+
+def _probe_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--probe-epochs", type=int, default=None, help="Linear-probe epochs (default 100).")(func)
+    return click.option("--classifier", type=click.Choice(["sgd", "logreg"]), default="sgd", show_default=True,
+                        help="sgd: learning-rate sweep picked on a validation split; logreg: scikit-learn.")(func)
+
+
+def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (), **options: Any) -> None:
+    """Evaluate, then print a summary, the per-level table and where the report went."""
+    from hjepa.evaluation.report import format_table, report_rows
+    from hjepa.evaluation.run import evaluate
+
+    if (source is None) == (options.get("random_init") is None):
+        raise click.UsageError("give either SOURCE (checkpoint, .onnx, export directory, .engine) or "
+                               "--random-init CONFIG")
+    no_cache, cache_dir = options.pop("no_cache"), options.pop("cache_dir")
+    with user_errors():
+        report = evaluate(source, protocols=protocols, cache_dir=None if no_cache else cache_dir,
+                          ks=list(ks) or None, **options)
+    splits = report["splits"]
+    click.echo(f"source: {report['source']}  backend: {report['backend']}  dataset: {report['dataset']} "
+               f"(train {splits['train']}, test {splits['test']}, {report['num_classes']} classes)")
+    for level, per_split in report["features"].items():
+        parts = [f"{split} {info['cache']} ({info['seconds']:.2f} s)" for split, info in per_split.items()]
+        click.echo(f"features level {level}: " + ", ".join(parts))
+    click.echo(format_table(report_rows(report)))
+    timings = report["timings"]
+    click.echo("time: " + "  ".join(f"{name[:-2]} {seconds:.2f} s" for name, seconds in timings.items()))
+    if options.get("out"):
+        click.echo(f"report: {options['out']}")
+
+
+@click.group("eval")
+def main() -> None:
+    """Evaluate frozen HJEPA features: SOURCE is a checkpoint (.pt or run directory), an exported .onnx file or
+    export directory, or a TensorRT .engine; --random-init CONFIG gives the untrained baseline."""
+
+
+@main.command("knn")
+@_source_options
+@_knn_options
+def knn(source: str | None, **options: Any) -> None:
+    """Weighted k-NN (cosine, exp(sim/T) votes) of pooled level-k features: top-1 / top-5 per k."""
+    _run(("knn",), source, **options)
+
+
+@main.command("linear-probe")
+@_source_options
+@_probe_options
+def linear_probe(source: str | None, **options: Any) -> None:
+    """A linear classifier on frozen pooled level-k features: top-1 / top-5."""
+    _run(("linear",), source, **options)
+
+
+@main.command("all")
+@_source_options
+@_knn_options
+@_probe_options
+def run_all(source: str | None, **options: Any) -> None:
+    """k-NN and linear probe, one table per run with a row per level."""
+    _run(("knn", "linear"), source, **options)
+
+
+if __name__ == "__main__":
+    main()

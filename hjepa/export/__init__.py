@@ -1,0 +1,28 @@
+"""Export: per-level ``LevelEncoder`` -> verified ONNX (fp32 / fp16 / int8), TensorRT engines, Triton layout.
+
+``export(checkpoint, levels="all", out_dir, ExportOptions(...))`` writes ``OUT/level{K}.onnx`` (+ ``.engine``),
+``OUT/manifest.json`` and optionally ``OUT/triton/``; ``export_level`` does one level. See ``hjepa-export --help``.
+"""
+
+from hjepa.export.api import FORMATS, ExportOptions, default_out_dir, export, export_level, parse_levels
+from hjepa.export.errors import ExportError
+from hjepa.export.level_encoder import LevelEncoder, build_level_encoder
+from hjepa.export.manifest import METADATA_KEYS, read_manifest, read_metadata
+from hjepa.export.verify import Tolerance, tolerance_for
+
+__all__ = [
+    "FORMATS",
+    "METADATA_KEYS",
+    "ExportError",
+    "ExportOptions",
+    "LevelEncoder",
+    "Tolerance",
+    "build_level_encoder",
+    "default_out_dir",
+    "export",
+    "export_level",
+    "parse_levels",
+    "read_manifest",
+    "read_metadata",
+    "tolerance_for",
+]

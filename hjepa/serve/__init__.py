@@ -1,0 +1,43 @@
+"""Serving: one runtime interface over PyTorch / onnxruntime / TensorRT, feature maps, a gallery and a Gradio app.
+
+``open_runtime(source)`` -> :class:`Runtime` with ``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])``;
+``build_app(runtime, gallery)`` -> ``gr.Blocks``. Gradio, onnxruntime and TensorRT are imported only when used.
+"""
+
+from hjepa.serve.gallery import Gallery, Neighbour, build_gallery
+from hjepa.serve.images import ImageError
+from hjepa.serve.maps import colourise, cosine_similarity_map, pca_rgb, similarity_overlay, upscale_nearest
+from hjepa.serve.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+from hjepa.serve.runtime import BACKENDS, Runtime, open_runtime
+from hjepa.serve.runtime_torch import TorchRuntime
+from hjepa.serve.views import Views
+
+__all__ = [
+    "BACKENDS",
+    "Gallery",
+    "ImageError",
+    "Neighbour",
+    "Runtime",
+    "RuntimeMetadata",
+    "RuntimeSourceError",
+    "RuntimeUnavailableError",
+    "TorchRuntime",
+    "Views",
+    "build_app",
+    "build_gallery",
+    "colourise",
+    "cosine_similarity_map",
+    "launch_app",
+    "open_runtime",
+    "pca_rgb",
+    "similarity_overlay",
+    "upscale_nearest",
+]
+
+
+def __getattr__(name: str):  # build_app / launch_app import Gradio: only on first use
+    if name in ("build_app", "launch_app"):
+        from hjepa.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'hjepa.serve' has no attribute {name!r}")

@@ -1,0 +1,246 @@
+"""The Gradio app: ``build_app(runtime, gallery) -> gr.Blocks`` and ``launch_app`` (127.0.0.1, no share, offline).
+
+Layout: the input image (upload, paste or one of the shipped examples; a click selects a patch) with the level
+picker and the status line on the left; on the right the per-level PCA maps, the similarity map of the selected
+patch, the nearest gallery images, and the multi-block / hierarchical masks with their statistics (a seed slider
+re-samples them). Every computation is a :class:`hjepa.serve.views.Views` method; the events here only wire them,
+and four of them are public API endpoints: ``/embed``, ``/masks``, ``/similarity``, ``/neighbours``.
+
+``hjepa.serve`` imports this module (and so Gradio) only when ``build_app`` / ``launch_app`` are first used.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
+from hjepa.serve.runtime import Runtime
+from hjepa.serve.views import Views, stats_markdown
+
+# Local fonts only: Gradio's default theme pulls its fonts from Google, and the app must make no outside requests.
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
+CSS = "#status p { margin: 0; } .pca-map img, .mask-view img { image-rendering: pixelated; }"
+
+
+def example_files() -> list[Path]:
+    """The shipped example pictures."""
+    return sorted(EXAMPLES_DIR.glob("*.png"))
+
+
+def guard_uploads(component: gr.Image, max_bytes: int | None) -> gr.Image:
+    """Make ``component`` turn an unreadable or oversized upload into a visible ``gr.Error`` naming the file.
+
+    Gradio's own preprocessing fails on such files with a bare PIL traceback. The check wraps this instance's
+    ``preprocess``; a ``gr.Image`` subclass would do the same but makes Gradio write a ``.pyi`` stub beside this file.
+    """
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is None:
+            return None
+        name = getattr(payload, "orig_name", None) or "the upload"
+        path = getattr(payload, "path", None)
+        if path and max_bytes is not None and os.path.isfile(path) and os.path.getsize(path) > max_bytes:
+            size_mb, limit_mb = os.path.getsize(path) / 2**20, max_bytes / 2**20
+            message = f"{name} is {size_mb:.1f} MB, over the {limit_mb:.1f} MB upload limit"
+            raise gr.Error(message, print_exception=False)
+        try:
+            return original(payload)
+        except Exception as exc:  # PIL's UnidentifiedImageError, OSError for truncated files, ...
+            message = f"{name} is not an image this app can read ({type(exc).__name__})"
+            raise gr.Error(message, print_exception=False) from None
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+def _as_gradio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn``; a user-facing error (bad image, click outside the crop, unknown level) becomes ``gr.Error``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, IndexError) as exc:  # ImageError is a ValueError
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    return wrapper
+
+
+def build_app(
+    runtime: Runtime,
+    gallery: Gallery | None = None,
+    max_upload_mb: float = 10.0,
+    display_size: int = 256,
+    title: str = "H-JEPA explorer",
+) -> gr.Blocks:
+    """The app for ``runtime`` (neighbours from ``gallery`` when given); launch it with :func:`launch_app`."""
+    max_bytes = int(max_upload_mb * 2**20)
+    views = Views(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes)
+    levels = runtime.levels
+    meta = runtime.metadata
+
+    @_as_gradio_errors
+    def embed(image: str | None) -> tuple[Any, ...]:
+        if image is None:
+            return (*[None] * len(levels), "no image yet: upload one or pick an example", {})
+        maps, status, details = views.embed(image)
+        return (*maps, status, details)
+
+    @_as_gradio_errors
+    def masks(image: str | None, seed: float) -> tuple[Any, Any, str]:
+        if image is None:
+            return None, None, ""
+        multiblock, hierarchical, stats = views.masks(image, int(seed))
+        return multiblock, hierarchical, stats_markdown(stats)
+
+    @_as_gradio_errors
+    def similarity(image: str | None, level: int, x: float | None, y: float | None) -> tuple[Any, str]:
+        if image is None:
+            return None, "no image yet"
+        return views.similarity(image, int(level), x, y)
+
+    @_as_gradio_errors
+    def neighbours(image: str | None, level: int, k: float) -> tuple[Any, str]:
+        if image is None or gallery is None:
+            return [], "no image yet" if image is None else "no gallery"
+        return views.neighbours(image, int(level), int(k))
+
+    def select_point(evt: gr.SelectData) -> tuple[float, float]:
+        return float(evt.index[0]), float(evt.index[1])
+
+    def similarity_at(image: str | None, level: int, point: tuple[float, float] | None) -> tuple[Any, str]:
+        return similarity(image, level, *(point or (None, None)))
+
+    def similarity_of_new_image(image: str | None, level: int) -> tuple[Any, str, None]:
+        return (*similarity(image, level, None, None), None)  # a new picture forgets the old click
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        source = "/".join(Path(runtime.source).parts[-3:])  # enough to recognise the run, no home directory
+        gr.Markdown(f"## {title}\n`{source}` · {runtime.describe()}")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                image = gr.Image(
+                    label="Image: click a patch",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=320,
+                    elem_id="input-image",
+                )
+                guard_uploads(image, max_bytes)
+                gr.Examples(examples=[[str(p)] for p in example_files()], inputs=[image], label="Examples")
+                level = gr.Radio(
+                    choices=[(f"level {k} ({meta.grid(k)[0]}x{meta.grid(k)[1]})", k) for k in levels],
+                    value=levels[0],
+                    label="Level for similarity and neighbours",
+                    elem_id="level",
+                )
+                # The clicked pixel lives in the session; /similarity takes it as two numbers (hidden inputs).
+                point = gr.State(None)
+                x = gr.Number(value=None, visible=False)
+                y = gr.Number(value=None, visible=False)
+                similarity_api = gr.Button(visible=False)
+                k = gr.Slider(1, 16, value=8, step=1, label="neighbours")
+                status = gr.Markdown("upload an image or pick an example", elem_id="status")
+                with gr.Accordion("Features (JSON, as the /embed API returns them)", open=False):
+                    details = gr.JSON(label="details")
+            with gr.Column(scale=2):
+                gr.Markdown("**Features**: first three principal components of each level's tokens as RGB")
+                with gr.Row():
+                    pca_maps = [
+                        gr.Image(
+                            label=f"level {k} · {meta.grid(k)[0]}x{meta.grid(k)[1]} tokens",
+                            format="png",
+                            interactive=False,
+                            elem_id=f"pca-level{k}",
+                            elem_classes=["pca-map"],
+                        )
+                        for k in levels
+                    ]
+                with gr.Row():
+                    similarity_map = gr.Image(
+                        label="cosine similarity to the selected patch",
+                        format="png",
+                        interactive=False,
+                        elem_id="similarity",
+                    )
+                    gallery_view = gr.Gallery(
+                        label=f"nearest neighbours · {gallery.description if gallery else 'no gallery'}",
+                        columns=3,
+                        height=300,
+                        object_fit="contain",
+                        format="png",
+                        elem_id="neighbours",
+                    )
+                gr.Markdown("**Masks** sampled for this model's patch grid (blue: context, colours: targets per level)")
+                seed = gr.Slider(0, 1000, value=0, step=1, label="mask seed", elem_id="seed")
+                with gr.Row():
+                    multiblock_view = gr.Image(
+                        label="multi-block", format="png", interactive=False, elem_classes=["mask-view"]
+                    )
+                    hierarchical_view = gr.Image(
+                        label="hierarchical", format="png", interactive=False, elem_classes=["mask-view"]
+                    )
+                mask_stats = gr.Markdown(elem_id="mask-stats")
+
+        embed_outputs = [*pca_maps, status, details]
+        mask_io = ([image, seed], [multiblock_view, hierarchical_view, mask_stats])
+        similarity_io = ([image, level, point], [similarity_map, status])
+        neighbour_io = ([image, level, k], [gallery_view, status])
+
+        # A new image: every panel, the similarity for the center patch (the old click is forgotten). /embed, /masks
+        # and /neighbours are steps of this chain; /similarity is the hidden button, with the pixel as two numbers.
+        (
+            image.change(embed, [image], embed_outputs, api_name="embed")
+            .success(masks, *mask_io, api_name="masks")
+            .success(similarity_of_new_image, [image, level], [similarity_map, status, point], api_visibility="private")
+            .success(neighbours, *neighbour_io, api_name="neighbours")
+        )
+        similarity_api.click(similarity, [image, level, x, y], [similarity_map, status], api_name="similarity")
+        image.select(select_point, None, point, api_visibility="private").success(
+            similarity_at, *similarity_io, api_visibility="private"
+        )
+        level.change(similarity_at, *similarity_io, api_visibility="private").success(
+            neighbours, *neighbour_io, api_visibility="private"
+        )
+        seed.release(masks, *mask_io, api_visibility="private")
+        k.release(neighbours, *neighbour_io, api_visibility="private")
+    return demo
+
+
+def launch_app(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    max_upload_mb: float = 10.0,
+    block: bool = True,
+    quiet: bool = False,
+) -> str:
+    """Serve ``demo`` on ``host:port`` (never shared through Gradio's tunnel); returns the local URL.
+
+    ``block=False`` returns once the server is up (tests, notebooks); ``demo.close()`` stops it.
+    """
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+    _, local_url, _ = demo.queue().launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        prevent_thread_lock=not block,
+        show_error=True,
+        max_file_size=int(max_upload_mb * 2**20),
+        allowed_paths=[str(EXAMPLES_DIR)],
+        ssr_mode=False,
+        quiet=quiet,
+        theme=theme,
+        css=CSS,
+    )
+    return local_url
