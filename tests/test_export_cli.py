@@ -108,7 +108,16 @@ def test_missing_tensorrt_says_what_to_install(tiny_checkpoint, tmp_path, monkey
     assert not (tmp_path / "trt").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_under_a_regular_file_is_one_line(tiny_checkpoint, tmp_path):
+    # Unwritable even for root (CI runs as root, which ignores folder permissions): the parent is a plain file.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, output = run(tiny_checkpoint, "--out", blocker / "out")
+    assert code == 1 and output.startswith("Error: ") and output.strip().count("\n") == 0
+    assert blocker.read_text() == "not a folder" and entries(tmp_path) == ["file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions; covered by the regular-file test")
 def test_read_only_parent_is_one_line(tiny_checkpoint, tmp_path):
     parent = tmp_path / "ro"
     parent.mkdir()

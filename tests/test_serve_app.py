@@ -17,6 +17,9 @@ from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
 from hjepa.serve.runtime import BACKENDS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*(no_silent_downcasting|copy keyword is deprecated)"
+)  # Gradio's pandas
 COFFEE = EXAMPLES_DIR / "coffee.png"  # 336 x 224: the model sees its center 224 x 224 square
 
 
@@ -184,6 +187,11 @@ def test_nothing_heavy_runs_at_import() -> None:
     import sys
 
     code = "import sys, hjepa.serve, hjepa.cli.serve; print('gradio' in sys.modules, 'onnxruntime' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert out.stdout.strip() == "False False"

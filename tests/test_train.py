@@ -123,3 +123,10 @@ def test_save_checkpoint_keeps_last_k(tmp_path):
     for step in (1, 2, 3, 4):
         save_checkpoint(tmp_path, step, model, None, cfg, keep_last=2, periodic=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_00000003.pt", "step_00000004.pt"]
+
+
+def test_garbage_file_is_reported_as_corrupt_not_unsafe(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(garbage)

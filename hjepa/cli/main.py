@@ -21,3 +21,7 @@ for module_name in ("train", "export", "evaluate", "serve"):
             raise
         continue
     cli.add_command(command, name=module_name if module_name != "evaluate" else "eval")
+
+
+if __name__ == "__main__":
+    cli()

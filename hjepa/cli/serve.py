@@ -29,7 +29,7 @@ BACKEND_CHOICES = (
     default=7860,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Port to serve on (0: any free port).",
+    help="Port to serve on (0: the first free one from 7860).",
 )
 @click.option(
     "--gallery",

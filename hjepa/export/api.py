@@ -192,8 +192,9 @@ def _export_one(
     mean, std = stats
     input_format = "uint8_nhwc" if options.uint8_input else "float_nchw"
     reference = build_level_encoder(model, level, mean, std, img_size, options.uint8_input)
-    module = build_level_encoder(model, level, mean, std, img_size, options.uint8_input, half=True) \
-        if options.half else reference
+    module = reference
+    if options.half:
+        module = build_level_encoder(model, level, mean, std, img_size, options.uint8_input, half=True)
     verify_batch = options.batch or cfg.export.verify_batch
     batch = verify_batch if options.dynamic else (options.batch or 1)
     batches = sorted({1, verify_batch}) if options.dynamic else [batch]

@@ -160,7 +160,8 @@ class EngineRunner:
 
 
 def _torch_dtype(trt: ModuleType, dtype: Any) -> torch.dtype:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.uint8: torch.uint8}
+    kinds = trt.DataType
+    table = {kinds.FLOAT: torch.float32, kinds.HALF: torch.float16, kinds.INT32: torch.int32, kinds.UINT8: torch.uint8}
     if dtype not in table:
         raise ExportError(f"unexpected TensorRT tensor type {dtype}")
     return table[dtype]

@@ -9,6 +9,7 @@ in neither onnxruntime nor TensorRT.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,11 @@ class Runtime(ABC):
     config: Config | None = None
     identity: str = ""
     source: str = ""
+
+    def __init__(self) -> None:
+        # One chunk at a time: Gradio runs events in threads, and a TensorRT execution context (like its bound
+        # buffers) must not be shared by two concurrent calls.
+        self._forward_lock = threading.Lock()
 
     @property
     def levels(self) -> list[int]:
@@ -99,7 +105,8 @@ class Runtime(ABC):
         tokens, pooled = [], []
         for start in range(0, batch.shape[0], chunk):
             part = np.ascontiguousarray(batch[start : start + chunk], np.float32)
-            part_tokens, part_pooled = self._forward(part, level)
+            with self._forward_lock:
+                part_tokens, part_pooled = self._forward(part, level)
             tokens.append(np.asarray(part_tokens, np.float32))
             pooled.append(np.asarray(part_pooled, np.float32))
         return np.concatenate(tokens), np.concatenate(pooled)

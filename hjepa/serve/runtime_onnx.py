@@ -75,6 +75,7 @@ class OnnxRuntime(Runtime):
         config: dict[str, Any] | None = None,
         source: str | None = None,
     ) -> None:
+        super().__init__()
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -93,6 +93,7 @@ class TensorRTRuntime(Runtime):
         config: dict[str, Any] | None = None,
         source: str | None = None,
     ) -> None:
+        super().__init__()
         trt = import_tensorrt()
         self.device = cuda_device(device)
         self.trt = trt

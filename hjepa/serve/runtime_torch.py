@@ -48,6 +48,7 @@ class TorchRuntime(Runtime):
         hjepa_version: str | None = None,
         max_batch: int = 64,
     ) -> None:
+        super().__init__()
         self.device = resolve_torch_device(device) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = cfg

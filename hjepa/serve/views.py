@@ -10,6 +10,7 @@ re-embeds nothing.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -56,13 +57,14 @@ class Views:
         self.patch_grid = (meta.img_size // meta.patch_size, meta.img_size // meta.patch_size)
         self.mask_config = runtime.config.masks if runtime.config is not None else MaskConfig()
         self._tokens: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
+        self._tokens_lock = threading.Lock()  # events run in Gradio's worker threads
 
     # Step 0. Inputs: any image -> uint8 [H, W, 3]; its digest keys the token cache.
     def load(self, image: ImageInput | None) -> np.ndarray:
         """Path / PIL / array -> uint8 ``[H, W, 3]``; None or an unreadable or oversized file raises ImageError."""
         if image is None:
             raise ImageError("no image: upload one or pick an example")
-        if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        if isinstance(image, str) or hasattr(image, "__fspath__"):
             return read_image(image, self.max_upload_bytes)
         return to_rgb_array(image)
 
@@ -70,15 +72,17 @@ class Views:
         """(tokens ``[N_k, D]``, pooled ``[D]``, latency ms) of one image at ``level``; cached per image and level."""
         level = self.runtime.check_level(level)
         key = (hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(), level)
-        if key in self._tokens:
-            self._tokens.move_to_end(key)
-            return self._tokens[key]
+        with self._tokens_lock:
+            if key in self._tokens:
+                self._tokens.move_to_end(key)
+                return self._tokens[key]
         start = time.perf_counter()
         tokens, pooled = self.runtime.embed([image], level)
         result = (tokens[0], pooled[0], (time.perf_counter() - start) * 1000.0)
-        self._tokens[key] = result
-        while len(self._tokens) > _CACHE_ENTRIES:
-            self._tokens.popitem(last=False)
+        with self._tokens_lock:
+            self._tokens[key] = result
+            while len(self._tokens) > _CACHE_ENTRIES:
+                self._tokens.popitem(last=False)
         return result
 
     def status(self, what: str, latency_ms: float | None = None) -> str:

@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file or a run directory)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or not ours
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (not a torch.save archive)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -1,0 +1,58 @@
+"""GPU path: bf16 autocast, fused AdamW, on-device data, and no host syncs inside a training step.
+
+Marked ``gpu``: skipped without CUDA (see conftest.py), run by benchmarks/gpu.sh on an NVIDIA machine.
+"""
+
+import pytest
+import torch
+
+from hjepa.config import load_config
+from hjepa.data import batch_generator
+from hjepa.masks import build_mask_generator
+from hjepa.models import build_model
+from hjepa.train import train
+from hjepa.train.optim import build_optimizer
+from hjepa.train.schedules import build_schedules
+from hjepa.train.step import train_step
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cuda_run_with_bf16_and_on_device_data(tmp_path):
+    cfg = load_config("digits-debug", [f"train.out_dir={tmp_path}", "train.device=cuda", "data.on_device=true"])
+    result = train(cfg)
+    assert torch.isfinite(torch.tensor(result.final_loss))
+    assert next(result.model.parameters()).device.type == "cuda"
+    assert "memory_gb" in result.history[-1]
+
+
+def test_train_step_makes_no_host_syncs():
+    device = torch.device("cuda")
+    cfg = load_config("digits-debug", ["train.steps=10"])
+    model = build_model(cfg).to(device)
+    schedules = build_schedules(cfg)
+    model.set_momentum_schedule(schedules.momentum)
+    optimizer = build_optimizer(model, cfg.optim, device)
+    assert optimizer.defaults.get("fused"), "fused AdamW expected on CUDA"
+    generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
+    images = torch.randn(16, 3, 16, 16, device=device)
+    masks = generator(16, batch_generator(0, 0)).to(device)
+    train_step(model, model, images, masks, optimizer, schedules, 0, cfg.optim.clip_grad)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outputs = train_step(model, model, images, masks, optimizer, schedules, 1, cfg.optim.clip_grad)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert outputs["loss"].dtype == torch.float32 and torch.isfinite(outputs["loss"]).item()
+
+
+def test_bf16_autocast_keeps_losses_in_float32():
+    device = torch.device("cuda")
+    cfg = load_config("digits-debug")
+    model = build_model(cfg).to(device)
+    generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
+    masks = generator(8, batch_generator(0, 0)).to(device)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(torch.randn(8, 3, 16, 16, device=device), masks)
+    assert all(v.dtype == torch.float32 for k, v in out.items() if k.startswith("loss"))
