@@ -88,6 +88,26 @@ def test_ema_moves_target_by_the_scheduled_amount():
         torch.testing.assert_close(after, 0.9 * b + 0.1 * o)
 
 
+def test_ema_target_heads_follow_context_heads_and_layernorm_targets_have_no_parameters():
+    torch.manual_seed(0)
+    model = build_model(small_config(target_heads="ema", head_dim=16))
+    with torch.no_grad():
+        model.context_heads[0].proj.weight.add_(1.0)
+    before = model.target_heads[0].proj.weight.clone()
+    model.set_momentum_schedule(torch.tensor([0.5]))
+    model.update_target(0)
+    expected = 0.5 * before + 0.5 * model.context_heads[0].proj.weight
+    torch.testing.assert_close(model.target_heads[0].proj.weight, expected)
+    plain = build_model(small_config())
+    assert sum(p.numel() for p in plain.target_heads.parameters()) == 0
+    tokens, _ = plain.extract_features(torch.randn(2, 3, 32, 32), 1)
+    torch.testing.assert_close(tokens.mean(-1), torch.zeros(2, 16), atol=1e-5, rtol=0)  # layer-normed
+    with pytest.raises(ValueError, match="head_dim"):
+        build_model(small_config(head_dim=16))
+    with pytest.raises(ValueError, match="target_heads"):
+        build_model(small_config(target_heads="shared"))
+
+
 def test_ema_copies_non_float_buffers():
     src, dst = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
     src.num_batches_tracked.fill_(7)
@@ -107,10 +127,11 @@ def test_momentum_schedules():
         momentum_schedule(0.9, 1.0, 10, "step")
 
 
+@pytest.mark.parametrize("target_heads", ["layernorm", "ema"])
 @pytest.mark.parametrize("predictor", ["transformer", "hamiltonian"])
-def test_no_gradient_reaches_the_target_side(predictor):
+def test_no_gradient_reaches_the_target_side(predictor, target_heads):
     torch.manual_seed(0)
-    cfg = small_config(predictor=predictor, num_levels=2)
+    cfg = small_config(predictor=predictor, num_levels=2, target_heads=target_heads)
     model = build_model(cfg)
     out = model(torch.randn(2, 3, 32, 32), make_masks(cfg, model, batch=2))
     out["loss"].backward()
@@ -157,6 +178,7 @@ def test_parameter_summary():
     summary = model.parameter_summary()
     assert summary["context_encoder"] == summary["target_encoder"] > 0
     assert summary["trainable"] == sum(summary[k] for k in ("context_encoder", "predictor", "context_heads"))
+    assert summary["target_heads"] == 0  # parameter-free layer-normed targets by default
     assert isinstance(model, HJEPA)
 
 

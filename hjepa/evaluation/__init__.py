@@ -9,7 +9,6 @@ from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
 
 
-
 def __getattr__(name: str):  # evaluate / resolve_source pull in the runtimes: import them only when asked for
     if name == "evaluate":
         from hjepa.evaluation.run import evaluate

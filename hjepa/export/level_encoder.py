@@ -35,8 +35,9 @@ class Float32LayerNorm(nn.Module):
         super().__init__()
         self.normalized_shape = tuple(norm.normalized_shape)
         self.eps = norm.eps
-        self.weight = nn.Parameter(norm.weight.detach().float().clone(), requires_grad=False)
-        self.bias = nn.Parameter(norm.bias.detach().float().clone(), requires_grad=False)
+        # A LayerNorm without affine parameters (the parameter-free level targets) keeps None for both.
+        self.weight = None if norm.weight is None else nn.Parameter(norm.weight.detach().float(), requires_grad=False)
+        self.bias = None if norm.bias is None else nn.Parameter(norm.bias.detach().float(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)

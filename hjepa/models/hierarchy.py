@@ -38,6 +38,18 @@ def pool_blocks(tokens: torch.Tensor, shape: tuple[int, int], level: int) -> tor
     return pool_tokens(tokens, shape, level)
 
 
+class TargetNorm(nn.Module):
+    """Parameter-free level-k target: LayerNorm of the pooled target tokens, ``[..., D] -> [..., D]`` (as I-JEPA)."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim, elementwise_affine=False)
+        self.out_features = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
 class LevelHead(nn.Module):
     """Linear + LayerNorm projection of level-k tokens: ``[..., D] -> [..., D_head]``."""
 
@@ -50,6 +62,10 @@ class LevelHead(nn.Module):
             # the target side (which only moves by EMA) and cost k-NN accuracy early in training.
             nn.init.eye_(self.proj.weight)
             nn.init.zeros_(self.proj.bias)
+
+    @property
+    def out_features(self) -> int:
+        return self.proj.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))

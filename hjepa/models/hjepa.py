@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from hjepa.config import Config
 from hjepa.models.ema import ema_update
-from hjepa.models.hierarchy import LevelHead, check_levels, level_grid, pool_blocks, pool_tokens
+from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks, pool_tokens
 from hjepa.models.predictor import PREDICTORS, gather_tokens
 from hjepa.models.vit import ViTEncoder
 
@@ -56,9 +56,22 @@ class HJEPA(nn.Module):
             hidden_dim=ham.hidden_dim,
             match=ham.match,
         )
-        # Target side: EMA copies of the encoder and of the heads, never trained by gradients.
+        # Target side: an EMA copy of the encoder, never trained by gradients, and per level either a parameter-free
+        # LayerNorm (default) or EMA copies of the context heads. EMA heads leave a slow collapse path: a context head
+        # that shrinks towards a constant drags its EMA copy along and the loss falls to zero (seen on Fashion-MNIST,
+        # participation ratio -> 1). Parameter-free targets close it, as I-JEPA's layer-normed targets do.
         self.target_encoder = copy.deepcopy(self.context_encoder)
-        self.target_heads = copy.deepcopy(self.context_heads)
+        if model_cfg.target_heads == "ema":
+            self.target_heads = copy.deepcopy(self.context_heads)
+        elif model_cfg.target_heads == "layernorm":
+            if self.head_dim != dim:
+                raise ValueError(
+                    f"model.target_heads=layernorm needs model.head_dim == embed_dim ({dim}), got {self.head_dim}"
+                )
+            self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
+        else:
+            raise ValueError(f"model.target_heads must be 'layernorm' or 'ema', got {model_cfg.target_heads!r}")
+        self.ema_heads = model_cfg.target_heads == "ema"
         for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
             param.requires_grad_(False)
         self.loss_fn = loss_fn
@@ -143,7 +156,10 @@ class HJEPA(nn.Module):
         """EMA step with the momentum scheduled for ``step``; returns the momentum used."""
         schedule = self.momentum_schedule
         momentum = float(schedule[min(step, len(schedule) - 1)])
-        ema_update([self.target_encoder, self.target_heads], [self.context_encoder, self.context_heads], momentum)
+        if self.ema_heads:
+            ema_update([self.target_encoder, self.target_heads], [self.context_encoder, self.context_heads], momentum)
+        else:
+            ema_update([self.target_encoder], [self.context_encoder], momentum)
         return momentum
 
     def parameter_summary(self) -> dict[str, int]:

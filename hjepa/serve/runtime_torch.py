@@ -65,7 +65,7 @@ class TorchRuntime(Runtime):
             std=tuple(std),
             num_levels=model.num_levels,
             grids={k: tuple(model.level_grid(k)) for k in levels},
-            embed_dims={k: int(model.target_heads[k].proj.out_features) for k in levels},
+            embed_dims={k: int(model.target_heads[k].out_features) for k in levels},
             dataset=cfg.data.dataset,
             input_format="float_nchw",
             precision="fp32",
