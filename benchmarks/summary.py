@@ -18,7 +18,7 @@ def main() -> None:
     masks = load("masks")
     if masks:
         lines.append(f"masks: {json.dumps(masks.get('summary', masks.get('ratio', '')))[:200]}")
-    for name in ("train_step", "train_step_presets"):
+    for name in ("train_step", "train_step_compile"):
         data = load(name)
         for row in (data or {}).get("rows", []):
             if "images_per_s" in row:

@@ -59,7 +59,7 @@ def bench(name: str, device: torch.device, compile_model: bool, repeats: int, ba
     schedules = build_schedules(cfg)
     model.set_momentum_schedule(schedules.momentum)
     optimizer = build_optimizer(model, cfg.optim, device)
-    runner = torch.compile(model) if compile_model else model
+    runner = torch.compile(model, dynamic=True) if compile_model else model  # K varies per batch
     masks_gen = build_mask_generator(cfg.masks, model.grid, model.num_levels)
     batch_size, size = cfg.data.batch_size, cfg.model.img_size
     images = torch.randn(batch_size, 3, size, size, device=device)
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--settings", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="train_step", help="results/NAME.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -114,7 +115,7 @@ def main() -> None:
     columns = ["setting", "device", "compile", "batch", "step_s", "images_per_s", "tflop_s", "mfu_bf16",
                "speedup_vs_ijepa", "error"]
     print_table(rows, columns)
-    path = write_json("train_step", {"settings": {n: SETTINGS[n] for n in names}, "repeats": repeats, "rows": rows,
+    path = write_json(args.name, {"settings": {n: SETTINGS[n] for n in names}, "repeats": repeats, "rows": rows,
                                      "ijepa_reference_step_s": IJEPA_REFERENCE_SECONDS})
     print(f"wrote {path}")
 

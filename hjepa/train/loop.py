@@ -112,7 +112,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
     if distributed:
         runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
-        runner = torch.compile(runner)
+        runner = torch.compile(runner, dynamic=True)  # the context length K changes every batch
 
     mask_generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
     augment = PretrainAugment(
