@@ -44,9 +44,9 @@ def knn_top1(model: torch.nn.Module, cfg, train_bank: int, device: torch.device)
 def main(config_name: str, overrides: tuple[str, ...], train_bank: int) -> None:
     """Train the quickstart preset and compare its k-NN accuracy with random initialisation."""
     from hjepa.config import load_config
+    from hjepa.device import resolve_device
     from hjepa.models import build_model
     from hjepa.train import train
-    from hjepa.train.loop import resolve_device
 
     with user_errors():
         cfg = load_config(config_name, list(overrides))

@@ -12,10 +12,13 @@ from hjepa.config import ConfigError
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     from hjepa.data import DataError
+    from hjepa.device import DeviceUnavailableError
     from hjepa.train.checkpoint import CheckpointError
     from hjepa.train.loop import NonFiniteLossError
 
-    types: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError]
+    types: list[type[BaseException]] = [
+        ConfigError, DataError, CheckpointError, NonFiniteLossError, DeviceUnavailableError, FileNotFoundError
+    ]
     try:
         from hjepa.export.errors import ExportError
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hjepa.config import EvalConfig
 from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
+from hjepa.device import resolve_device
 from hjepa.evaluation.cache import FeatureCache
 from hjepa.evaluation.features import spread_subset
 from hjepa.evaluation.knn import knn_evaluate
@@ -195,7 +196,7 @@ def evaluate(
 
     # Step 3. Per level: features of both splits (cache or encoder), then each protocol.
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
-    probe_device = "cuda" if torch.cuda.is_available() else "cpu"
+    probe_device = resolve_device("auto")
     feature_info: dict[int, dict[str, dict[str, Any]]] = {}
     results: dict[int, dict[str, Any]] = {}
     for name in ("extract_s", "knn_s", "linear_s"):

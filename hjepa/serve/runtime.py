@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from hjepa.device import DeviceUnavailableError, resolve_device
 from hjepa.serve.images import batch_to_list, center_crop_resize, to_rgb_array
 from hjepa.serve.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
 
@@ -208,9 +209,7 @@ def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto"
 
 def resolve_torch_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else as given (``cuda`` without a GPU is an error)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeUnavailableError(f"device {device!r} asked for, but CUDA is not available on this machine")
-    return resolved
+    try:
+        return resolve_device(device)
+    except DeviceUnavailableError as exc:
+        raise RuntimeUnavailableError(str(exc)) from None

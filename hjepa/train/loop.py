@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from hjepa import dist
 from hjepa.config import Config
 from hjepa.data import PretrainAugment, TrainBatches, batch_generator, build_dataset
+from hjepa.device import resolve_device
 from hjepa.masks import build_mask_generator
 from hjepa.models import HJEPA, build_model
 from hjepa.train.checkpoint import (
@@ -46,15 +47,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     knn: dict | None = None
     model: HJEPA | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
-    return device
 
 
 def seed_everything(seed: int) -> None:

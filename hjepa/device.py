@@ -1,0 +1,22 @@
+"""Device choice in one place: ``auto`` picks CUDA when present, otherwise the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A device was asked for that this machine does not have."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailableError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
+    return device

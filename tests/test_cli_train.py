@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hjepa.cli.main import cli
+from hjepa.cli.train import main as train_main
+
+
+def run(*args):
+    result = CliRunner().invoke(train_main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_every_command_answers_help():
+    for name in ("train", "export", "eval", "serve"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, name
+
+
+def test_list_presets():
+    code, output = run("--list-presets")
+    assert code == 0 and "fashion-mnist" in output and "digits-debug" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+        (["--set", "model.depth=deep"], "model.depth"),
+        (["--config", "nope"], "unknown preset 'nope'"),
+        (["--set", "data.dataset=mnist"], "unknown dataset 'mnist'"),
+        (["--set", "model.num_levels=4"], "not divisible"),
+        (["--set", "model.num_levels=3"], "single 4x4 cell"),
+        (["--resume"], "does not exist"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(tmp_path, args, message):
+    code, output = run("--config", "digits-debug", "--out", tmp_path / "run", *args)
+    assert code == 1, output
+    assert output.startswith("Error: ") and message in output and output.strip().count("\n") == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    code, output = run("--config", "digits-debug", "--out", tmp_path, "--set", "train.device=cuda")
+    assert code == 1 and "CUDA is not available" in output
+
+
+def test_stop_after_then_resume_through_the_cli(tmp_path):
+    code, output = run("--config", "digits-debug", "--out", tmp_path, "--stop-after", "2")
+    assert code == 0 and "steps" in output
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    code, output = run("--config", "digits-debug", "--out", tmp_path, "--resume")
+    assert code == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
