@@ -1,7 +1,7 @@
 """Inference speed of one exported level: torch eager, torch.compile, onnxruntime fp32 / int8, TensorRT (GPU).
 
 Median latency at batch 1 (ms) and throughput at batch 64 (images/s) for the quickstart architecture (the
-fashion-mnist preset: ViT-tiny width, depth 6, 32 px, patch 4) and ViT-S/16 at 224 px, both at random init (the
+fashion-mnist preset: ViT-tiny width, depth 4, 32 px, patch 4) and ViT-S/16 at 224 px, both at random init (the
 architecture sets the speed; pass --checkpoint to time trained quickstart weights instead). Torch and onnxruntime
 get the same number of intra-op threads. Each row also gives the error against eager on the same batch, and the
 quickstart int8 rows the k-NN top-1 of int8 vs fp32 features on Fashion-MNIST.

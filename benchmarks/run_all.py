@@ -13,6 +13,7 @@ SCRIPTS = [
     ["knn.py"],
     ["train_step.py", "--quick"],
     ["inference.py", "--quick"],
+    ["quickstart.py"],
 ]
 
 if __name__ == "__main__":
