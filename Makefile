@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # torch 2.14.1 + torchvision 0.29.1 is a pair that works on the CPU and on CUDA 12/13 GPUs.
-# For another CUDA build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126 (or .../cpu).
+# For another CUDA build: make setup TORCH_INDEX=<PyTorch's wheel index for that CUDA version, or its cpu index>.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 export OMP_WAIT_POLICY ?= PASSIVE

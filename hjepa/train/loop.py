@@ -150,7 +150,8 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         window_steps += 1
         done = step + 1
 
-        if done % check_every == 0 or done in (cfg.train.steps, stop_at):
+        # Always check before a checkpoint is written, so a saved checkpoint never holds non-finite weights.
+        if done % check_every == 0 or done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at):
             last_loss = float(outputs["loss"].detach())
             if not math.isfinite(last_loss):
                 parts = {k: round(float(v), 5) for k, v in scalars.items()}
