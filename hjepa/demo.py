@@ -9,32 +9,22 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 import torch
 
 from hjepa.cli.errors import user_errors
 
+if TYPE_CHECKING:
+    from hjepa.train.knn_monitor import KnnMonitor
 
-def knn_top1(model: torch.nn.Module, cfg, train_bank: int, device: torch.device) -> dict:
-    from hjepa.data import EvalTransform, build_dataset
-    from hjepa.evaluation.features import dataset_arrays, extract_features, spread_subset
-    from hjepa.evaluation.knn import knn_evaluate
 
-    splits = {}
-    for split in ("train", "test"):
-        dataset = build_dataset(cfg.data.dataset, split, cfg.data.data_dir)
-        images, labels = dataset_arrays(dataset)
-        if split == "train":
-            keep = spread_subset(train_bank, len(images))
-            images, labels = images[keep], labels[keep]
-        transform = EvalTransform(cfg.model.img_size, mean=dataset.mean, std=dataset.std)
-        splits[split] = extract_features(
-            lambda x: model.extract_features(x, 0)[1], images, labels, transform, 256, device, desc=f"k-NN {split}"
-        )
-    (train_f, train_l), (test_f, test_l) = splits["train"], splits["test"]
-    result = knn_evaluate(train_f, train_l, test_f, test_l, ks=[20], temperature=0.07, num_classes=dataset.num_classes)
-    return {"top1": result[20]["top1"], "top5": result[20]["top5"], "train_bank": len(train_f), "test": len(test_f)}
+def knn_top1(model: torch.nn.Module, monitor: KnnMonitor) -> dict:
+    """k-NN (k=20, T=0.07) top-1 / top-5 of level-0 pooled target features, with the bank and test sizes."""
+    result = monitor(model.eval(), level=0)[20]
+    bank, test = monitor.sizes
+    return {"top1": result["top1"], "top5": result["top5"], "train_bank": bank, "test": test}
 
 
 @click.command()
@@ -47,6 +37,7 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int) -> None:
     from hjepa.device import resolve_device
     from hjepa.models import build_model
     from hjepa.train import train
+    from hjepa.train.knn_monitor import KnnMonitor
 
     with user_errors():
         cfg = load_config(config_name, list(overrides))
@@ -54,9 +45,12 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int) -> None:
         result = train(cfg)
         train_seconds = time.perf_counter() - start
         device = resolve_device(cfg.train.device)
-        trained = knn_top1(result.model.eval(), cfg, train_bank, device)
+        # The demo's protocol is fixed: k=20, T=0.07, the whole test split (the run's saved config is untouched).
+        cfg.eval.knn_k, cfg.eval.knn_temperature = [20], 0.07
+        monitor = KnnMonitor(cfg, device, train_samples=train_bank, test_samples=None, progress=True)
+        trained = knn_top1(result.model, monitor)
         torch.manual_seed(cfg.train.seed)
-        baseline = knn_top1(build_model(cfg).to(device).eval(), cfg, train_bank, device)
+        baseline = knn_top1(build_model(cfg).to(device), monitor)
     summary = {
         "config": cfg.name,
         "run": str(result.out_dir),

@@ -1,4 +1,4 @@
-"""Online k-NN monitor (like solo-learn's callback): pooled level-0 target features of held-out data, weighted k-NN."""
+"""Online k-NN monitor (like solo-learn's callback): pooled target features of held-out data, weighted k-NN."""
 
 from __future__ import annotations
 
@@ -11,31 +11,51 @@ from hjepa.evaluation.knn import knn_evaluate
 
 
 class KnnMonitor:
-    """Embeds ``knn_train_samples`` train and ``knn_test_samples`` test images (fixed subsets) and runs k-NN."""
+    """Embeds fixed subsets of the train split (the memory bank) and the test split, then runs weighted k-NN.
 
-    def __init__(self, cfg: Config, device: torch.device) -> None:
+    ``train_samples`` / ``test_samples``: images taken evenly from each split; ``None`` takes the whole split.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        train_samples: int | None,
+        test_samples: int | None,
+        progress: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.device = device
+        self.progress = progress
         splits = []
-        for split, count in (("train", cfg.train.knn_train_samples), ("test", cfg.train.knn_test_samples)):
+        for split, count in (("train", train_samples), ("test", test_samples)):
             dataset = build_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.data.download)
             images, labels = dataset_arrays(dataset)
-            keep = spread_subset(count, len(images))
+            keep = spread_subset(len(images) if count is None else count, len(images))
             splits.append((images[keep], labels[keep]))
             self.num_classes = dataset.num_classes
             self.transform = EvalTransform(cfg.model.img_size, mean=dataset.mean, std=dataset.std)
         self.train_split, self.test_split = splits
 
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(memory bank size, test size)."""
+        return len(self.train_split[0]), len(self.test_split[0])
+
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, level: int = 0) -> dict:
+        """``{k: {'top1', 'top5'}}`` for the k values of ``cfg.eval.knn_k``."""
+
         def embed(x: torch.Tensor) -> torch.Tensor:
             return model.extract_features(x, level)[1]
 
-        feats = [
-            extract_features(embed, images, labels, self.transform, self.cfg.eval.batch_size, self.device, False)
-            for images, labels in (self.train_split, self.test_split)
+        (train_f, train_l), (test_f, test_l) = [
+            extract_features(
+                embed, images, labels, self.transform, self.cfg.eval.batch_size, self.device, self.progress,
+                desc=f"k-NN {name}",
+            )
+            for name, (images, labels) in (("train", self.train_split), ("test", self.test_split))
         ]
-        (train_f, train_l), (test_f, test_l) = feats
         return knn_evaluate(
             train_f, train_l, test_f, test_l, ks=self.cfg.eval.knn_k,
             temperature=self.cfg.eval.knn_temperature, num_classes=self.num_classes,

@@ -120,7 +120,9 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         on_device=cfg.data.on_device,
         num_workers=cfg.data.num_workers,
     )
-    monitor = KnnMonitor(cfg, device) if (cfg.train.knn_every and main) else None
+    monitor = None
+    if cfg.train.knn_every and main:
+        monitor = KnnMonitor(cfg, device, cfg.train.knn_train_samples, cfg.train.knn_test_samples)
 
     # On the CPU a sync is free, so the loss is checked every step; on a GPU only at log steps (no host syncs).
     check_every = 1 if device.type == "cpu" else cfg.train.log_every
