@@ -128,6 +128,13 @@ def test_browser_upload_click_level_and_bad_upload(app_url, tmp_path) -> None:
                 timeout=TIMEOUT_MS,
             )
             page.wait_for_selector("#neighbours img", timeout=TIMEOUT_MS)
+            # The neighbour search finishes after the similarity map and reports on its own line: the similarity
+            # status must survive it (one shared line used to be overwritten by whichever finished last).
+            page.wait_for_function(
+                "() => /neighbours at level 1/.test(document.querySelector('#neighbour-status').innerText)",
+                timeout=TIMEOUT_MS,
+            )
+            assert "level 1 patch (row 0, col 1) of 2x2" in page.inner_text("#status")
             page.wait_for_function("() => Array.from(document.images).every((img) => img.complete)", timeout=TIMEOUT_MS)
             save_screenshot(page, ROOT / "tests" / "artifacts" / "serve.png")
             # The committed README picture is written when missing or asked for, so test runs leave git clean.

@@ -180,6 +180,9 @@ def build_app(
                         format="png",
                         elem_id="neighbours",
                     )
+                # The neighbour search reports on its own line: the level chain runs similarity, then neighbours, and
+                # one shared status line would show whichever finished last.
+                neighbour_status = gr.Markdown(elem_id="neighbour-status")
                 gr.Markdown("**Masks** sampled for this model's patch grid (blue: context, colours: targets per level)")
                 seed = gr.Slider(0, 1000, value=0, step=1, label="mask seed", elem_id="seed")
                 with gr.Row():
@@ -194,7 +197,7 @@ def build_app(
         embed_outputs = [*pca_maps, status, details]
         mask_io = ([image, seed], [multiblock_view, hierarchical_view, mask_stats])
         similarity_io = ([image, level, point], [similarity_map, status])
-        neighbour_io = ([image, level, k], [gallery_view, status])
+        neighbour_io = ([image, level, k], [gallery_view, neighbour_status])
 
         # A new image: every panel, the similarity for the center patch (the old click is forgotten). /embed, /masks
         # and /neighbours are steps of this chain; /similarity is the hidden button, with the pixel as two numbers.
