@@ -53,7 +53,9 @@ class ModelConfig:
     predictor_depth: int = 4
     predictor_num_heads: int = 4
     predictor_drop_path: float = 0.0
-    predictor_batching: str = "joint"  # joint: all blocks of an image in one sequence | per_block: I-JEPA's layout
+    # packed: all blocks of an image in one sequence, each distinct query once | joint: the same without dedup or
+    # packing (a reference for packed) | per_block: I-JEPA's layout, one sequence per block with the context repeated
+    predictor_batching: str = "packed"
     hamiltonian: HamiltonianConfig = field(default_factory=HamiltonianConfig)
 
 

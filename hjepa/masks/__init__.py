@@ -8,6 +8,7 @@ from hjepa.masks.drawing import draw_masks
 from hjepa.masks.generator import BlockMaskGenerator, LevelBlocks
 from hjepa.masks.hierarchical import HierarchicalMaskGenerator, level_scales
 from hjepa.masks.multiblock import MultiBlockMaskGenerator
+from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.masks.registry import MASK_GENERATORS, build_mask_generator
 from hjepa.masks.statistics import mask_statistics
 
@@ -18,8 +19,10 @@ __all__ = [
     "LevelBlocks",
     "MaskBatch",
     "MultiBlockMaskGenerator",
+    "QueryLayout",
     "build_mask_generator",
     "draw_masks",
     "level_scales",
     "mask_statistics",
+    "query_layout",
 ]

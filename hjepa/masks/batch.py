@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hjepa.masks.queries import QueryLayout, query_layout
+
 
 @dataclass
 class MaskBatch:
@@ -23,6 +25,7 @@ class MaskBatch:
             the block (so ``target_idx[k].view(B, T_k, h_k, w_k)`` is the block as an image).
         target_shapes: per level ``k``, the block size ``(h_k, w_k)`` in fine patches, multiples of ``2**k``.
         grid: ``(grid_h, grid_w)``.
+        queries: the distinct target queries packed for the joint predictor (``with_queries``), or None.
 
     No target token is ever a context token.
     """
@@ -33,6 +36,7 @@ class MaskBatch:
     target_idx: list[torch.Tensor]
     target_shapes: list[tuple[int, int]]
     grid: tuple[int, int]
+    queries: QueryLayout | None = None
 
     def __post_init__(self) -> None:
         # Shape checks only: data-dependent checks would force a device sync every time a batch is moved.
@@ -82,7 +86,13 @@ class MaskBatch:
             target_idx=[move(t) for t in self.target_idx],
             target_shapes=list(self.target_shapes),
             grid=self.grid,
+            queries=self.queries.to(device, non_blocking=non_blocking) if self.queries is not None else None,
         )
+
+    def with_queries(self) -> MaskBatch:
+        """This batch with its :class:`QueryLayout` computed (call it where the tensors are, on the CPU)."""
+        self.queries = query_layout(self.target_idx, self.num_context, self.grid[0] * self.grid[1])
+        return self
 
     def pin_memory(self) -> MaskBatch:
         """A copy in page-locked memory; ``DataLoader(pin_memory=True)`` calls this on custom batch types."""
@@ -93,4 +103,5 @@ class MaskBatch:
             target_idx=[t.pin_memory() for t in self.target_idx],
             target_shapes=list(self.target_shapes),
             grid=self.grid,
+            queries=self.queries.pin_memory() if self.queries is not None else None,
         )

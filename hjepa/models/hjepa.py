@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from hjepa.config import Config
+from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.models.ema import ema_update
 from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks, pool_tokens
 from hjepa.models.predictor import PREDICTORS, gather_tokens
@@ -75,9 +76,10 @@ class HJEPA(nn.Module):
         for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
             param.requires_grad_(False)
         self.loss_fn = loss_fn
-        if model_cfg.predictor_batching not in ("joint", "per_block"):
+        if model_cfg.predictor_batching not in ("packed", "joint", "per_block"):
             raise ValueError(
-                f"model.predictor_batching must be 'joint' or 'per_block', got {model_cfg.predictor_batching!r}"
+                "model.predictor_batching must be 'packed', 'joint' or 'per_block', got "
+                f"{model_cfg.predictor_batching!r}"
             )
         self.predictor_batching = model_cfg.predictor_batching
         self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
@@ -97,7 +99,8 @@ class HJEPA(nn.Module):
         # Step 3. Predict the fine tokens of every target block, then per level pool per cell and project.
         level_idx = [masks.target_idx[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]  # [B, T_k, M_k]
         shapes = [masks.target_shapes[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]
-        predicted = self._predict(context, masks.context_idx, level_idx)
+        layout = masks.queries if masks.num_levels == self.num_levels else None
+        predicted = self._predict(context, masks.context_idx, level_idx, layout)
         predictions, targets = [], []
         for level, (idx, shape, pred) in enumerate(zip(level_idx, shapes, predicted, strict=True)):
             predictions.append(self.context_heads[level](pool_blocks(pred, shape, level)))
@@ -109,9 +112,14 @@ class HJEPA(nn.Module):
         return out
 
     def _predict(
-        self, context: torch.Tensor, context_idx: torch.Tensor, level_idx: list[torch.Tensor]
+        self,
+        context: torch.Tensor,
+        context_idx: torch.Tensor,
+        level_idx: list[torch.Tensor],
+        layout: QueryLayout | None = None,
     ) -> list[torch.Tensor]:
-        """Per level, predictions ``[B*T_k, M_k, D]`` for the blocks ``level_idx[k] [B, T_k, M_k]``."""
+        """Per level, predictions ``[B*T_k, M_k, D]`` for the blocks ``level_idx[k] [B, T_k, M_k]``; ``layout`` is
+        the packing of those blocks' queries when the data pipeline made it (else it is made here)."""
         batch = context.shape[0]
         if self.predictor_batching == "per_block":
             out = []
@@ -124,12 +132,19 @@ class HJEPA(nn.Module):
                 )
                 out.append(pred)
             return out
-        # joint: one sequence per image holding the context and every query of every level (far fewer tokens).
-        flat = torch.cat([idx.flatten(1) for idx in level_idx], dim=1)  # [B, Q]
-        levels = torch.cat(
-            [torch.full((idx[0].numel(),), k, dtype=torch.long, device=flat.device) for k, idx in enumerate(level_idx)]
-        )
-        pred = self.predictor(context, context_idx, flat, levels)  # [B, Q, D]
+        # joint: one sequence per image holding the context and every query of every level (far fewer tokens);
+        # packed: the same, computing each distinct query once and no padding in the per-token layers.
+        if self.predictor_batching == "packed" and hasattr(self.predictor, "forward_packed"):
+            if layout is None:
+                layout = query_layout(level_idx, context_idx.shape[1], self.grid[0] * self.grid[1])
+            pred = self.predictor.forward_packed(context, context_idx, layout)  # [B, Q, D]
+        else:
+            flat = torch.cat([idx.flatten(1) for idx in level_idx], dim=1)  # [B, Q]
+            levels = torch.cat([
+                torch.full((idx[0].numel(),), k, dtype=torch.long, device=flat.device)
+                for k, idx in enumerate(level_idx)
+            ])
+            pred = self.predictor(context, context_idx, flat, levels)  # [B, Q, D]
         sizes = [idx[0].numel() for idx in level_idx]
         return [
             chunk.reshape(batch * idx.shape[1], idx.shape[2], -1)

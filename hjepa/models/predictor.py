@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
 
+from hjepa.masks.queries import QueryLayout
+from hjepa.models.packed import packed_block
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.registry import Registry
 
@@ -55,7 +57,8 @@ class TransformerPredictor(nn.Module):
         ``target_level [Q]`` -> predictions ``[B, Q, D]``.
 
         The caller decides how queries are grouped into sequences: all blocks of an image in one sequence ("joint")
-        or one sequence per block with the context repeated (I-JEPA's "per_block").
+        or one sequence per block with the context repeated (I-JEPA's "per_block"). ``forward_packed`` computes
+        "joint" with each distinct query once.
         """
         batch, num_queries = target_idx.shape
         pos = self.pos_embed.expand(batch, -1, -1).to(context.dtype)
@@ -65,3 +68,21 @@ class TransformerPredictor(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.proj(self.norm(x[:, -num_queries:]))
+
+    def forward_packed(self, context: torch.Tensor, context_idx: torch.Tensor, layout: QueryLayout) -> torch.Tensor:
+        """The joint forward (one sequence per image) with duplicate queries computed once and no padding in the
+        per-token layers; the same ``[B, Q, D]`` as ``forward`` with ``layout``'s queries, within float rounding.
+        In the last block only the queries, whose outputs are used, pay for the projection and the MLP."""
+        batch, num_context, _ = context.shape
+        length = num_context + layout.num_queries
+        pos = self.pos_embed[0].to(context.dtype)
+        x = self.embed(context) + pos[context_idx]  # [B, K, P]
+        queries = self.mask_tokens[layout.levels].to(x.dtype) + pos[layout.positions]  # [B, U, P]
+        x = torch.cat([x, queries], dim=1).flatten(0, 1)[layout.rows]  # [T, P]: the real tokens
+        sample = torch.div(layout.rows, length, rounding_mode="floor")
+        for i, block in enumerate(self.blocks):
+            keep = layout.query_rows if i == len(self.blocks) - 1 else None
+            x, sample = packed_block(block, x, layout, batch, length, sample, keep)
+        if not len(self.blocks):
+            x = x[layout.query_rows]
+        return self.proj(self.norm(x))[layout.inverse]  # [T_q, D] -> [B, Q, D]

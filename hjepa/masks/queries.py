@@ -1,0 +1,88 @@
+"""``QueryLayout``: the distinct target queries of each sample, packed for the joint predictor.
+
+The joint predictor runs one sequence per image: the ``K`` context tokens followed by one query per target token of
+every block of every level. Target blocks overlap (four blocks of 15-20 % of an 8x8 grid cover about 31 distinct
+positions out of 44 queries), and two queries with the same level and position are the same vector: a mask token
+plus a position embedding. In a transformer where every token attends to every token, identical inputs stay
+identical at every layer, so the duplicates can be computed once, exactly, if each distinct query counts ``c`` times
+as an attention key. That is an additive bias of ``log c`` on its attention logit (``softmax`` over ``c`` equal logits
+is one logit plus ``log c``).
+
+Samples have different numbers ``U_b`` of distinct queries. Rather than pad every sequence to the longest, the layout
+packs the real tokens of the batch into one ``[T, D]`` matrix for the per-token layers (projections, MLP, norms: most
+of the FLOPs) and scatters them into a padded ``[B, K + U, D]`` batch only around attention, where padding is masked
+with a bias of ``-inf``. Everything is computed on the CPU, in the data pipeline, so the device never waits on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class QueryLayout:
+    """Packing of ``B`` sequences of ``K`` context tokens and ``U_b <= U`` distinct queries each.
+
+    Attributes:
+        positions: long ``[B, U]``, fine-grid position of each distinct query (0 where padded).
+        levels: long ``[B, U]``, hierarchy level of each distinct query (0 where padded).
+        bias: float ``[B, K + U]``, attention-logit bias per key: 0 for context tokens, ``log(count)`` for queries,
+            ``-inf`` for padding.
+        rows: long ``[T]``, the real tokens' indices into the flattened ``[B * (K + U)]`` padded batch, in order.
+        query_rows: long ``[T_q]``, the query tokens' indices into the packed ``[T]`` tokens.
+        inverse: long ``[B, Q]``, for every original query (levels concatenated, blocks flattened) its index into
+            the ``[T_q]`` packed queries.
+    """
+
+    positions: torch.Tensor
+    levels: torch.Tensor
+    bias: torch.Tensor
+    rows: torch.Tensor
+    query_rows: torch.Tensor
+    inverse: torch.Tensor
+
+    @property
+    def num_queries(self) -> int:
+        """``U``: the longest sample's number of distinct queries."""
+        return self.positions.shape[1]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> QueryLayout:
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
+        return QueryLayout(**moved)
+
+    def pin_memory(self) -> QueryLayout:
+        return QueryLayout(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
+
+def query_layout(target_idx: list[torch.Tensor], num_context: int, num_patches: int) -> QueryLayout:
+    """The layout for per-level blocks ``target_idx[k] [B, T_k, M_k]`` behind ``num_context`` context tokens."""
+    # Step 1. One key per query, level-major: equal keys are identical queries.
+    keys = torch.cat([idx.flatten(1) + k * num_patches for k, idx in enumerate(target_idx)], dim=1)  # [B, Q]
+    batch, device = keys.shape[0], keys.device
+    sorted_keys, order = keys.sort(dim=1)
+    first = torch.ones_like(sorted_keys, dtype=torch.bool)
+    first[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+    slot = first.cumsum(dim=1) - 1  # [B, Q]: the distinct-query slot of each sorted query
+    distinct = slot[:, -1] + 1  # [B]
+    width = int(distinct.max())  # a host sync when the indices are on a GPU: build layouts in the data pipeline
+    # Step 2. Distinct queries, their multiplicity, and the slot of every original query.
+    unique = torch.zeros(batch, width, dtype=keys.dtype, device=device).scatter_(1, slot, sorted_keys)
+    counts = torch.zeros(batch, width, device=device).scatter_add_(1, slot, torch.ones(slot.shape, device=device))
+    original_slot = torch.empty_like(slot).scatter_(1, order, slot)  # [B, Q]
+    valid_query = torch.arange(width, device=device)[None] < distinct[:, None]  # [B, U]
+    # Step 3. Packing: real tokens of the padded [B, K + U] batch, row-major.
+    valid = torch.cat([torch.ones(batch, num_context, dtype=torch.bool, device=device), valid_query], dim=1)
+    packed_index = (valid.flatten().cumsum(0) - 1).view(batch, -1)
+    query_index = (valid_query.flatten().cumsum(0) - 1).view(batch, width)
+    query_bias = counts.log().masked_fill(~valid_query, float("-inf"))
+    bias = torch.cat([torch.zeros(batch, num_context, device=device), query_bias], dim=1)
+    return QueryLayout(
+        positions=torch.where(valid_query, unique % num_patches, 0),
+        levels=torch.where(valid_query, unique // num_patches, 0),
+        bias=bias,
+        rows=valid.flatten().nonzero().squeeze(1),
+        query_rows=packed_index[:, num_context:][valid_query],
+        inverse=query_index.gather(1, original_slot),
+    )
