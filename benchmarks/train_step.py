@@ -2,7 +2,10 @@
 
 The I-JEPA reference code takes 2.49 s per step on this 2-core machine for vit_tiny at 32 px / patch 4, batch 64,
 with a 384-wide depth-6 predictor (the figure given in issue 5; the reference itself is not run here). The
-``ijepa-tiny`` rows use those encoder and predictor sizes with one level and I-JEPA's multi-block masks.
+``ijepa-tiny-*`` rows use those encoder and predictor sizes with one level and our multi-block masks, in the three
+predictor layouts; ``ijepa-reference-layout`` runs I-JEPA's own layout on this code (its masks, with a context of
+about 12 tokens, and one predictor sequence per block), so a same-run ratio to it needs no figure from elsewhere.
+Settings are timed round-robin, one step each in turn, so machine noise hits them alike.
 
     python benchmarks/train_step.py [--quick] [--device auto|cpu|cuda] [--compile]
 """
@@ -11,18 +14,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import torch  # noqa: E402
-from common import median_time, print_table, write_json  # noqa: E402
+from common import print_table, sync, write_json  # noqa: E402
+from masks import ReferenceMaskCollator  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from hjepa.config import load_config  # noqa: E402
 from hjepa.data import batch_generator  # noqa: E402
-from hjepa.masks import build_mask_generator  # noqa: E402
+from hjepa.masks import MaskBatch, build_mask_generator  # noqa: E402
 from hjepa.models import build_model  # noqa: E402
 from hjepa.train.optim import build_optimizer  # noqa: E402
 from hjepa.train.schedules import build_schedules  # noqa: E402
@@ -45,47 +51,108 @@ SETTINGS = {
 }
 SETTINGS["cifar100-vit-tiny"] = ("cifar100-vit-tiny", [])
 SETTINGS["cifar100-vit-small"] = ("cifar100-vit-small", [])
-SETTINGS["ijepa-tiny-joint"] = (SETTINGS["ijepa-tiny-per_block"][0],
-                                [*SETTINGS["ijepa-tiny-per_block"][1][:-1], "model.predictor_batching=joint"])
+_IJEPA_PRESET, _IJEPA_SETS = SETTINGS["ijepa-tiny-per_block"]
+for _layout in ("joint", "packed"):
+    SETTINGS[f"ijepa-tiny-{_layout}"] = (_IJEPA_PRESET, [*_IJEPA_SETS[:-1], f"model.predictor_batching={_layout}"])
+SETTINGS["ijepa-tiny-cross"] = (_IJEPA_PRESET, [*_IJEPA_SETS[:-1], "model.predictor=cross"])
+# I-JEPA's layout exactly: its masks (about 12 context tokens) and one predictor sequence per block.
+SETTINGS["ijepa-reference-layout"] = SETTINGS["ijepa-tiny-per_block"]
 
 
-def bench(name: str, device: torch.device, compile_model: bool, repeats: int, batch: int | None) -> dict:
-    preset, sets = SETTINGS[name]
-    if batch:
-        sets = [*sets, f"data.batch_size={batch}"]
-    cfg = load_config(preset, [*sets, "train.steps=1000"])
-    torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    schedules = build_schedules(cfg)
-    model.set_momentum_schedule(schedules.momentum)
-    optimizer = build_optimizer(model, cfg.optim, device)
-    runner = torch.compile(model, dynamic=True) if compile_model else model  # K varies per batch
-    masks_gen = build_mask_generator(cfg.masks, model.grid, model.num_levels)
-    batch_size, size = cfg.data.batch_size, cfg.model.img_size
-    images = torch.randn(batch_size, 3, size, size, device=device)
-    step = [0]
+def reference_masks(batch_size: int, step: int, grid: tuple[int, int]) -> MaskBatch:
+    """I-JEPA's own masks (``benchmarks/masks.py``'s port of its collator: a context of about 12 tokens on the 8x8
+    grid, truncated to the batch minimum), as a MaskBatch, so ``per_block`` runs I-JEPA's layout token for token."""
+    collator = ReferenceMaskCollator(grid=grid, min_keep=4)
+    collator.step = step - 1
+    contexts, targets = collator(batch_size)
+    context_idx = contexts[0]
+    target_idx = torch.stack(targets, dim=1)  # [B, 4, h * w], raster order inside each block
+    rows, cols = target_idx[0, 0] // grid[1], target_idx[0, 0] % grid[1]
+    shape = (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1)
+    n = grid[0] * grid[1]
+    context = torch.zeros(batch_size, n, dtype=torch.bool).scatter_(1, context_idx, True)
+    target_masks = torch.zeros(batch_size, target_idx.shape[1], n, dtype=torch.bool).scatter_(2, target_idx, True)
+    return MaskBatch(context, context_idx, [target_masks], [target_idx], [shape], grid)
 
-    def one_step() -> None:
-        masks = masks_gen(batch_size, batch_generator(0, step[0])).to(device)
-        train_step(runner, model, images, masks, optimizer, schedules, step[0], cfg.optim.clip_grad, amp=True)
-        step[0] += 1
 
-    seconds = median_time(one_step, repeats, warmup=3 if compile_model else 1, device=device)
-    with FlopCounterMode(display=False) as counter:  # forward + backward FLOPs of one (eager) step
-        masks = masks_gen(batch_size, batch_generator(0, 0)).to(device)
-        train_step(model, model, images, masks, optimizer, schedules, 0, cfg.optim.clip_grad, amp=True)
-    row = {
-        "setting": name, "device": device.type, "compile": compile_model, "batch": batch_size,
-        "step_s": seconds, "images_per_s": batch_size / seconds,
-        "gflop_per_step": counter.get_total_flops() / 1e9, "tflop_s": counter.get_total_flops() / seconds / 1e12,
-    }
-    if device.type == "cuda" and "H100" in torch.cuda.get_device_name():
-        row["mfu_bf16"] = row["tflop_s"] / 989.0  # dense bf16 peak of an H100 SXM
-    elif device.type == "cuda" and "H200" in torch.cuda.get_device_name():
-        row["mfu_bf16"] = row["tflop_s"] / 989.0
-    if name.startswith("ijepa-tiny") and device.type == "cpu":
-        row["speedup_vs_ijepa"] = IJEPA_REFERENCE_SECONDS / seconds
-    return row
+class Setting:
+    """One model, optimizer and mask source, ready to run training steps."""
+
+    def __init__(self, name: str, device: torch.device, compile_model: bool, batch: int | None) -> None:
+        preset, sets = SETTINGS[name]
+        if batch:
+            sets = [*sets, f"data.batch_size={batch}"]
+        cfg = load_config(preset, [*sets, "train.steps=1000"])
+        torch.manual_seed(0)
+        self.name, self.device, self.compile, self.cfg = name, device, compile_model, cfg
+        self.model = build_model(cfg).to(device)
+        self.schedules = build_schedules(cfg)
+        self.model.set_momentum_schedule(self.schedules.momentum)
+        self.optimizer = build_optimizer(self.model, cfg.optim, device)
+        self.runner = torch.compile(self.model, dynamic=True) if compile_model else self.model  # K varies per batch
+        generator = build_mask_generator(cfg.masks, self.model.grid, self.model.num_levels)
+        if name.startswith("ijepa-reference"):
+            self.masks = lambda b, step: reference_masks(b, step, self.model.grid)
+        else:
+            self.masks = lambda b, step: generator(b, batch_generator(0, step))
+        self.batch_size = cfg.data.batch_size
+        size = cfg.model.img_size
+        self.images = torch.randn(self.batch_size, 3, size, size, device=device)
+        self.step = 0
+
+    def run(self, model: torch.nn.Module | None = None) -> None:
+        """One step; every setting sees the same sequence of mask seeds."""
+        masks = self.masks(self.batch_size, self.step).to(self.device)
+        train_step(model or self.runner, self.model, self.images, masks, self.optimizer, self.schedules, self.step,
+                   self.cfg.optim.clip_grad, amp=True)
+        self.step += 1
+
+    def flops(self) -> float:
+        """Forward + backward FLOPs of one eager step, averaged over the first five mask batches."""
+        total = 0
+        for step in range(5):
+            self.step = step
+            with FlopCounterMode(display=False) as counter:
+                self.run(self.model)
+            total += counter.get_total_flops()
+        return total / 5
+
+
+def bench_interleaved(settings: list[Setting], repeats: int, warmup: int) -> list[dict]:
+    """Median step time of every setting, timed round-robin (one step each in turn) so that a busy machine slows
+    them all alike and their ratios stay meaningful."""
+    for setting in settings:
+        for _ in range(warmup):
+            setting.run()
+        setting.step = 0
+    times: dict[str, list[float]] = {id(s): [] for s in settings}
+    for _ in range(repeats):
+        for setting in settings:
+            sync(setting.device)
+            start = time.perf_counter()
+            setting.run()
+            sync(setting.device)
+            times[id(setting)].append(time.perf_counter() - start)
+    rows = []
+    for setting in settings:
+        seconds = statistics.median(times[id(setting)])
+        flops = setting.flops()
+        row = {
+            "setting": setting.name, "device": setting.device.type, "compile": setting.compile,
+            "batch": setting.batch_size, "step_s": seconds, "images_per_s": setting.batch_size / seconds,
+            "gflop_per_step": flops / 1e9, "tflop_s": flops / seconds / 1e12,
+        }
+        if setting.device.type == "cuda" and any(g in torch.cuda.get_device_name() for g in ("H100", "H200")):
+            row["mfu_bf16"] = row["tflop_s"] / 989.0  # dense bf16 peak of an H100 / H200 SXM
+        if setting.name.startswith("ijepa") and setting.device.type == "cpu":
+            row["speedup_vs_ijepa_figure"] = IJEPA_REFERENCE_SECONDS / seconds
+        rows.append(row)
+    reference = next((r for r in rows if r["setting"] == "ijepa-reference-layout"), None)
+    if reference:
+        for row in rows:
+            if row["setting"].startswith("ijepa"):
+                row["speedup_vs_reference_layout"] = reference["step_s"] / row["step_s"]
+    return rows
 
 
 def main() -> None:
@@ -104,16 +171,18 @@ def main() -> None:
     if device.type == "cpu" and not args.settings:  # the GPU-sized settings take minutes per step on a CPU
         names = [n for n in names if n not in ("vit-s16-224", "cifar100-vit-tiny", "cifar100-vit-small")]
     repeats = 3 if args.quick else (5 if device.type == "cpu" else 20)
-    rows = []
+    settings, rows = [], []
     for name in names:
         for compiled in ([False, True] if args.compile else [False]):
             try:
-                rows.append(bench(name, device, compiled, repeats, None))
-            except Exception as exc:  # e.g. compile without a C++ toolchain: record, keep going
+                settings.append(Setting(name, device, compiled, None))
+                settings[-1].run()  # compile errors (e.g. no C++ toolchain) surface here: record, keep going
+            except Exception as exc:
+                settings = settings[:-1] if settings and settings[-1].name == name else settings
                 rows.append({"setting": name, "compile": compiled, "error": f"{type(exc).__name__}: {exc}"[:200]})
-            print(rows[-1], flush=True)
-    columns = ["setting", "device", "compile", "batch", "step_s", "images_per_s", "tflop_s", "mfu_bf16",
-               "speedup_vs_ijepa", "error"]
+    rows = bench_interleaved(settings, repeats, warmup=3 if args.compile else 1) + rows
+    columns = ["setting", "device", "compile", "batch", "step_s", "images_per_s", "gflop_per_step", "tflop_s",
+               "mfu_bf16", "speedup_vs_ijepa_figure", "speedup_vs_reference_layout", "error"]
     print_table(rows, columns)
     path = write_json(args.name, {"settings": {n: SETTINGS[n] for n in names}, "repeats": repeats, "rows": rows,
                                      "ijepa_reference_step_s": IJEPA_REFERENCE_SECONDS})

@@ -31,7 +31,7 @@ def make_masks(cfg, model, batch=3, seed=0):
 
 
 @pytest.mark.parametrize("num_levels", [1, 2, 3, 4])
-@pytest.mark.parametrize("predictor", ["transformer", "hamiltonian"])
+@pytest.mark.parametrize("predictor", ["transformer", "cross", "hamiltonian"])
 def test_forward_shapes_every_level_and_predictor(num_levels, predictor):
     torch.manual_seed(0)
     size = 64 if num_levels == 4 else 32  # four levels need a grid of at least 2x2 cells of 8x8 patches
@@ -128,7 +128,7 @@ def test_momentum_schedules():
 
 
 @pytest.mark.parametrize("target_heads", ["layernorm", "ema"])
-@pytest.mark.parametrize("predictor", ["transformer", "hamiltonian"])
+@pytest.mark.parametrize("predictor", ["transformer", "cross", "hamiltonian"])
 def test_no_gradient_reaches_the_target_side(predictor, target_heads):
     torch.manual_seed(0)
     cfg = small_config(predictor=predictor, num_levels=2, target_heads=target_heads)

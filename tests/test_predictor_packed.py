@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from timm.layers import DropPath
 
 from hjepa.masks import query_layout
 from hjepa.models import build_model
@@ -104,3 +105,35 @@ def test_mask_batch_moves_its_layout():
     moved = masks.to("cpu")
     assert moved.queries is not None
     torch.testing.assert_close(moved.queries.inverse, masks.queries.inverse)
+
+
+def test_cross_predictor_same_predictions_in_every_layout_and_stochastic_depth_per_sample():
+    # Queries never attend to each other, so joint, packed and per-block batching are the same computation.
+    torch.manual_seed(0)
+    cfg = small_config(num_levels=2, predictor="cross", predictor_depth=2)
+    cfg.masks.num_targets = [3, 2]
+    model = build_model(cfg)
+    masks = make_masks(cfg, model, batch=4, seed=5)
+    images = torch.randn(4, 3, 32, 32)
+    losses = {}
+    for mode in ("joint", "packed", "per_block"):
+        model.predictor_batching = mode
+        losses[mode] = model(images, masks)["loss"]
+    torch.testing.assert_close(losses["packed"], losses["joint"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["per_block"], losses["joint"], rtol=1e-5, atol=1e-6)
+    # Context tokens are read, never updated: a query's prediction does not depend on the other queries.
+    predictor = model.predictor.eval()
+    context, context_idx = torch.randn(1, 4, 32), torch.tensor([[0, 1, 2, 3]])
+    level = torch.zeros(3, dtype=torch.long)
+    both = predictor(context, context_idx, torch.tensor([[10, 20, 30]]), level)
+    alone = predictor(context, context_idx, torch.tensor([[10]]), level[:1])
+    torch.testing.assert_close(both[:, :1], alone, rtol=1e-5, atol=1e-6)
+    # Stochastic depth drops whole samples: at p=1 every residual branch is dropped and queries pass unchanged.
+    cfg = small_config(num_levels=1, predictor="cross", predictor_depth=2, predictor_drop_path=1.0)
+    dropped = build_model(cfg).predictor.train()
+    for block in dropped.blocks:  # the rates ramp from 0: make every block drop
+        block.drop_path = DropPath(1.0)
+    layout = query_layout([torch.tensor([[[5, 6]], [[7, 8]]])], num_context=4, num_patches=64)
+    out = dropped.forward_packed(torch.randn(2, 4, 32), torch.tensor([[0, 1, 2, 3]] * 2), layout)
+    queries = dropped.mask_tokens[0] + dropped.pos_embed[0, torch.tensor([[5, 6], [7, 8]])]
+    torch.testing.assert_close(out, dropped.proj(dropped.norm(queries)))

@@ -32,6 +32,7 @@ class QueryLayout:
             ``-inf`` for padding.
         rows: long ``[T]``, the real tokens' indices into the flattened ``[B * (K + U)]`` padded batch, in order.
         query_rows: long ``[T_q]``, the query tokens' indices into the packed ``[T]`` tokens.
+        query_slots: long ``[T_q]``, the same queries' indices into the flattened ``[B * U]`` padded queries.
         inverse: long ``[B, Q]``, for every original query (levels concatenated, blocks flattened) its index into
             the ``[T_q]`` packed queries.
     """
@@ -41,6 +42,7 @@ class QueryLayout:
     bias: torch.Tensor
     rows: torch.Tensor
     query_rows: torch.Tensor
+    query_slots: torch.Tensor
     inverse: torch.Tensor
 
     @property
@@ -84,5 +86,6 @@ def query_layout(target_idx: list[torch.Tensor], num_context: int, num_patches: 
         bias=bias,
         rows=valid.flatten().nonzero().squeeze(1),
         query_rows=packed_index[:, num_context:][valid_query],
+        query_slots=valid_query.flatten().nonzero().squeeze(1),
         inverse=query_index.gather(1, original_slot),
     )

@@ -1,5 +1,6 @@
-"""Models: ViT encoders, predictors (transformer, Hamiltonian), hierarchy heads, EMA and the HJEPA model."""
+"""Models: ViT encoders, predictors (transformer, cross-attention, Hamiltonian), level heads, EMA, the HJEPA model."""
 
+from hjepa.models.cross_predictor import CrossAttentionPredictor
 from hjepa.models.ema import ema_update, momentum_schedule
 from hjepa.models.hamiltonian import HamiltonianPredictor
 from hjepa.models.hierarchy import LevelHead, level_grid, pool_tokens
@@ -9,6 +10,7 @@ from hjepa.models.vit import VIT_SIZES, ViTEncoder
 
 __all__ = [
     "HJEPA",
+    "CrossAttentionPredictor",
     "PREDICTORS",
     "VIT_SIZES",
     "HamiltonianPredictor",

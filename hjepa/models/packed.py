@@ -22,7 +22,7 @@ def _drop_path(module: nn.Module, x: torch.Tensor, sample: torch.Tensor, batch: 
     if not module.training or prob == 0.0:
         return x
     keep = x.new_empty(batch).bernoulli_(1.0 - prob)
-    if getattr(module, "scale_by_keep", True):
+    if prob < 1.0 and getattr(module, "scale_by_keep", True):
         keep = keep / (1.0 - prob)
     return x * keep[sample, None]
 
