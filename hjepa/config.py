@@ -48,7 +48,7 @@ class ModelConfig:
     num_levels: int = 3
     head_dim: int | None = None  # width of the per-level projection heads; default: embed_dim
     target_heads: str = "layernorm"  # layernorm: parameter-free targets (as I-JEPA) | ema: EMA copies of the heads
-    predictor: str = "transformer"  # transformer | cross (queries attend to a fixed context) | hamiltonian
+    predictor: str = "transformer"  # transformer | hamiltonian | cross (ablation: learned worse, see README)
     predictor_embed_dim: int = 96
     predictor_depth: int = 4
     predictor_num_heads: int = 4
