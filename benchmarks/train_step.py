@@ -30,6 +30,7 @@ from hjepa.config import load_config  # noqa: E402
 from hjepa.data import batch_generator  # noqa: E402
 from hjepa.masks import MaskBatch, build_mask_generator  # noqa: E402
 from hjepa.models import build_model  # noqa: E402
+from hjepa.train.loop import compile_runner  # noqa: E402
 from hjepa.train.optim import build_optimizer  # noqa: E402
 from hjepa.train.schedules import build_schedules  # noqa: E402
 from hjepa.train.step import train_step  # noqa: E402
@@ -89,7 +90,7 @@ class Setting:
         self.schedules = build_schedules(cfg)
         self.model.set_momentum_schedule(self.schedules.momentum)
         self.optimizer = build_optimizer(self.model, cfg.optim, device)
-        self.runner = torch.compile(self.model, dynamic=True) if compile_model else self.model  # K varies per batch
+        self.runner = compile_runner(self.model) if compile_model else self.model  # shapes vary per batch
         generator = build_mask_generator(cfg.masks, self.model.grid, self.model.num_levels)
         if name.startswith("ijepa-reference"):
             self.masks = lambda b, step: reference_masks(b, step, self.model.grid)

@@ -55,6 +55,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def compile_runner(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` for batches whose shapes change every step (context length, distinct queries).
+
+    ``dynamic=True`` makes sizes symbolic; duck shaping (sizes equal in the first batch share one symbol) would bake in
+    coincidences such as "distinct queries == 2 x context length" and recompile when the next batch breaks them, until
+    dynamo's cache limit sends the step back to eager. Without it one graph serves every batch (checked: six batches
+    of different K and query counts, one compile).
+    """
+    import torch.fx.experimental._config as fx_config
+
+    fx_config.use_duck_shape = False
+    return torch.compile(module, dynamic=True)
+
+
 def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> TrainResult:
     """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir.
 
@@ -104,7 +118,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
     if distributed:
         runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
-        runner = torch.compile(runner, dynamic=True)  # the context length K changes every batch
+        runner = compile_runner(runner)
 
     mask_generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
     augment = PretrainAugment(
