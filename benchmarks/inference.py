@@ -3,8 +3,10 @@
 Median latency at batch 1 (ms) and throughput at batch 64 (images/s) for the quickstart architecture (the
 fashion-mnist preset: ViT-tiny width, depth 4, 32 px, patch 4) and ViT-S/16 at 224 px, both at random init (the
 architecture sets the speed; pass --checkpoint to time trained quickstart weights instead). Torch and onnxruntime
-get the same number of intra-op threads. Each row also gives the error against eager on the same batch, and the
-quickstart int8 rows the k-NN top-1 of int8 vs fp32 features on Fashion-MNIST.
+get the same number of intra-op threads. The onnxruntime rows run the graph ``hjepa-export`` writes (attention
+blocks fused into ``com.microsoft.Attention``, ``hjepa/export/fuse.py``); the "unfused" rows the traced graph, for
+comparison. Each row also gives the error against eager on the same batch, and the quickstart int8 rows the k-NN
+top-1 of int8 vs fp32 features on Fashion-MNIST.
 
     python benchmarks/inference.py            # 2 threads, CPU; ~5 minutes on 2 cores
     python benchmarks/inference.py --quick    # fewer repeats, smaller k-NN subsets
@@ -33,6 +35,7 @@ from hjepa.config import load_config  # noqa: E402
 from hjepa.data import dataset_stats  # noqa: E402
 from hjepa.export import build_level_encoder  # noqa: E402
 from hjepa.export import tensorrt_build as trt_build  # noqa: E402
+from hjepa.export.fuse import fuse_for_cpu, op_counts  # noqa: E402
 from hjepa.export.onnx_export import save_onnx, set_metadata, trace_onnx  # noqa: E402
 from hjepa.export.quantize import int8_knn, quantize_int8  # noqa: E402
 from hjepa.export.verify import compare, ort_session, sample_inputs  # noqa: E402
@@ -63,10 +66,16 @@ def backends(
     """name -> run(inputs numpy) for every backend that works here (``module``: the fp32 LevelEncoder)."""
     size = module.grid[0] * module.encoder.vit.patch_embed.patch_size[0]
     example = torch.from_numpy(sample_inputs(2, size, "float_nchw", (0.5,) * 3, (0.5,) * 3))
-    # Step 1. ONNX files, traced on the CPU before the module moves anywhere.
+    # Step 1. ONNX files, traced on the CPU before the module moves anywhere: the traced graph ("unfused") and the
+    # graph hjepa-export writes for onnxruntime (attention blocks fused), each in fp32 and int8.
     onnx_model, _ = trace_onnx(module, example, 20)
     set_metadata(onnx_model, {})
-    fp32 = save_onnx(onnx_model, folder / "fp32.onnx")
+    traced = save_onnx(onnx_model, folder / "traced_fp32.onnx")
+    quantize_int8(traced, folder / "traced_int8.onnx")
+    fused_model, fused = fuse_for_cpu(onnx_model, example.numpy())
+    notes.append(f"{module.grid[0] * module.grid[1]}-token setting: {fused} attention blocks fused; ops "
+                 f"{dict(sorted(op_counts(fused_model).items()))}")
+    fp32 = save_onnx(fused_model, folder / "fp32.onnx")
     quantize_int8(fp32, folder / "int8.onnx")
     # Step 2. PyTorch eager and compiled on the benchmark device.
     device = torch.device(args.device)
@@ -81,7 +90,9 @@ def backends(
         notes.append(f"torch.compile skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     # Step 3. onnxruntime on the CPU, TensorRT on the GPU.
     if args.device == "cpu":
-        for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8", folder / "int8.onnx")):
+        files = (("onnxruntime fp32", fp32), ("onnxruntime int8", folder / "int8.onnx"),
+                 ("onnxruntime fp32 unfused", traced), ("onnxruntime int8 unfused", folder / "traced_int8.onnx"))
+        for name, path in files:
             session = quiet_session(path, args.threads)
             runs[name] = lambda x, s=session: s.run(None, {"images": x})
         return runs
@@ -91,7 +102,7 @@ def backends(
         notes.append(f"TensorRT skipped: {exc}")
         return runs
     for precision in ("fp32", "fp16"):
-        source = fp32
+        source = traced  # TensorRT cannot parse the contrib Attention nodes of the fused graph
         if precision == "fp16" and trt_build.api_major(trt) >= 11:  # strongly typed: fp16 must be in the graph
             half = build_level_encoder(model, 0, module.mean.flatten().tolist(), module.std.flatten().tolist(),
                                        half=True)
@@ -206,7 +217,12 @@ def main() -> None:
         "settings": {"device": args.device, "threads": args.threads, "throughput_batch": args.batch, "latency_batch": 1,
                      "quick": args.quick, "level": 0, "load_average_at_end": os.getloadavg(), "opset": 20,
                      "weights": str(args.checkpoint or "random init"),
-                     "int8": "onnxruntime quantize_dynamic, per-channel, 7-bit weights, weight MatMuls only"},
+                     "int8": "onnxruntime quantize_dynamic, per-channel, 7-bit weights, weight MatMuls and the fused "
+                             "Attention qkv projection (QAttention)",
+                     "onnxruntime": "CPU EP, ORT_ENABLE_ALL, intra-op threads = --threads, inter-op 1, no spinning; "
+                                    "'unfused' rows: the traced graph without fuse.py's Attention nodes",
+                     "torch": "eager under torch.inference_mode(), torch.set_num_threads(--threads), "
+                              "OMP_WAIT_POLICY=PASSIVE"},
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "timm": timm.__version__},
         "rows": rows, "int8_knn": knn, "notes": notes,
     })

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -42,10 +43,14 @@ def test_triton_export_succeeds_with_the_repository_layout(tiny_checkpoint, tmp_
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["levels"]) == ["1"] and manifest["levels"]["1"]["triton"] == "triton/hjepa_l1"
 
-    # Exporting again into the same folder replaces the previous export as a whole.
-    code, output = run(tiny_checkpoint, "--level", "0", "--out", out)
+    assert manifest["levels"]["1"]["fused_attention"] > 0  # onnxruntime's fused attention by default
+
+    # Exporting again into the same folder replaces the previous export as a whole; --no-fuse keeps standard ops.
+    code, output = run(tiny_checkpoint, "--level", "0", "--out", out, "--no-fuse")
     assert code == 0, output
     assert entries(out) == ["level0.onnx", "manifest.json"]
+    assert json.loads((out / "manifest.json").read_text())["levels"]["0"]["fused_attention"] == 0
+    assert not [n for n in onnx.load(out / "level0.onnx").graph.node if n.domain == "com.microsoft"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

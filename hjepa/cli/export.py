@@ -29,6 +29,9 @@ from hjepa.cli.errors import user_errors
               help="Input size (default: trained size); a multiple of patch_size * 2^level. Sin-cos positions are "
                    "recomputed for the new grid.")
 @click.option("--uint8-input", is_flag=True, help="Take uint8 [B, S, S, 3] pixels and normalise inside the graph.")
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
+              help="Write each attention block as one onnxruntime com.microsoft.Attention node (fp32/int8, no TensorRT "
+                   "in the same export): faster on onnxruntime, not readable by other ONNX runtimes.")
 def main(
     checkpoint: Path,
     level: str,
@@ -42,6 +45,7 @@ def main(
     simplify: bool,
     img_size: int | None,
     uint8_input: bool,
+    fuse: bool,
 ) -> None:
     """Export CHECKPOINT (a .pt file or a run directory) to OUT/level{K}.onnx and OUT/manifest.json.
 
@@ -52,7 +56,7 @@ def main(
 
         options = ExportOptions(
             formats=tuple(dict.fromkeys(formats)), batch=batch, dynamic=dynamic, half=half, int8=int8, opset=opset,
-            simplify=simplify, img_size=img_size, uint8_input=uint8_input,
+            simplify=simplify, img_size=img_size, uint8_input=uint8_input, fuse=fuse,
         )
         manifest = export(checkpoint, level, out_dir, options, log=click.echo)
     knn = [entry["int8_knn"] for entry in manifest["levels"].values() if entry["int8_knn"]]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from hjepa.config import Config
-from hjepa.export import quantize, tensorrt_build, triton
+from hjepa.export import fuse, quantize, tensorrt_build, triton
 from hjepa.export.errors import ExportError
 from hjepa.export.level_encoder import build_level_encoder, check_img_size
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, encode_metadata, level_metadata, write_json
@@ -38,6 +38,8 @@ class ExportOptions:
 
     ``batch``: verification batch (default ``cfg.export.verify_batch``), and the fixed batch of a static export
     (default 1). ``img_size``: default the trained size. ``knn_*``: subset sizes of the int8 k-NN comparison.
+    ``fuse``: write each attention block as one onnxruntime ``com.microsoft.Attention`` node (``fuse.py``; fp32 and
+    int8 files only, and not when a TensorRT engine is built from the file, since TensorRT cannot parse it).
     """
 
     formats: tuple[str, ...] = ("onnx",)
@@ -51,6 +53,7 @@ class ExportOptions:
     uint8_input: bool = False
     knn_train_samples: int = 1000
     knn_test_samples: int = 500
+    fuse: bool = True
 
     @property
     def precision(self) -> str:
@@ -211,6 +214,9 @@ def _export_one(
     set_metadata(onnx_model, encode_metadata(metadata))
     if options.simplify:
         onnx_model = simplify(onnx_model)
+    fused = 0
+    if options.fuse and not options.half and trt is None:
+        onnx_model, fused = fuse.fuse_for_cpu(onnx_model, make_inputs(batch))
     onnx_path = out / f"level{level}.onnx"
     save_onnx(onnx_model, onnx_path)
 
@@ -284,6 +290,7 @@ def _export_one(
         "batch": None if options.dynamic else batch,
         "profile_batches": list(profile) if engine else None,
         "simplified": options.simplify,
+        "fused_attention": fused,
         "onnx_bytes": onnx_path.stat().st_size,
     }
 

@@ -5,8 +5,10 @@ on the fly per tensor, so it needs no calibration data. Weights use 7 bits (``re
 VNNI multiply u8 x s8 with ``vpmaddubsw``, whose int16 pair sums saturate with full-range weights; measured on this
 package's models that saturation cost a cosine of 0.95 to fp32, while 7-bit weights keep it above 0.9999.
 Only matmuls whose second input is a stored weight are quantized: the attention products (q @ k^T, attn @ v)
-multiply two activations, and quantizing those costs accuracy for little speed. The k-NN comparison below measures
-what a user loses: top-1 of int8 features vs fp32 features on a held-out split of the checkpoint's dataset.
+multiply two activations, and quantizing those costs accuracy for little speed. A fused ``com.microsoft.Attention``
+(``fuse.py``) becomes ``QAttention`` the same way: int8 qkv projection, float attention products. The k-NN
+comparison below measures what a user loses: top-1 of int8 features vs fp32 features on a held-out split of the
+checkpoint's dataset.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import torch
 from hjepa.config import Config
 from hjepa.export.errors import ExportError
 
-QUANTIZED_OPS = ("MatMul", "Gemm")
+QUANTIZED_OPS = ("MatMul", "Gemm", "Attention")  # Attention: the fused qkv projection (``fuse.py``) -> QAttention
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
-    """Names of the MatMul / Gemm nodes whose second input is an initializer (a weight, not an activation)."""
+    """Names of the MatMul / Gemm / Attention nodes whose second input is an initializer (a weight, not an
+    activation)."""
     weights = {init.name for init in model.graph.initializer}
     return [node.name for node in model.graph.node if node.op_type in QUANTIZED_OPS and node.input[1] in weights]
 
