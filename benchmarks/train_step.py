@@ -103,7 +103,7 @@ class Setting:
 
     def run(self, model: torch.nn.Module | None = None) -> None:
         """One step; every setting sees the same sequence of mask seeds."""
-        masks = self.masks(self.batch_size, self.step).to(self.device)
+        masks = self.masks(self.batch_size, self.step).with_queries().to(self.device)  # as the training loop
         train_step(model or self.runner, self.model, self.images, masks, self.optimizer, self.schedules, self.step,
                    self.cfg.optim.clip_grad, amp=True)
         self.step += 1

@@ -45,8 +45,7 @@ def test_packed_prediction_equals_joint_loss_and_gradients(num_levels):
     cfg = small_config(num_levels=num_levels, predictor_depth=2)
     cfg.masks.num_targets = [4] if num_levels == 1 else [3, 2, 1]
     model = build_model(cfg)
-    masks = make_masks(cfg, model, batch=4, seed=3)
-    assert masks.queries is not None  # made by the generator, in the data pipeline
+    masks = make_masks(cfg, model, batch=4, seed=3).with_queries()  # as the training loop does, on the CPU
     flat = torch.cat([idx.flatten(1) for idx in masks.target_idx], dim=1)
     assert masks.queries.inverse.shape == flat.shape
     images = torch.randn(4, 3, 32, 32)
@@ -102,6 +101,8 @@ def test_packed_masks_with_fewer_levels_than_the_model_and_stochastic_depth():
 def test_mask_batch_moves_its_layout():
     cfg = small_config(num_levels=1)
     masks = make_masks(cfg, build_model(cfg), batch=2)
+    assert masks.queries is None and masks.to("cpu").queries is None
+    masks = masks.with_queries()
     moved = masks.to("cpu")
     assert moved.queries is not None
     torch.testing.assert_close(moved.queries.inverse, masks.queries.inverse)

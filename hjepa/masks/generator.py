@@ -20,7 +20,6 @@ Per batch:
    ``K`` of its context tokens (indices sorted ascending) and ``context`` is updated to match. I-JEPA truncates
    instead, which always drops the last tokens in raster order and so biases the context towards the top of the
    image.
-6. The joint predictor's packing of the distinct target queries (``MaskBatch.queries``), here on the CPU.
 """
 
 from __future__ import annotations
@@ -184,7 +183,7 @@ class BlockMaskGenerator:
             target_idx=[target_idx[j] for j in self.output_levels],
             target_shapes=[placements[j].size for j in self.output_levels],
             grid=self.grid,
-        ).with_queries()
+        )
 
     def _fallback(
         self,

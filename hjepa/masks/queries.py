@@ -11,7 +11,8 @@ is one logit plus ``log c``).
 Samples have different numbers ``U_b`` of distinct queries. Rather than pad every sequence to the longest, the layout
 packs the real tokens of the batch into one ``[T, D]`` matrix for the per-token layers (projections, MLP, norms: most
 of the FLOPs) and scatters them into a padded ``[B, K + U, D]`` batch only around attention, where padding is masked
-with a bias of ``-inf``. Everything is computed on the CPU, in the data pipeline, so the device never waits on it.
+with a bias of ``-inf``. The training loop computes it on the CPU next to the masks (``MaskBatch.with_queries``), so
+the device never waits on it; the model makes it itself for a batch that comes without one.
 """
 
 from __future__ import annotations
