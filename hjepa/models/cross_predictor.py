@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from hjepa.masks.queries import QueryLayout
-from hjepa.models.pos_embed import sincos_2d
-from hjepa.models.predictor import PREDICTORS, gather_tokens
+from hjepa.models.predictor import PREDICTORS, TransformerPredictor, gather_tokens
 
 
 class CrossBlock(nn.Module):
@@ -52,29 +51,12 @@ class CrossBlock(nn.Module):
 
 
 @PREDICTORS.register("cross")
-class CrossAttentionPredictor(nn.Module):
-    """``forward(context, context_idx, target_idx, target_level)`` as the transformer predictor (see module doc)."""
+class CrossAttentionPredictor(TransformerPredictor):
+    """The transformer predictor's inputs, outputs and parameters, with :class:`CrossBlock` blocks (see module doc)."""
 
-    def __init__(
-        self,
-        embed_dim: int,
-        grid: tuple[int, int],
-        num_levels: int = 1,
-        predictor_dim: int = 96,
-        depth: int = 4,
-        num_heads: int = 4,
-        drop_path: float = 0.0,
-        **_: object,
-    ) -> None:
-        super().__init__()
-        self.embed = nn.Linear(embed_dim, predictor_dim)
-        self.mask_tokens = nn.Parameter(torch.zeros(num_levels, predictor_dim))
-        nn.init.trunc_normal_(self.mask_tokens, std=0.02)
-        self.register_buffer("pos_embed", sincos_2d(predictor_dim, grid)[None], persistent=False)
-        rates = torch.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(CrossBlock(predictor_dim, num_heads, drop_path=r) for r in rates)
-        self.norm = nn.LayerNorm(predictor_dim)
-        self.proj = nn.Linear(predictor_dim, embed_dim)
+    @staticmethod
+    def make_block(dim: int, num_heads: int, drop_path: float) -> nn.Module:
+        return CrossBlock(dim, num_heads, drop_path=drop_path)
 
     def _context(self, context: torch.Tensor, context_idx: torch.Tensor) -> torch.Tensor:
         pos = self.pos_embed.expand(context.shape[0], -1, -1).to(context.dtype)

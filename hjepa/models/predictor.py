@@ -44,11 +44,13 @@ class TransformerPredictor(nn.Module):
         nn.init.trunc_normal_(self.mask_tokens, std=0.02)
         self.register_buffer("pos_embed", sincos_2d(predictor_dim, grid)[None], persistent=False)
         rates = torch.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(predictor_dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=r) for r in rates
-        )
+        self.blocks = nn.ModuleList(self.make_block(predictor_dim, num_heads, r) for r in rates)
         self.norm = nn.LayerNorm(predictor_dim)
         self.proj = nn.Linear(predictor_dim, embed_dim)
+
+    @staticmethod
+    def make_block(dim: int, num_heads: int, drop_path: float) -> nn.Module:
+        return Block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path)
 
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, target_level: torch.Tensor
