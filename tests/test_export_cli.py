@@ -147,3 +147,19 @@ def test_failed_verification_of_a_later_level_leaves_nothing(tiny_checkpoint, tm
     assert code == 1 and len(calls) == 2
     assert "level 1 ONNX (fp32) does not match PyTorch fp32 at batch 1" in output and "(allowed 0)" in output
     assert entries(tmp_path) == [], "the export, its staging folder and the parents it created must all be gone"
+
+
+def test_int8_that_loses_knn_accuracy_is_flagged(tiny_checkpoint, tmp_path, monkeypatch):
+    from hjepa.export import quantize
+
+    def lossy(*args, **kwargs):
+        return {"dataset": "digits", "train_samples": 1437, "test_samples": 360, "k": 20, "temperature": 0.07,
+                "fp32_top1": 60.0, "int8_top1": 58.0, "delta_top1": -2.0}
+
+    monkeypatch.setattr(quantize, "int8_knn", lossy)
+    code, output = run(tiny_checkpoint, "--level", "0", "--int8", "--out", tmp_path / "exp")
+    assert code == 0, output
+    assert "WARNING: int8 loses 2.00 points of k-NN top-1 (360 test images)" in output
+    monkeypatch.setattr(quantize, "int8_knn", lambda *a, **k: {**lossy(), "int8_top1": 59.6, "delta_top1": -0.4})
+    code, output = run(tiny_checkpoint, "--level", "0", "--int8", "--out", tmp_path / "exp")
+    assert code == 0 and "WARNING" not in output, output
