@@ -130,3 +130,28 @@ def test_garbage_file_is_reported_as_corrupt_not_unsafe(tmp_path):
     garbage.write_bytes(b"this is not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(garbage)
+
+
+def test_compiled_model_serves_batches_of_every_shape_without_recompiling():
+    # Context length and distinct-query counts change every batch; one dynamic graph must serve them all (with duck
+    # shaping, sizes equal by chance in the first batch were tied together and later batches recompiled).
+    from hjepa.models import build_model
+    from hjepa.train.loop import compile_runner
+    from tests.test_models import make_masks, small_config
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cfg = small_config(num_levels=2, predictor_depth=1)
+    cfg.masks.num_targets = [3, 2]
+    model = build_model(cfg)
+    runner = compile_runner(model, backend="eager")  # dynamo's guards are what recompiles; no C++ compiler needed
+    images = torch.randn(4, 3, 32, 32)
+    masks = make_masks(cfg, model, batch=4, seed=0).with_queries()
+    torch.testing.assert_close(runner(images, masks)["loss"], model(images, masks)["loss"])
+    shapes = set()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for seed in range(1, 6):
+            masks = make_masks(cfg, model, batch=4, seed=seed).with_queries()
+            shapes.add((masks.num_context, masks.queries.num_queries, masks.queries.rows.numel()))
+            torch.testing.assert_close(runner(images, masks)["loss"], model(images, masks)["loss"])
+    assert len(shapes) > 2  # the batches really differed

@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compile_runner(module: torch.nn.Module) -> torch.nn.Module:
+def compile_runner(module: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
     """``torch.compile`` for batches whose shapes change every step (context length, distinct queries).
 
     ``dynamic=True`` makes sizes symbolic; duck shaping (sizes equal in the first batch share one symbol) would bake in
@@ -66,7 +66,7 @@ def compile_runner(module: torch.nn.Module) -> torch.nn.Module:
     import torch.fx.experimental._config as fx_config
 
     fx_config.use_duck_shape = False
-    return torch.compile(module, dynamic=True)
+    return torch.compile(module, dynamic=True, backend=backend)
 
 
 def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> TrainResult:
