@@ -138,3 +138,22 @@ def test_cross_predictor_same_predictions_in_every_layout_and_stochastic_depth_p
     out = dropped.forward_packed(torch.randn(2, 4, 32), torch.tensor([[0, 1, 2, 3]] * 2), layout)
     queries = dropped.mask_tokens[0] + dropped.pos_embed[0, torch.tensor([[5, 6], [7, 8]])]
     torch.testing.assert_close(out, dropped.proj(dropped.norm(queries)))
+
+
+@pytest.mark.parametrize("predictor", ["transformer", "cross"])
+def test_packed_under_bf16_autocast_matches_joint(predictor):
+    # Training on a GPU runs under bf16 autocast: the padded scatter, the -inf bias and the gathers must keep dtypes.
+    torch.manual_seed(0)
+    cfg = small_config(num_levels=2, predictor_depth=2, predictor=predictor)
+    cfg.masks.num_targets = [3, 2]
+    model = build_model(cfg)
+    masks = make_masks(cfg, model, batch=4, seed=1).with_queries()
+    images = torch.randn(4, 3, 32, 32)
+    losses = {}
+    for mode in ("joint", "packed"):
+        model.predictor_batching = mode
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses[mode] = model(images, masks)["loss"]
+        losses[mode].backward()
+    assert model.predictor.mask_tokens.grad is not None and torch.isfinite(model.predictor.mask_tokens.grad).all()
+    torch.testing.assert_close(losses["packed"], losses["joint"], rtol=1e-2, atol=1e-3)
