@@ -103,7 +103,10 @@ class Setting:
 
     def run(self, model: torch.nn.Module | None = None) -> None:
         """One step; every setting sees the same sequence of mask seeds."""
-        masks = self.masks(self.batch_size, self.step).with_queries().to(self.device)  # as the training loop
+        masks = self.masks(self.batch_size, self.step)
+        if self.model.packs_queries:  # as the training loop
+            masks = masks.with_queries()
+        masks = masks.to(self.device)
         train_step(model or self.runner, self.model, self.images, masks, self.optimizer, self.schedules, self.step,
                    self.cfg.optim.clip_grad, amp=True)
         self.step += 1

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from hjepa.masks.queries import QueryLayout
+from hjepa.models.packed import drop_path_rows
 from hjepa.models.predictor import PREDICTORS, TransformerPredictor, gather_tokens
 
 
@@ -78,21 +79,13 @@ class CrossAttentionPredictor(TransformerPredictor):
         batch, width = layout.positions.shape
         pos = self.pos_embed[0].to(ctx.dtype)
         slots = layout.query_slots
+        sample = torch.div(slots, width, rounding_mode="floor")  # each packed query's image, for stochastic depth
         x = (self.mask_tokens[layout.levels].to(ctx.dtype) + pos[layout.positions]).flatten(0, 1)[slots]  # [T_q, P]
         for block in self.blocks:
             normed = block.norm_query(x)
             padded = normed.new_zeros(batch * width, normed.shape[-1]).index_copy(0, slots, normed)
             attended = block.attend(padded.view(batch, width, -1), ctx).flatten(0, 1)[slots]
-            x = x + _per_sample(block.drop_path, attended, slots, width, batch)
-            x = x + _per_sample(block.drop_path, block.mlp(block.norm2(x)), slots, width, batch)
+            x = x + drop_path_rows(block.drop_path, attended, sample, batch)
+            x = x + drop_path_rows(block.drop_path, block.mlp(block.norm2(x)), sample, batch)
         return self.proj(self.norm(x))[layout.inverse]  # [T_q, D] -> [B, Q, D]
 
-
-def _per_sample(drop_path: nn.Module, x: torch.Tensor, slots: torch.Tensor, width: int, batch: int) -> torch.Tensor:
-    """Stochastic depth for packed rows, one draw per sample (``DropPath`` on ``[T_q, P]`` would draw per row)."""
-    if not isinstance(drop_path, DropPath) or not drop_path.training or drop_path.drop_prob == 0.0:
-        return x
-    keep = x.new_empty(batch).bernoulli_(1.0 - drop_path.drop_prob)
-    if drop_path.drop_prob < 1.0 and drop_path.scale_by_keep:
-        keep = keep / (1.0 - drop_path.drop_prob)
-    return x * keep[torch.div(slots, width, rounding_mode="floor"), None]

@@ -85,6 +85,11 @@ class HJEPA(nn.Module):
         self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
 
     @property
+    def packs_queries(self) -> bool:
+        """Whether the predictor runs on a :class:`QueryLayout` (``MaskBatch.with_queries``); else none is needed."""
+        return self.predictor_batching == "packed" and hasattr(self.predictor, "forward_packed")
+
+    @property
     def embed_dim(self) -> int:
         return self.context_encoder.embed_dim
 
@@ -134,7 +139,7 @@ class HJEPA(nn.Module):
             return out
         # joint: one sequence per image holding the context and every query of every level (far fewer tokens);
         # packed: the same, computing each distinct query once and no padding in the per-token layers.
-        if self.predictor_batching == "packed" and hasattr(self.predictor, "forward_packed"):
+        if self.packs_queries:
             if layout is None:
                 layout = query_layout(level_idx, context_idx.shape[1], self.grid[0] * self.grid[1])
             pred = self.predictor.forward_packed(context, context_idx, layout)  # [B, Q, D]

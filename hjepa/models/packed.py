@@ -16,7 +16,7 @@ from timm.models.vision_transformer import Attention, Block
 from hjepa.masks.queries import QueryLayout
 
 
-def _drop_path(module: nn.Module, x: torch.Tensor, sample: torch.Tensor, batch: int) -> torch.Tensor:
+def drop_path_rows(module: nn.Module, x: torch.Tensor, sample: torch.Tensor, batch: int) -> torch.Tensor:
     """timm's per-sample stochastic depth for packed rows: ``sample [T]`` is each row's sequence."""
     prob = float(getattr(module, "drop_prob", 0.0))
     if not module.training or prob == 0.0:
@@ -61,6 +61,6 @@ def packed_block(
     attended = _attention(block.attn, block.norm1(x), layout, batch, length, keep)
     if keep is not None:
         x, sample = x[keep], sample[keep]
-    x = x + _drop_path(block.drop_path1, block.ls1(attended), sample, batch)
-    x = x + _drop_path(block.drop_path2, block.ls2(block.mlp(block.norm2(x))), sample, batch)
+    x = x + drop_path_rows(block.drop_path1, block.ls1(attended), sample, batch)
+    x = x + drop_path_rows(block.drop_path2, block.ls2(block.mlp(block.norm2(x))), sample, batch)
     return x, sample

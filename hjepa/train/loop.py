@@ -152,7 +152,9 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
             break
         # Masks are identical on every rank (seeded by step only); augmentation differs per rank.
         masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu"))
-        masks = masks.with_queries().to(device)  # the packed predictor's layout, made here on the CPU
+        if model.packs_queries:
+            masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
+        masks = masks.to(device)
         aug_gen = batch_generator(cfg.train.seed * 7919 + dist.rank(), step, images.device)
         images = augment(images.to(device, non_blocking=True), aug_gen)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # drop path draws from the global RNG
