@@ -65,7 +65,9 @@ def reference_masks(batch_size: int, step: int, grid: tuple[int, int]) -> MaskBa
     grid, truncated to the batch minimum), as a MaskBatch, so ``per_block`` runs I-JEPA's layout token for token."""
     collator = ReferenceMaskCollator(grid=grid, min_keep=4)
     collator.step = step - 1
-    contexts, targets = collator(batch_size)
+    with torch.random.fork_rng(devices=[]):  # the collator draws block positions from the global RNG:
+        torch.manual_seed(step)  # seed it per step so every run times the same batches
+        contexts, targets = collator(batch_size)
     context_idx = contexts[0]
     target_idx = torch.stack(targets, dim=1)  # [B, 4, h * w], raster order inside each block
     rows, cols = target_idx[0, 0] // grid[1], target_idx[0, 0] % grid[1]
@@ -174,7 +176,7 @@ def main() -> None:
     names = args.settings or list(SETTINGS)
     if device.type == "cpu" and not args.settings:  # the GPU-sized settings take minutes per step on a CPU
         names = [n for n in names if n not in ("vit-s16-224", "cifar100-vit-tiny", "cifar100-vit-small")]
-    repeats = 3 if args.quick else (5 if device.type == "cpu" else 20)
+    repeats = 3 if args.quick else (7 if device.type == "cpu" else 20)
     settings, rows = [], []
     for name in names:
         for compiled in ([False, True] if args.compile else [False]):

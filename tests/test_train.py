@@ -155,3 +155,34 @@ def test_compiled_model_serves_batches_of_every_shape_without_recompiling():
             shapes.add((masks.num_context, masks.queries.num_queries, masks.queries.rows.numel()))
             torch.testing.assert_close(runner(images, masks)["loss"], model(images, masks)["loss"])
     assert len(shapes) > 2  # the batches really differed
+
+
+
+
+def test_optimizer_is_fused_on_the_cpu_and_steps_like_the_per_parameter_loop():
+    from hjepa.models import build_model
+    from hjepa.train.optim import build_optimizer, parameter_groups, set_hyperparameters
+
+    cfg = load_config("digits-debug")
+    torch.manual_seed(0)
+    fused_model, loop_model = build_model(cfg), build_model(cfg)
+    loop_model.load_state_dict(fused_model.state_dict())
+    initial = [p.detach().clone() for p in fused_model.parameters()]
+    fused = build_optimizer(fused_model, cfg.optim, torch.device("cpu"))
+    assert fused.defaults["fused"], "this torch has a fused CPU AdamW kernel; the optimizer should use it"
+    loop = torch.optim.AdamW(parameter_groups(loop_model), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                             weight_decay=cfg.optim.weight_decay, foreach=False)
+    for optimizer in (fused, loop):
+        set_hyperparameters(optimizer, 1e-3, 0.05)
+    for step in range(3):
+        for model in (fused_model, loop_model):
+            torch.manual_seed(step)
+            for param in model.parameters():
+                param.grad = torch.randn_like(param)
+        fused.step()
+        loop.step()
+    pairs = [pair for pair in zip(fused_model.named_parameters(), loop_model.parameters(), initial, strict=True)
+             if pair[0][1].requires_grad]  # the EMA target is not the optimizer's
+    assert pairs and all(not torch.equal(a, start) for (_, a), _, start in pairs), "every trained weight should move"
+    for (name, a), b, _ in pairs:
+        assert torch.allclose(a, b, atol=1e-6), name
