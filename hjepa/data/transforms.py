@@ -26,11 +26,23 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def _normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """float ``[B, 1 or 3, S, S]`` in [0, 1] -> normalised float ``[B, 3, S, S]`` (grayscale repeated to RGB)."""
-    if pixels.shape[1] == 1:
-        pixels = pixels.expand(-1, 3, -1, -1)
-    return (pixels - mean.to(pixels.device)) / std.to(pixels.device)
+class _Normalise:
+    """float ``[B, 1 or 3, S, S]`` in [0, 1] -> normalised float ``[B, 3, S, S]`` (grayscale repeated to RGB). The
+    statistics are copied once to each device they are used on: a copy per call would be a host sync per batch on a
+    GPU (a blocking copy from pageable memory)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = _stats_tensor(mean, "mean")
+        self.std = _stats_tensor(std, "std")
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.shape[1] == 1:
+            pixels = pixels.expand(-1, 3, -1, -1)
+        if pixels.device not in self._on:
+            self._on[pixels.device] = (self.mean.to(pixels.device), self.std.to(pixels.device))
+        mean, std = self._on[pixels.device]
+        return (pixels - mean) / std
 
 
 def _stats_tensor(values: Sequence[float], what: str) -> torch.Tensor:
@@ -68,8 +80,8 @@ class PretrainAugment:
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
         self.hflip = hflip
-        self.mean = _stats_tensor(mean, "mean")
-        self.std = _stats_tensor(std, "std")
+        self.normalise = _Normalise(mean, std)
+        self.mean, self.std = self.normalise.mean, self.normalise.std
 
     def crop_boxes(self, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
         """float ``[B, 5]`` on the generator's device: ``(x0, y0, crop_width, crop_height, flip)`` in pixels."""
@@ -108,7 +120,9 @@ class PretrainAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         pixels = to_unit_float(images)
         batch, channels, height, width = pixels.shape
-        boxes = self.crop_boxes(batch, height, width, generator).to(pixels.device)
+        boxes = self.crop_boxes(batch, height, width, generator)
+        if boxes.device != pixels.device:  # boxes drawn on the CPU for GPU pixels: pinned, so the copy does not sync
+            boxes = (boxes.pin_memory() if pixels.is_cuda else boxes).to(pixels.device, non_blocking=True)
         x0, y0, crop_w, crop_h, flip = boxes.unbind(dim=1)
         # With align_corners=False, normalised -1 / +1 are the outer edges of the image, so the output's edges map to
         # the crop's edges by x_in = scale * x_out + center; a negative x scale mirrors the crop horizontally.
@@ -120,7 +134,7 @@ class PretrainAugment:
         grid = F.affine_grid(theta, [batch, channels, self.img_size, self.img_size], align_corners=False)
         # Grayscale is sampled as one channel and only expanded afterwards: a third of the work.
         crops = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return _normalise(crops, self.mean, self.std)
+        return self.normalise(crops)
 
 
 class EvalTransform:
@@ -145,8 +159,8 @@ class EvalTransform:
         self.img_size = int(img_size)
         self.crop_fraction = float(crop_fraction)
         self.crop_min_size = int(crop_min_size)
-        self.mean = _stats_tensor(mean, "mean")
-        self.std = _stats_tensor(std, "std")
+        self.normalise = _Normalise(mean, std)
+        self.mean, self.std = self.normalise.mean, self.normalise.std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         pixels = to_unit_float(images)
@@ -159,4 +173,4 @@ class EvalTransform:
             pixels = F.interpolate(
                 pixels, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True
             )
-        return _normalise(pixels, self.mean, self.std)
+        return self.normalise(pixels)

@@ -17,7 +17,7 @@ from hjepa import dist
 from hjepa.config import Config
 from hjepa.data import PretrainAugment, TrainBatches, batch_generator, build_dataset
 from hjepa.device import resolve_device
-from hjepa.masks import build_mask_generator
+from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA, build_model
 from hjepa.train.checkpoint import (
     CheckpointError,
@@ -33,6 +33,15 @@ from hjepa.train.logging import MetricsLogger
 from hjepa.train.optim import build_optimizer
 from hjepa.train.schedules import build_schedules
 from hjepa.train.step import train_step
+
+
+def masks_to(masks: MaskBatch, device: torch.device) -> MaskBatch:
+    """The batch's masks on ``device``. On CUDA they go through pinned memory with ``non_blocking=True``: a blocking
+    copy from pageable memory synchronises the host with the stream, so the loop would wait for the previous step's
+    kernels to finish instead of making the next batch's masks while they run."""
+    if device.type == "cuda":
+        return masks.pin_memory().to(device, non_blocking=True)
+    return masks.to(device)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -154,7 +163,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu"))
         if model.packs_queries:
             masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
-        masks = masks.to(device)
+        masks = masks_to(masks, device)
         aug_gen = batch_generator(cfg.train.seed * 7919 + dist.rank(), step, images.device)
         images = augment(images.to(device, non_blocking=True), aug_gen)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # drop path draws from the global RNG
