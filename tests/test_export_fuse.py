@@ -9,7 +9,7 @@ import torch
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
 from hjepa.export import build_level_encoder, export_level
 from hjepa.export import fuse as fuse_module
-from hjepa.export.fuse import fuse_attention, fuse_for_cpu, op_counts
+from hjepa.export.fuse import PATCH_EMBED_NODE, fuse_attention, fuse_for_cpu, fuse_patch_embed, op_counts
 from hjepa.export.onnx_export import save_onnx, trace_onnx
 from hjepa.export.quantize import quantize_int8
 from hjepa.export.verify import compare, ort_session
@@ -43,7 +43,8 @@ def test_export_writes_one_fused_attention_per_block_matching_pytorch(tiny_check
     nodes = attention_nodes(onnx_model)
     assert entry["fused_attention"] == depth == len(nodes)
     counts = op_counts(onnx_model)
-    assert "Softmax" not in counts and "Slice" not in counts and counts["MatMul"] == 3 * depth  # proj, fc1, fc2
+    assert "Softmax" not in counts and "Slice" not in counts and "Conv" not in counts
+    assert counts["MatMul"] == 3 * depth + 1  # proj, fc1, fc2 per block; the patch embedding
     heads = model.target_encoder.vit.blocks[0].attn.num_heads
     assert all(next(a.i for a in n.attribute if a.name == "num_heads") == heads for n in nodes)
     batch = images(5)
@@ -79,8 +80,12 @@ def test_int8_of_the_fused_graph_quantizes_the_qkv_projection(traced, tmp_path, 
     assert count == 2 and not attention_nodes(traced)  # the input graph is not modified
     save_onnx(fused, tmp_path / "fp32.onnx")
     assert quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx") == 2 * 4  # qkv (Attention), proj, fc1, fc2
-    counts = op_counts(onnx.load(str(tmp_path / "int8.onnx")))
+    int8 = onnx.load(str(tmp_path / "int8.onnx"))
+    counts = op_counts(int8)
     assert counts["QAttention"] == 2 and "Attention" not in counts
+    patch = next(n for n in int8.graph.node if n.name == PATCH_EMBED_NODE)  # raw pixels: left in float
+    assert patch.op_type == "MatMul" and any(i.name == patch.input[1] and i.data_type == onnx.TensorProto.FLOAT
+                                             for i in int8.graph.initializer)
     batch = images(8)
     got = ort_session(tmp_path / "int8.onnx").run(["tokens", "pooled"], {"images": batch.numpy()})
     figures = compare([t.numpy() for t in model.extract_features(batch, 0)], got)
@@ -100,3 +105,24 @@ def test_half_is_not_fused_and_a_torchscript_graph_stays_correct(tiny_checkpoint
     batch = images(3)
     got = ort_session(fused.SerializeToString()).run(["tokens", "pooled"], {"images": batch.numpy()})
     assert compare([t.numpy() for t in model.extract_features(batch, 0)], got)["tokens"]["max_abs_err"] < 1e-4
+
+
+def test_patch_embedding_becomes_one_matmul_with_the_same_outputs(traced):
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(traced)
+    assert fuse_patch_embed(rewritten) == 1
+    assert "Conv" not in op_counts(rewritten) and op_counts(rewritten)["MatMul"] == op_counts(traced)["MatMul"] + 1
+    onnx.checker.check_model(rewritten, full_check=True)
+    batch = images(5).numpy()  # a batch size the trace never saw: the rewrite keeps the batch axis dynamic
+    want = ort_session(traced.SerializeToString()).run(["tokens", "pooled"], {"images": batch})
+    got = ort_session(rewritten.SerializeToString()).run(["tokens", "pooled"], {"images": batch})
+    assert compare(want, got)["tokens"]["max_abs_err"] < 1e-5
+
+
+def test_a_convolution_that_is_not_a_patch_embedding_is_left_alone(traced):
+    overlapping = onnx.ModelProto()
+    overlapping.CopyFrom(traced)
+    conv = next(n for n in overlapping.graph.node if n.op_type == "Conv")
+    strides = next(a for a in conv.attribute if a.name == "strides")
+    strides.ints[:] = [s // 2 or 1 for s in strides.ints]  # overlapping windows: not a matmul over patches
+    assert fuse_patch_embed(overlapping) == 0 and op_counts(overlapping)["Conv"] == 1

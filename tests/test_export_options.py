@@ -95,8 +95,10 @@ def test_half_has_fp16_weights_fp32_layernorm_and_io(tiny_checkpoint, tmp_path, 
 def test_uint8_input_equals_the_float_path_on_the_same_images(tiny_checkpoint, tmp_path, static_fp32):
     entry = export_level(tiny_checkpoint, 0, tmp_path, uint8_input=True)
     path = tmp_path / entry["onnx"]
-    graph_input = onnx.load(str(path)).graph.input[0].type.tensor_type
+    graph = onnx.load(str(path)).graph
+    graph_input = graph.input[0].type.tensor_type
     assert graph_input.elem_type == onnx.TensorProto.UINT8
+    assert not any(n.op_type == "Conv" for n in graph.node)  # the patch embedding after the in-graph normalisation
     assert [d.dim_value for d in graph_input.shape.dim[1:]] == [16, 16, 3]
     assert entry["metadata"]["input_format"] == "uint8_nhwc"
     rgb = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -10,7 +10,9 @@ head merge in one CPU kernel, which ``quantize_dynamic`` turns into ``QAttention
 the rest when it loads the file (``BiasGelu``, ``DynamicQuantizeMatMul``). Its offline ``SkipLayerNormalization``
 fusion is not used: on this package's models its CPU kernel was 3x slower than the ``Add`` + ``LayerNormalization``
 it replaces (ViT-S/16, onnxruntime 1.32), and the opset-23 ONNX ``Attention`` the exporter can emit ran 10% slower
-than the contrib op (q, k and v come in as three tensors instead of one packed projection).
+than the contrib op (q, k and v come in as three tensors instead of one packed projection). ``fuse_patch_embed``
+also rewrites the patch embedding ``Conv`` as a ``MatMul`` over patches, which spares onnxruntime its NCHWc
+layout conversion.
 
 Contrib ops run on onnxruntime only (CPU and CUDA), not in a TensorRT engine, so the fused graph is the
 onnxruntime file of an export and never the source of an engine. A block that does not match exactly is left as
@@ -31,6 +33,7 @@ MS_DOMAIN = "com.microsoft"
 # Node types the traced attention of one block consists of; anything else in the matched region is not ours.
 ATTENTION_OPS = {"MatMul", "Add", "Reshape", "Transpose", "Slice", "Squeeze", "Shape", "Concat", "Mul", "Softmax"}
 PARITY_ATOL = 1e-4  # fused vs traced float32 graph; measured differences are ~1e-6
+PATCH_EMBED_NODE = "patch_embed_matmul"  # the patch embedding as a MatMul (``fuse_patch_embed``); int8 leaves it float
 
 
 class _Graph:
@@ -191,6 +194,78 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.op_type == "Attention" and n.domain == MS_DOMAIN)
 
 
+def fuse_patch_embed(model: onnx.ModelProto) -> int:
+    """Rewrite the patch embedding (``Conv`` with stride = kernel, then ``flatten(2).transpose(1, 2)``) as one
+    ``MatMul`` over patches, in place; returns how many were rewritten (0 or 1).
+
+    ``[B, C, H, W]`` is reshaped to ``[B, C, H/p, p, W/q, q]``, transposed to ``[B, H/p, W/q, C, p, q]`` and flattened
+    to ``[B, N, C*p*q]``, which times the reshaped kernel ``[C*p*q, D]`` plus the bias is the ``[B, N, D]`` the
+    transpose gave. onnxruntime runs a ``Conv`` through its NCHWc layout, with a reorder of the output; at batch 1
+    that costs the 64-token quickstart model about 8 % of its fp32 latency. The ``MatMul`` is named
+    ``PATCH_EMBED_NODE`` so that int8 quantization can leave it in float: it sees the raw pixels.
+    """
+    g = _Graph(model.graph)
+    shapes = _static_shapes(model)
+    for conv in [n for n in model.graph.node if n.op_type == "Conv"]:
+        weight = g.const(conv.input[1])
+        bias = g.const(conv.input[2]) if len(conv.input) > 2 else None
+        if weight is None or bias is None or weight.ndim != 4:
+            continue
+        kernel = list(_attr(conv, "kernel_shape") or weight.shape[2:])
+        if list(_attr(conv, "strides") or [1, 1]) != kernel or kernel != list(weight.shape[2:]):
+            continue
+        if any(_attr(conv, "pads") or []) or any(d != 1 for d in _attr(conv, "dilations") or [1]):
+            continue
+        if (_attr(conv, "group") or 1) != 1 or (_attr(conv, "auto_pad") or b"NOTSET") != b"NOTSET":
+            continue
+        reshape = g.only_consumer(conv.output[0], "Reshape")
+        transpose = g.only_consumer(reshape.output[0], "Transpose") if reshape is not None else None
+        source = shapes.get(conv.input[0])
+        if transpose is None or list(_attr(transpose, "perm")) != [0, 2, 1] or source is None or len(source) != 4:
+            continue
+        dim, channels, p, q = weight.shape
+        _, _, height, width = source
+        target = g.const(reshape.input[1])
+        if not isinstance(height, int) or not isinstance(width, int) or height % p or width % q or target is None:
+            continue
+        grid_h, grid_w = height // p, width // q
+        if list(target[1:]) != [dim, grid_h * grid_w] or channels != source[1]:
+            continue
+        prefix = conv.name or conv.output[0]
+        names = {k: f"{prefix}_patches_{k}" for k in ("split", "grid", "flat", "patches", "kernel", "mm")}
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.array([0, channels, grid_h, p, grid_w, q], dtype=np.int64), names["split"]),
+            numpy_helper.from_array(np.array([0, grid_h * grid_w, channels * p * q], dtype=np.int64), names["flat"]),
+            numpy_helper.from_array(np.ascontiguousarray(weight.reshape(dim, -1).T), names["kernel"]),
+        ])
+        rewrite = [
+            helper.make_node("Reshape", [conv.input[0], names["split"]], [names["grid"]]),
+            helper.make_node("Transpose", [names["grid"]], [names["patches"]], perm=[0, 2, 4, 1, 3, 5]),
+            helper.make_node("Reshape", [names["patches"], names["flat"]], [names["flat"] + "_out"]),
+            helper.make_node("MatMul", [names["flat"] + "_out", names["kernel"]], [names["mm"]],
+                             name=PATCH_EMBED_NODE),
+            helper.make_node("Add", [names["mm"], conv.input[2]], [transpose.output[0]]),
+        ]
+        drop = {id(conv), id(reshape), id(transpose)}
+        kept = [n for n in model.graph.node if id(n) not in drop] + rewrite
+        del model.graph.node[:]
+        model.graph.node.extend(_topological(kept, model.graph))
+        _drop_unused_initializers(model)
+        return 1
+    return 0
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """Every value's shape onnx shape inference can give (dims as ints, or the symbol of a dynamic one)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param
+                                  for d in value.type.tensor_type.shape.dim]
+    return shapes
+
+
 def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending, ordered = list(nodes), []
@@ -223,7 +298,8 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def fuse_for_cpu(model: onnx.ModelProto, inputs: np.ndarray) -> tuple[onnx.ModelProto, int]:
-    """``(fused copy of model, attention blocks fused)``, or ``(model, 0)`` when nothing matched or onnxruntime
+    """``(fused copy of model, attention blocks fused)`` (the patch embedding rewritten as a ``MatMul`` too), or
+    ``(model, 0)`` when no attention block matched or onnxruntime
     gives the fused graph's outputs on ``inputs`` more than ``PARITY_ATOL`` away from the traced graph's."""
     from hjepa.export.verify import compare, ort_runner, ort_session
 
@@ -232,6 +308,7 @@ def fuse_for_cpu(model: onnx.ModelProto, inputs: np.ndarray) -> tuple[onnx.Model
     count = fuse_attention(fused)
     if not count:
         return model, 0
+    fuse_patch_embed(fused)
     reference = ort_runner(ort_session(model.SerializeToString()))(inputs)
     figures = compare(reference, ort_runner(ort_session(fused.SerializeToString()))(inputs))
     if max(fig["max_abs_err"] for fig in figures.values()) > PARITY_ATOL:

@@ -23,15 +23,17 @@ import torch
 
 from hjepa.config import Config
 from hjepa.export.errors import ExportError
+from hjepa.export.fuse import PATCH_EMBED_NODE
 
 QUANTIZED_OPS = ("MatMul", "Gemm", "Attention")  # Attention: the fused qkv projection (``fuse.py``) -> QAttention
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMul / Gemm / Attention nodes whose second input is an initializer (a weight, not an
-    activation)."""
+    activation), but for the patch embedding's ``MatMul`` (``fuse.fuse_patch_embed``)."""
     weights = {init.name for init in model.graph.initializer}
-    return [node.name for node in model.graph.node if node.op_type in QUANTIZED_OPS and node.input[1] in weights]
+    return [node.name for node in model.graph.node if node.op_type in QUANTIZED_OPS and node.input[1] in weights
+            and node.name != PATCH_EMBED_NODE]  # the patch embedding sees raw pixels: it stays float
 
 
 def quantize_int8(src: Path, dst: Path) -> int:
