@@ -41,7 +41,7 @@ def test_export_writes_one_fused_attention_per_block_matching_pytorch(tiny_check
     onnx_model = onnx.load(str(tmp_path / "fp32" / entry["onnx"]))
     depth = len(model.target_encoder.vit.blocks)
     nodes = attention_nodes(onnx_model)
-    assert entry["fused_attention"] == depth == len(nodes)
+    assert entry["fused_attention"] == depth == len(nodes) and entry["patch_embed_matmul"]
     counts = op_counts(onnx_model)
     assert "Softmax" not in counts and "Slice" not in counts and "Conv" not in counts
     assert counts["MatMul"] == 3 * depth + 1  # proj, fc1, fc2 per block; the patch embedding
@@ -94,7 +94,7 @@ def test_int8_of_the_fused_graph_quantizes_the_qkv_projection(traced, tmp_path, 
 
 def test_half_is_not_fused_and_a_torchscript_graph_stays_correct(tiny_checkpoint, tmp_path, model):
     entry = export_level(tiny_checkpoint, 1, tmp_path / "half", half=True)
-    assert entry["fused_attention"] == 0
+    assert entry["fused_attention"] == 0 and not entry["patch_embed_matmul"]
     assert not attention_nodes(onnx.load(str(tmp_path / "half" / entry["onnx"])))
     # The TorchScript fallback traces attention differently; whatever matches there must still give the same outputs.
     from hjepa.export.onnx_export import _trace_torchscript

@@ -294,6 +294,7 @@ def _export_one(
         "profile_batches": list(profile) if engine else None,
         "simplified": options.simplify,
         "fused_attention": fused,
+        "patch_embed_matmul": any(node.name == fuse.PATCH_EMBED_NODE for node in onnx_model.graph.node),
         "onnx_bytes": onnx_path.stat().st_size,
     }
 
