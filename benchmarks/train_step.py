@@ -30,7 +30,7 @@ from hjepa.config import load_config  # noqa: E402
 from hjepa.data import batch_generator  # noqa: E402
 from hjepa.masks import MaskBatch, build_mask_generator  # noqa: E402
 from hjepa.models import build_model  # noqa: E402
-from hjepa.train.loop import compile_runner  # noqa: E402
+from hjepa.train.loop import compile_runner, masks_to  # noqa: E402
 from hjepa.train.optim import build_optimizer  # noqa: E402
 from hjepa.train.schedules import build_schedules  # noqa: E402
 from hjepa.train.step import train_step  # noqa: E402
@@ -108,7 +108,7 @@ class Setting:
         masks = self.masks(self.batch_size, self.step)
         if self.model.packs_queries:  # as the training loop
             masks = masks.with_queries()
-        masks = masks.to(self.device)
+        masks = masks_to(masks, self.device)  # pinned + non_blocking on CUDA, as the loop
         train_step(model or self.runner, self.model, self.images, masks, self.optimizer, self.schedules, self.step,
                    self.cfg.optim.clip_grad, amp=True)
         self.step += 1
