@@ -257,7 +257,10 @@ def fuse_patch_embed(model: onnx.ModelProto) -> int:
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | str]]:
     """Every value's shape onnx shape inference can give (dims as ints, or the symbol of a dynamic one)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, ValueError):  # e.g. a model over 2 GB: then no rewrite
+        return {}
     shapes = {}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
