@@ -10,6 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SCRIPTS = [
     ["masks.py"],
+    ["matmul.py"],
     ["knn.py"],
     ["train_step.py", "--quick"],
     ["inference.py", "--quick"],
