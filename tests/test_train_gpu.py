@@ -27,9 +27,11 @@ def test_cuda_run_with_bf16_and_on_device_data(tmp_path):
     assert "memory_gb" in result.history[-1]
 
 
-def test_train_step_makes_no_host_syncs():
+@pytest.mark.parametrize("regularizer", ["none", "vicreg", "barlow", "sigreg"])
+def test_train_step_makes_no_host_syncs(regularizer):
     device = torch.device("cuda")
-    cfg = load_config("digits-debug", ["train.steps=10"])
+    sets = ["train.steps=10", f"loss.regularizer={regularizer}", "loss.regularizer_weight=[0.1]"]
+    cfg = load_config("digits-debug", sets)
     model = build_model(cfg).to(device)
     schedules = build_schedules(cfg)
     model.set_momentum_schedule(schedules.momentum)

@@ -87,7 +87,8 @@ class SIGRegLoss(nn.Module):
             else:
                 directions = directions.float()
                 directions = directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
-            directions = directions.to(z.device)
+            if directions.device != z.device:  # drawn on the CPU: a pinned, non-blocking copy does not sync a GPU
+                directions = (directions.pin_memory() if z.is_cuda else directions).to(z.device, non_blocking=True)
             projections = z @ directions  # [N, M]
             angles = projections.unsqueeze(-1) * self.t.to(z.device)  # [N, M, T]
             cos_mean, sin_mean, num_samples = self._global_means(angles.cos(), angles.sin())  # [M, T] each
@@ -101,9 +102,10 @@ class SIGRegLoss(nn.Module):
         local_count = cos.shape[0]
         cos_mean, sin_mean = cos.mean(dim=0), sin.mean(dim=0)
         if not dist.is_initialized():
-            return cos_mean, sin_mean, cos.new_tensor(float(local_count))
+            return cos_mean, sin_mean, torch.full((), float(local_count), device=cos.device)  # a fill, not a copy
         # One collective for sums and count, so ranks holding different N still give the exact global mean.
-        packed = torch.cat([cos.sum(0).flatten(), sin.sum(0).flatten(), cos.new_tensor([float(local_count)])])
+        count = torch.full((1,), float(local_count), device=cos.device)
+        packed = torch.cat([cos.sum(0).flatten(), sin.sum(0).flatten(), count])
         packed = dist.all_reduce_mean(packed.detach().clone())
         global_count = packed[-1] * dist.world_size()
         cos_global = packed[: cos_mean.numel()].view_as(cos_mean) * dist.world_size() / global_count
