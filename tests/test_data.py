@@ -214,6 +214,24 @@ def test_imagefolder_decodes_and_stacks(tmp_path: Path, name: str) -> None:
     assert test.split == "test" and all(str(path).startswith(str(tmp_path / "val")) for path, _ in test.samples)  # type: ignore[attr-defined]
 
 
+def test_spread_subset_of_a_folder_decodes_only_the_images_it_returns(tmp_path: Path, monkeypatch) -> None:
+    """The k-NN monitor, the int8 check and the serve gallery take spread subsets: an ImageNet-sized folder must not
+    be decoded whole to keep a few thousand images."""
+    from hjepa.data import imagefolder
+    from hjepa.evaluation.features import spread_arrays
+
+    make_folder(tmp_path)
+    train = build_dataset("imagefolder", "train", data_dir=str(tmp_path), storage_size=24)
+    decoded = []
+    original = imagefolder.decode_image
+    monkeypatch.setattr(imagefolder, "decode_image", lambda path, size: decoded.append(path) or original(path, size))
+    images, labels = spread_arrays(train, 3)
+    assert images.shape == (3, 3, 24, 24) and len(decoded) == 3
+    assert labels.tolist() == [0, 0, 1]  # first, middle and last of the 5 class-sorted images: both classes
+    decoded.clear()
+    assert len(spread_arrays(train, None)[0]) == 5 == len(decoded)
+
+
 def test_imagefolder_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"{re.escape(str(tmp_path / 'x'))} is not a directory.*train,val"):
         build_dataset("imagefolder", "train", data_dir=str(tmp_path / "x"))

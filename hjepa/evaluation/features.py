@@ -46,6 +46,14 @@ def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[torch.Ten
     return images, labels
 
 
+def spread_arrays(dataset: object, count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images spread evenly over ``dataset`` (all of them when None), as ``dataset_arrays`` gives them.
+    Picks first and decodes after, so a folder dataset decodes only the images it returns."""
+    if count is not None and count < len(dataset):
+        dataset = dataset.subset(spread_subset(count, len(dataset)))
+    return dataset_arrays(dataset)
+
+
 def spread_subset(count: int, total: int) -> torch.Tensor:
     """``count`` indices spread evenly over ``total`` (deterministic, covers every class of a sorted dataset)."""
     if count >= total:

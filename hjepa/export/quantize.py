@@ -81,11 +81,9 @@ def _features(session: Any, images: torch.Tensor, metadata: dict[str, Any], batc
 
 def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     from hjepa.data import build_dataset
-    from hjepa.evaluation.features import dataset_arrays, spread_subset
+    from hjepa.evaluation.features import spread_arrays
 
-    dataset = build_dataset(cfg.data.dataset, split, cfg.data.data_dir, download=False)
-    subset = dataset.subset(spread_subset(count, len(dataset)))
-    return dataset_arrays(subset)
+    return spread_arrays(build_dataset(cfg.data.dataset, split, cfg.data.data_dir, download=False), count)
 
 
 def int8_knn(

@@ -143,17 +143,10 @@ def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = No
 def dataset_gallery(name: str, size: int, data_dir: str | None = None, cache_dir: str | Path | None = None) -> Gallery:
     """An evenly spread ``size``-image subset of dataset ``name``'s test split (raises DataError when absent)."""
     from hjepa.data import build_dataset
-    from hjepa.evaluation.features import dataset_arrays
+    from hjepa.evaluation.features import spread_arrays
 
     dataset = build_dataset(name, "test", data_dir=data_dir, download=False)
-    index = _spread(size, len(dataset))
-    if getattr(dataset, "in_memory", False):
-        images, labels = dataset_arrays(dataset)
-        images, labels = images[index], labels[index]
-    else:
-        items = [dataset[int(i)] for i in index]
-        images = torch.stack([image for image, _ in items])
-        labels = torch.tensor([label for _, label in items])
+    images, labels = spread_arrays(dataset, size)
     pixels = images.permute(0, 2, 3, 1).numpy()
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
@@ -163,7 +156,7 @@ def dataset_gallery(name: str, size: int, data_dir: str | None = None, cache_dir
         dataset.classes,
         name=name,
         split="test",
-        description=f"{name} test split ({len(index)} of {len(dataset)} images)",
+        description=f"{name} test split ({len(labels)} of {len(dataset)} images)",
         cache_dir=cache_dir,
     )
 

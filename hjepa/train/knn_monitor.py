@@ -6,7 +6,7 @@ import torch
 
 from hjepa.config import Config
 from hjepa.data import EvalTransform, build_dataset
-from hjepa.evaluation.features import dataset_arrays, extract_features, spread_subset
+from hjepa.evaluation.features import extract_features, spread_arrays
 from hjepa.evaluation.knn import knn_evaluate
 
 
@@ -30,9 +30,7 @@ class KnnMonitor:
         splits = []
         for split, count in (("train", train_samples), ("test", test_samples)):
             dataset = build_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.data.download)
-            images, labels = dataset_arrays(dataset)
-            keep = spread_subset(len(images) if count is None else count, len(images))
-            splits.append((images[keep], labels[keep]))
+            splits.append(spread_arrays(dataset, count))  # a folder dataset decodes only the subset
             self.num_classes = dataset.num_classes
             self.transform = EvalTransform(cfg.model.img_size, mean=dataset.mean, std=dataset.std)
         self.train_split, self.test_split = splits
