@@ -1,4 +1,5 @@
-"""Device choice in one place: ``auto`` picks CUDA when present, otherwise the CPU."""
+"""Device choice in one place: ``auto`` picks CUDA when present, otherwise the CPU; and host-to-device copies that do
+not synchronise."""
 
 from __future__ import annotations
 
@@ -20,3 +21,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
     return device
+
+
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device`` without a host sync: a CPU tensor bound for CUDA goes through pinned memory with
+    ``non_blocking=True`` (a blocking copy from pageable memory waits for the stream, i.e. for every kernel queued)."""
+    if tensor.device == device:
+        return tensor
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

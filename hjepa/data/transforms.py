@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hjepa.data.base import IMAGENET_MEAN, IMAGENET_STD
+from hjepa.device import to_device_async
 
 _CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop: retries before falling back to a center crop
 
@@ -28,8 +29,8 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
 
 class _Normalise:
     """float ``[B, 1 or 3, S, S]`` in [0, 1] -> normalised float ``[B, 3, S, S]`` (grayscale repeated to RGB). The
-    statistics are copied once to each device they are used on: a copy per call would be a host sync per batch on a
-    GPU (a blocking copy from pageable memory)."""
+    statistics are copied once to each device they are used on, without a host sync (a blocking copy per call would
+    be one sync per batch on a GPU)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = _stats_tensor(mean, "mean")
@@ -40,7 +41,7 @@ class _Normalise:
         if pixels.shape[1] == 1:
             pixels = pixels.expand(-1, 3, -1, -1)
         if pixels.device not in self._on:
-            self._on[pixels.device] = (self.mean.to(pixels.device), self.std.to(pixels.device))
+            self._on[pixels.device] = tuple(to_device_async(t, pixels.device) for t in (self.mean, self.std))
         mean, std = self._on[pixels.device]
         return (pixels - mean) / std
 
@@ -121,8 +122,7 @@ class PretrainAugment:
         pixels = to_unit_float(images)
         batch, channels, height, width = pixels.shape
         boxes = self.crop_boxes(batch, height, width, generator)
-        if boxes.device != pixels.device:  # boxes drawn on the CPU for GPU pixels: pinned, so the copy does not sync
-            boxes = (boxes.pin_memory() if pixels.is_cuda else boxes).to(pixels.device, non_blocking=True)
+        boxes = to_device_async(boxes, pixels.device)  # drawn on the CPU for GPU pixels: the copy must not sync
         x0, y0, crop_w, crop_h, flip = boxes.unbind(dim=1)
         # With align_corners=False, normalised -1 / +1 are the outer edges of the image, so the output's edges map to
         # the crop's edges by x_in = scale * x_out + center; a negative x scale mirrors the crop horizontally.

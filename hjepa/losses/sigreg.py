@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from hjepa import dist
 from hjepa.config import LossConfig
+from hjepa.device import to_device_async
 
 
 def random_directions(dim: int, num_slices: int, seed: int) -> Tensor:
@@ -87,8 +88,7 @@ class SIGRegLoss(nn.Module):
             else:
                 directions = directions.float()
                 directions = directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
-            if directions.device != z.device:  # drawn on the CPU: a pinned, non-blocking copy does not sync a GPU
-                directions = (directions.pin_memory() if z.is_cuda else directions).to(z.device, non_blocking=True)
+            directions = to_device_async(directions, z.device)  # drawn on the CPU; the copy must not sync a GPU
             projections = z @ directions  # [N, M]
             angles = projections.unsqueeze(-1) * self.t.to(z.device)  # [N, M, T]
             cos_mean, sin_mean, num_samples = self._global_means(angles.cos(), angles.sin())  # [M, T] each

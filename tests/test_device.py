@@ -1,0 +1,23 @@
+"""Device choice (``hjepa.device``): names checked with a clear error, and copies that do not synchronise."""
+
+import pytest
+import torch
+
+from hjepa.device import DeviceUnavailableError, resolve_device, to_device_async
+
+
+def test_device_names_are_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceUnavailableError, match="unknown device 'tpu7'"):
+        resolve_device("tpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_to_device_async_is_a_no_op_on_the_same_device_and_copies_otherwise():
+    x = torch.arange(6.0)
+    assert to_device_async(x, torch.device("cpu")) is x  # nothing to copy, nothing to wait for
+    moved = to_device_async(x, torch.device("meta"))
+    assert moved.device.type == "meta" and moved.shape == x.shape
