@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hjepa.data.base import DataError, ImageDataset
+from hjepa.device import to_device_async
 
 # Different streams derived from one user seed; the salt keeps the epoch shuffles and the per-step augmentation
 # generators from ever sharing a seed.
@@ -122,11 +123,9 @@ class TrainBatches:
             epoch, first_batch = epoch + 1, 0
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device == self.device:
-            return tensor
-        if self.device.type == "cuda" and not tensor.is_pinned():
-            tensor = tensor.pin_memory()  # pinned memory lets the copy overlap with compute
-        return tensor.to(self.device, non_blocking=self.device.type == "cuda")
+        if self.device.type == "cuda" and tensor.is_pinned():  # the DataLoader pinned it already
+            return tensor.to(self.device, non_blocking=True)
+        return to_device_async(tensor, self.device)  # pinned memory lets the copy overlap with compute
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield ``(step, images, labels)`` for ``step = start_step, start_step + 1, ...`` forever."""
@@ -150,8 +149,9 @@ class TrainBatches:
         epoch, first_batch = divmod(start_step, self.steps_per_epoch)
         step = start_step
         while True:
-            # One small host-to-device copy of the epoch's indices, then every gather stays on the images' device.
-            order = self.epoch_order(epoch).to(images.device)
+            # One small host-to-device copy of the epoch's indices (pinned, so it does not sync), then every gather
+            # stays on the images' device.
+            order = to_device_async(self.epoch_order(epoch), images.device)
             for batch in range(first_batch, self.steps_per_epoch):
                 index = order[self._rank_slice(batch)]
                 yield step, self._to_device(images[index]), self._to_device(labels[index])
