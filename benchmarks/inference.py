@@ -93,7 +93,7 @@ def backends(
         files = (("onnxruntime fp32", fp32), ("onnxruntime int8", folder / "int8.onnx"),
                  ("onnxruntime fp32 unfused", traced), ("onnxruntime int8 unfused", folder / "traced_int8.onnx"))
         for name, path in files:
-            session = quiet_session(path, args.threads)
+            session = ort_session(path, args.threads, spinning=False)  # idle threads sleep, as torch's
             runs[name] = lambda x, s=session: s.run(None, {"images": x})
         return runs
     try:
@@ -112,18 +112,6 @@ def backends(
                                folder / "timing.cache")
         runs[f"tensorrt {precision}"] = trt_build.EngineRunner(trt, engine)
     return runs
-
-
-def quiet_session(path: Path, threads: int) -> object:
-    """An onnxruntime CPU session whose idle threads sleep instead of spinning, like torch under
-    OMP_WAIT_POLICY=PASSIVE: on a shared machine spinning threads steal the cores the other backends are timed on."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def interleaved_medians(runs: dict[str, Run], inputs: np.ndarray, repeats: int, device: torch.device) -> dict:

@@ -25,7 +25,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``tensor`` on ``device`` without a host sync: a CPU tensor bound for CUDA goes through pinned memory with
-    ``non_blocking=True`` (a blocking copy from pageable memory waits for the stream, i.e. for every kernel queued)."""
+    ``non_blocking=True`` (a blocking copy from pageable memory waits for the stream, i.e. for every kernel queued);
+    a tensor already pinned (a ``DataLoader(pin_memory=True)`` batch) is not copied again on the host."""
     if tensor.device == device:
         return tensor
     if tensor.device.type == "cpu" and device.type == "cuda":

@@ -122,10 +122,6 @@ class TrainBatches:
                 yield order[self._rank_slice(batch)].tolist()
             epoch, first_batch = epoch + 1, 0
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda" and tensor.is_pinned():  # the DataLoader pinned it already
-            return tensor.to(self.device, non_blocking=True)
-        return to_device_async(tensor, self.device)  # pinned memory lets the copy overlap with compute
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield ``(step, images, labels)`` for ``step = start_step, start_step + 1, ...`` forever."""
@@ -141,7 +137,7 @@ class TrainBatches:
             pin_memory=self.device.type == "cuda",
         )
         for step, (images, labels) in enumerate(loader, start=start_step):
-            yield step, self._to_device(images), self._to_device(labels)
+            yield step, to_device_async(images, self.device), to_device_async(labels, self.device)
 
     def _iterate_in_memory(
         self, start_step: int, images: torch.Tensor, labels: torch.Tensor
@@ -154,7 +150,7 @@ class TrainBatches:
             order = to_device_async(self.epoch_order(epoch), images.device)
             for batch in range(first_batch, self.steps_per_epoch):
                 index = order[self._rank_slice(batch)]
-                yield step, self._to_device(images[index]), self._to_device(labels[index])
+                yield step, to_device_async(images[index], self.device), to_device_async(labels[index], self.device)
                 step += 1
             epoch, first_batch = epoch + 1, 0
 

@@ -117,13 +117,17 @@ def verify(
     return {"against": against, "tolerance": asdict(tolerance), "batches": results, "passed": True}
 
 
-def ort_session(path: str | Path | bytes, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with ``threads`` intra-op threads (default: torch's thread count)."""
+def ort_session(path: str | Path | bytes, threads: int | None = None, spinning: bool = True) -> Any:
+    """An onnxruntime CPU session with ``threads`` intra-op threads (default: torch's thread count). ``spinning=False``
+    lets idle threads sleep, like torch under ``OMP_WAIT_POLICY=PASSIVE``: on a shared machine spinning threads steal
+    the cores other work is timed on."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: onnxruntime warns about fp16 kernels it substitutes on the CPU
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

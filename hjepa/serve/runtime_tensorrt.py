@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hjepa.device import DeviceUnavailableError, resolve_device
 from hjepa.serve.metadata import (
     RuntimeSourceError,
     RuntimeUnavailableError,
@@ -60,7 +61,10 @@ def cuda_device(device: str) -> torch.device:
             "a TensorRT engine needs an NVIDIA GPU with CUDA, but torch.cuda.is_available() is False here; serve the "
             ".onnx export with onnxruntime instead"
         )
-    resolved = torch.device("cuda" if device in ("auto", "cuda") else device)
+    try:
+        resolved = resolve_device(device)  # auto -> cuda here: CUDA was just found
+    except DeviceUnavailableError as exc:
+        raise RuntimeUnavailableError(str(exc)) from None
     if resolved.type != "cuda":
         raise RuntimeUnavailableError(f"TensorRT engines run on CUDA devices only, not {device!r}")
     return resolved
