@@ -1,38 +1,39 @@
-"""TensorRT engine building against stand-in ``tensorrt`` modules (API 10 and 11), plus real-engine tests.
+"""TensorRT engines against stand-in ``tensorrt`` modules (API 10 and 11), plus real-engine tests.
 
 The stand-in records every builder call, so the tests check what would be asked of TensorRT: the optimization
 profile, the fp16 flag (10) vs the strongly typed path (11, where ``BuilderFlag.FP16`` no longer exists), the timing
-cache round trip and the serialized engine on disk.
+cache round trip and the serialized engine on disk. Its engines run the ONNX file they were built from with
+onnxruntime (``tests/tensorrt_standin.py``), so ``EngineRunner`` runs its real code on CPU buffers.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
+import tensorrt_standin  # tests/tensorrt_standin.py: pytest puts tests/ (no __init__.py) on sys.path
 import torch
 
 from hjepa.export import ExportError, ExportOptions, export
 from hjepa.export import tensorrt_build as trt_build
-from hjepa.export.verify import ort_runner, ort_session
+from hjepa.export.verify import ort_runner, ort_session, sample_inputs
 
 
-def fake_tensorrt(version: str, calls: list, parse_ok: bool = True, build_ok: bool = True) -> types.ModuleType:
-    """A module with the slice of the TensorRT Python API that ``build_engine`` uses, recording each call."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
+def fake_tensorrt(
+    version: str, calls: list, parse_ok: bool = True, build_ok: bool = True, runs: list | None = None
+) -> types.ModuleType:
+    """The stand-in runtime plus the slice of the builder API that ``build_engine`` uses, recording each call; its
+    engines allow batches up to 64 (the default profile's largest) and append each run's batch to ``runs``."""
+    trt = tensorrt_standin.tensorrt_module(version, max_batch=64, runs=runs)
     flags = {"TF32": 1, "DEBUG": 2} if version.startswith("11") else {"FP16": 0, "TF32": 1, "DEBUG": 2}
     trt.BuilderFlag = types.SimpleNamespace(**flags)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-
-    class Logger:
-        WARNING = "warning"
-
-        def __init__(self, severity):
-            calls.append(("logger", severity))
 
     class Error:
         def desc(self):
@@ -47,6 +48,7 @@ def fake_tensorrt(version: str, calls: list, parse_ok: bool = True, build_ok: bo
         def parse_from_file(self, path):
             graph = onnx.load(path).graph  # the file handed over must be a real ONNX model
             calls.append(("parse", graph.input[0].name))
+            self.network.onnx = Path(path).read_bytes()
             return parse_ok
 
         def get_error(self, index):
@@ -90,7 +92,7 @@ def fake_tensorrt(version: str, calls: list, parse_ok: bool = True, build_ok: bo
 
         def create_network(self, flags=0):
             calls.append(("create_network", flags))
-            return object()
+            return types.SimpleNamespace(onnx=None)
 
         def create_builder_config(self):
             return Config()
@@ -100,9 +102,9 @@ def fake_tensorrt(version: str, calls: list, parse_ok: bool = True, build_ok: bo
 
         def build_serialized_network(self, network, config):
             calls.append(("build",))
-            return b"ENGINE-" + version.encode() if build_ok else None
+            return tensorrt_standin.engine_bytes(network.onnx, version) if build_ok else None
 
-    trt.Logger, trt.OnnxParser, trt.Builder = Logger, OnnxParser, Builder
+    trt.OnnxParser, trt.Builder = OnnxParser, Builder
     return trt
 
 
@@ -133,7 +135,7 @@ def test_builder_calls_per_api_version(version, onnx_file, tmp_path, no_gpu_info
         assert info["strongly_typed"] is False and info["fp16_from"] == "BuilderFlag.FP16"
     else:  # 11: no precision flags exist; fp16 comes from the ONNX graph
         assert flag_calls == [] and info["strongly_typed"] is True and info["fp16_from"] == "onnx graph"
-    assert (tmp_path / "e.engine").read_bytes() == b"ENGINE-" + version.encode()
+    assert (tmp_path / "e.engine").read_bytes() == tensorrt_standin.engine_bytes(onnx_file.read_bytes(), version)
     assert cache.read_bytes() == b"timings:"
     assert info["tensorrt_version"] == version and info["api_major"] == int(version.split(".")[0])
     assert info["profile"] == {"input": "images", "min": [1, 3, 16, 16], "opt": [8, 3, 16, 16],
@@ -183,28 +185,23 @@ def test_require_tensorrt_names_what_is_missing(monkeypatch):
         trt_build.require_tensorrt()
 
 
-class OnnxStandInEngine:
-    """Plays the engine with onnxruntime on the ONNX file it was built from (the GPU part cannot run here)."""
-
-    def __init__(self, trt, engine_path):
-        assert engine_path.read_bytes().startswith(b"ENGINE-")
-        self.run = ort_runner(ort_session(engine_path.with_suffix(".onnx")))
-
-    def __call__(self, inputs):
-        return self.run(inputs)
-
-
 def test_trt_and_triton_export_through_the_standin(tiny_checkpoint, tmp_path, monkeypatch, no_gpu_info):
     calls: list = []
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.1", calls))
+    runs: list[int] = []
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.1", calls, runs=runs))
     monkeypatch.setattr(trt_build, "cuda_available", lambda: True)
-    monkeypatch.setattr(trt_build, "EngineRunner", OnnxStandInEngine)
+    # The real runner, on CPU buffers: the only thing a machine without a GPU changes.
+    monkeypatch.setattr(trt_build, "EngineRunner", functools.partial(trt_build.EngineRunner, device="cpu"))
     out = tmp_path / "trt"
     manifest = export(tiny_checkpoint, 1, out, ExportOptions(formats=("trt", "triton"), half=True))
     entry = manifest["levels"]["1"]
     assert entry["exporter"] == "dynamo"  # standing in a GPU for tensorrt_build only must not disturb tracing
     assert entry["engine"] == "level1.engine" and entry["profile_batches"] == [1, 8, 64]
-    assert entry["verification"]["tensorrt"]["against"] == "onnxruntime"
+    check = entry["verification"]["tensorrt"]
+    assert check["against"] == "onnxruntime" and check["passed"]
+    # The engine ran once per verified batch and gave onnxruntime's numbers back through the buffers it bound.
+    assert runs == [1, 4] and list(check["batches"]) == ["batch_1", "batch_4"]
+    assert all(figures["max_abs_err"] < 1e-5 for batch in check["batches"].values() for figures in batch.values())
     sidecar = json.loads((out / "level1.engine.json").read_text())
     assert sidecar["tensorrt_version"] == "11.4.1" and sidecar["fp16"] and sidecar["strongly_typed"]
     assert sidecar["profile"]["max"] == [64, 3, 16, 16] and sidecar["verification"]["passed"]
@@ -217,6 +214,66 @@ def test_trt_and_triton_export_through_the_standin(tiny_checkpoint, tmp_path, mo
     export(tiny_checkpoint, 1, out, ExportOptions(formats=("trt",), half=True))
     assert ("create_timing_cache", b"timings:") in calls
     assert (out / "tensorrt.timing.cache").read_bytes() == b"timings:timings:"
+
+
+@pytest.fixture
+def engine_file(onnx_file, tmp_path, no_gpu_info):
+    """level1.engine built by the 10.x stand-in from the tiny checkpoint's level-1 ONNX file."""
+    path = tmp_path / "level1.engine"
+    trt_build.build_engine(fake_tensorrt("10.13.2", []), onnx_file, path, [3, 16, 16], (1, 8, 64), False,
+                           tmp_path / "c.cache")
+    return path
+
+
+def test_engine_runner_matches_onnxruntime(onnx_file, engine_file):
+    runs: list[int] = []
+    runner = trt_build.EngineRunner(fake_tensorrt("10.13.2", [], runs=runs), engine_file, device="cpu")
+    assert runner.input_dtype == torch.float32 and runner.max_batch == 64 and runner.outputs == ["tokens", "pooled"]
+    reference = ort_runner(ort_session(onnx_file))
+    for batch in (1, 3):
+        images = sample_inputs(batch, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=batch)
+        tokens, pooled = runner(images)
+        assert tokens.shape == (batch, 4, 32) and pooled.shape == (batch, 32) and tokens.dtype == np.float32
+        expected_tokens, expected_pooled = reference(images)
+        np.testing.assert_allclose(tokens, expected_tokens, atol=1e-5)
+        np.testing.assert_allclose(pooled, expected_pooled, atol=1e-5)
+    assert runs == [1, 3]
+
+
+def test_engine_runner_errors_name_the_engine(engine_file, monkeypatch):
+    trt = fake_tensorrt("10.13.2", [])
+    with pytest.raises(ExportError, match=r"could not deserialize .*level1\.engine: .*another TensorRT version"):
+        trt_build.EngineRunner(fake_tensorrt("11.4.1", []), engine_file, device="cpu")  # built by 10.13.2
+    runner = trt_build.EngineRunner(trt, engine_file, device="cpu")
+    images = sample_inputs(65, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3)
+    with pytest.raises(ExportError, match=r"engine for level1\.engine rejects input shape \(65, 3, 16, 16\)"):
+        runner(images)  # the profile stops at 64
+    monkeypatch.setattr(tensorrt_standin.Context, "execute_async_v3", lambda self, stream: False)
+    with pytest.raises(ExportError, match=r"TensorRT execution failed for level1\.engine"):
+        runner(images[:2])
+    # The serving runtime's error types and label go through the same checks.
+    with pytest.raises(RuntimeError, match="TensorRT execution failed for level 1") as failed:
+        trt_build.EngineRunner(trt, engine_file, device="cpu", label="level 1", run_error=RuntimeError)(images[:2])
+    assert type(failed.value) is RuntimeError
+    with pytest.raises(ValueError, match="engine for level 1 rejects input shape"):
+        trt_build.EngineRunner(trt, engine_file, device="cpu", label="level 1", source_error=ValueError)(images)
+    monkeypatch.setattr(tensorrt_standin.Engine, "get_tensor_dtype", lambda self, name: tensorrt_standin.DataType.FP8)
+    with pytest.raises(ExportError, match="engine tensor 'images' has unsupported dtype FP8"):
+        trt_build.EngineRunner(trt, engine_file, device="cpu")
+
+
+def test_engine_runner_refuses_an_engine_without_hjepa_tensors(tmp_path):
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "identity.engine"
+    path.write_bytes(tensorrt_standin.engine_bytes(model.SerializeToString(), "11.4.1"))
+    with pytest.raises(ExportError, match=r"identity\.engine has tensors \['x', 'y'\]; expected 'images', 'tokens'"):
+        trt_build.EngineRunner(fake_tensorrt("11.4.1", []), path, device="cpu")
 
 
 def _real_tensorrt_available() -> bool:

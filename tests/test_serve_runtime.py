@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import io
 import json
 import sys
-import types
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import tensorrt_standin  # tests/tensorrt_standin.py: pytest puts tests/ (no __init__.py) on sys.path
 import torch
 import torch.nn as nn
 from PIL import Image
@@ -216,99 +215,31 @@ def test_provider_choice() -> None:
     assert set(BACKENDS) >= {"torch", "onnxruntime:cpu", "tensorrt"}
 
 
-# TensorRT: a stand-in module with the TensorRT 10 runtime API. Its "engine" file holds ONNX bytes, run with
-# onnxruntime on buffers found through the raw addresses the runtime binds, so the data path is exercised for real.
-class FakeDataType:
-    def __init__(self, name: str) -> None:
-        self.name = name
+# TensorRT: tests/tensorrt_standin.py, whose engines are ONNX bytes run with onnxruntime on the buffers the shared
+# EngineRunner binds through raw addresses, so the data path is exercised for real.
+def write_engine(onnx_path: Path, engine_path: Path) -> None:
+    engine_path.write_bytes(tensorrt_standin.engine_bytes(onnx_path.read_bytes(), "10.0-standin"))
 
 
-class FakeEngine:
-    def __init__(self, blob: bytes, calls: list) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-        self.names = ["images", "tokens", "pooled"]
-        self.num_io_tensors = 3
-        self.calls = calls
-
-    def get_tensor_name(self, index: int) -> str:
-        return self.names[index]
-
-    def get_tensor_dtype(self, name: str) -> FakeDataType:
-        return FakeDataType("FLOAT")
-
-    def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
-        return [(1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16)]
-
-    def create_execution_context(self) -> FakeContext:
-        return FakeContext(self)
-
-
-class FakeContext:
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine, self.shape, self.addresses = engine, None, {}
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        self.shape = tuple(shape)
-        # Shape inference, as TensorRT does it when the input shape is set: here by running zeros once.
-        outputs = self.engine.session.run(["tokens", "pooled"], {"images": np.zeros(shape, np.float32)})
-        self.output_shapes = {"tokens": outputs[0].shape, "pooled": outputs[1].shape}
-        return 1 <= shape[0] <= 4
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return self.output_shapes[name]
-
-    def set_tensor_address(self, name: str, address: int) -> bool:
-        self.addresses[name] = address
-        return True
-
-    def execute_async_v3(self, stream: int) -> bool:
-        def view(name: str, shape: tuple[int, ...]) -> np.ndarray:
-            buffer = (ctypes.c_float * int(np.prod(shape))).from_address(self.addresses[name])
-            return np.ctypeslib.as_array(buffer).reshape(shape)
-
-        images = view("images", self.shape).copy()
-        tokens, pooled = self.engine.session.run(["tokens", "pooled"], {"images": images})
-        view("tokens", tokens.shape)[...] = tokens
-        view("pooled", pooled.shape)[...] = pooled
-        self.engine.calls.append(self.shape[0])
-        return True
-
-
-def fake_tensorrt(calls: list) -> types.ModuleType:
-    module = types.ModuleType("tensorrt")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            self.level = level
-
-    class Runtime:
-        def __init__(self, logger: Logger) -> None:
-            self.logger = logger
-
-        def deserialize_cuda_engine(self, blob: bytes) -> FakeEngine | None:
-            return FakeEngine(blob, calls) if blob.startswith(b"\x08") else None  # an ONNX protobuf starts 0x08
-
-    module.Logger, module.Runtime, module.__version__ = Logger, Runtime, "10.0-standin"
-    return module
-
-
-def test_tensorrt_runtime_with_a_stand_in_module(torch_runtime, export_dir, tmp_path, monkeypatch) -> None:
-    calls: list[int] = []
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(calls))
+@pytest.fixture
+def standin_tensorrt(monkeypatch) -> list[int]:
+    """The stand-in as ``tensorrt`` and CPU as the engines' device; returns the batch of each engine run."""
+    runs: list[int] = []
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_standin.tensorrt_module(runs=runs))
     monkeypatch.setattr(runtime_tensorrt, "cuda_device", lambda device: torch.device("cpu"))
+    return runs
+
+
+def test_tensorrt_runtime_with_a_stand_in_module(torch_runtime, export_dir, tmp_path, standin_tensorrt) -> None:
     engine = tmp_path / "level0.engine"
-    engine.write_bytes((export_dir / "level0.onnx").read_bytes())
+    write_engine(export_dir / "level0.onnx", engine)
     metadata = json.loads((export_dir / "manifest.json").read_text())["levels"]["0"]["metadata"]
     (tmp_path / "level0.engine.json").write_text(json.dumps({"metadata": metadata, "tensorrt_version": "10"}))
     runtime = open_runtime(engine)
     assert runtime.backend == "tensorrt" and runtime.levels == [0] and runtime.max_batch == 4
     images = sample_images() * 2  # 6 images: chunks of 4 and 2, the profile's largest batch
     tokens, pooled = runtime.embed(images, 0)
-    assert calls == [4, 2]
+    assert standin_tensorrt == [4, 2]
     expected_tokens, expected_pooled = torch_runtime.embed(images, 0)
     np.testing.assert_allclose(pooled, expected_pooled, atol=1e-4)
     np.testing.assert_allclose(tokens, expected_tokens, atol=1e-4)
@@ -316,7 +247,7 @@ def test_tensorrt_runtime_with_a_stand_in_module(torch_runtime, export_dir, tmp_
     manifest = json.loads((export_dir / "manifest.json").read_text())
     for level, entry in manifest["levels"].items():
         (tmp_path / f"level{level}.onnx").write_bytes((export_dir / entry["onnx"]).read_bytes())
-        (tmp_path / f"level{level}.engine").write_bytes((export_dir / entry["onnx"]).read_bytes())
+        write_engine(export_dir / entry["onnx"], tmp_path / f"level{level}.engine")
         entry["engine"] = f"level{level}.engine"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     runtime = open_runtime(tmp_path)
@@ -329,6 +260,34 @@ def test_tensorrt_runtime_with_a_stand_in_module(torch_runtime, export_dir, tmp_
         open_runtime(tmp_path / "bad.engine")
 
 
+def test_tensorrt_uint8_engine_gets_pixels(torch_runtime, tmp_path, standin_tensorrt) -> None:
+    export_level(torch_runtime, 1, tmp_path / "level1.onnx", uint8=True)
+    write_engine(tmp_path / "level1.onnx", tmp_path / "level1.engine")
+    runtime = open_runtime(tmp_path / "level1.engine")  # metadata from the .onnx file beside it
+    assert runtime.metadata.input_format == "uint8_nhwc" and runtime.runners[1].input_dtype == torch.uint8
+    images = sample_images()
+    tokens, pooled = runtime.embed(images, 1)
+    expected_tokens, expected_pooled = torch_runtime.embed(images, 1)
+    np.testing.assert_allclose(pooled, expected_pooled, atol=1e-4)
+    np.testing.assert_allclose(tokens, expected_tokens, atol=1e-4)
+    assert standin_tensorrt == [3]
+
+
+def test_tensorrt_engine_failures_keep_their_error_types(export_dir, tmp_path, standin_tensorrt, monkeypatch) -> None:
+    (tmp_path / "level0.onnx").write_bytes((export_dir / "level0.onnx").read_bytes())  # the engine's metadata
+    write_engine(tmp_path / "level0.onnx", tmp_path / "level0.engine")
+    runtime = open_runtime(tmp_path / "level0.engine")
+    batch = runtime.preprocess(sample_images() * 2)
+    # A batch outside the engine's profile is a problem with the source (a ValueError the app shows the user) ...
+    with pytest.raises(RuntimeSourceError, match=r"engine for level 0 rejects input shape \(6, 3, 16, 16\)"):
+        runtime._forward(batch, 0)
+    # ... a failed execution is not: a plain RuntimeError.
+    monkeypatch.setattr(tensorrt_standin.Context, "execute_async_v3", lambda self, stream: False)
+    with pytest.raises(RuntimeError, match="TensorRT execution failed for level 0") as failed:
+        runtime.embed(sample_images(), 0)
+    assert not isinstance(failed.value, ValueError) and standin_tensorrt == []
+
+
 def test_tensorrt_missing_package_or_cuda_is_reported(export_dir, tmp_path, monkeypatch) -> None:
     engine = tmp_path / "level0.engine"
     engine.write_bytes(b"engine")
@@ -337,7 +296,7 @@ def test_tensorrt_missing_package_or_cuda_is_reported(export_dir, tmp_path, monk
         open_runtime(engine)
     with pytest.raises(RuntimeUnavailableError, match="tensorrt"):
         open_runtime(export_dir, backend="tensorrt")
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt([]))
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_standin.tensorrt_module())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeUnavailableError, match="NVIDIA GPU with CUDA"):
         open_runtime(engine)

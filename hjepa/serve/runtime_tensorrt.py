@@ -1,10 +1,11 @@
 """``TensorRTRuntime``: serialized TensorRT engines run through the TensorRT 10/11 tensor-address API.
 
-Buffers are torch CUDA tensors (no pycuda): inputs are copied to the device, ``set_input_shape`` fixes the batch,
-``set_tensor_address`` binds every I/O tensor, ``execute_async_v3`` runs on torch's current stream. A serialized
-engine has no room for metadata; it is read from its sidecar ``level{K}.engine.json``, the export's ``manifest.json``
-or the ``.onnx`` file beside it. Without the ``tensorrt`` package or without CUDA, opening an engine raises
-``RuntimeUnavailableError`` saying which one is missing.
+Each level's engine is an ``hjepa.export.tensorrt_build.EngineRunner``, the runner export verification uses too:
+buffers are torch CUDA tensors (no pycuda), ``set_input_shape`` fixes the batch, ``set_tensor_address`` binds every
+I/O tensor, ``execute_async_v3`` runs on torch's current stream. A serialized engine has no room for metadata; it is
+read from its sidecar ``level{K}.engine.json``, the export's ``manifest.json`` or the ``.onnx`` file beside it.
+Without the ``tensorrt`` package or without CUDA, opening an engine raises ``RuntimeUnavailableError`` saying which
+one is missing.
 """
 
 from __future__ import annotations
@@ -28,19 +29,6 @@ from hjepa.serve.metadata import (
     read_manifest,
 )
 from hjepa.serve.runtime import Runtime
-
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("tokens", "pooled")
-# TensorRT DataType member name -> torch dtype of the buffer bound to it.
-TORCH_DTYPES = {
-    "FLOAT": torch.float32,
-    "HALF": torch.float16,
-    "BF16": torch.bfloat16,
-    "UINT8": torch.uint8,
-    "INT8": torch.int8,
-    "INT32": torch.int32,
-    "INT64": torch.int64,
-}
 
 
 def import_tensorrt() -> ModuleType:
@@ -82,12 +70,8 @@ def tensorrt_usable(device: str = "auto") -> bool:
     return True
 
 
-def _dtype_name(dtype: Any) -> str:
-    return getattr(dtype, "name", str(dtype).rsplit(".", 1)[-1])
-
-
 class TensorRTRuntime(Runtime):
-    """One deserialized engine and execution context per served level."""
+    """One ``EngineRunner`` (deserialized engine and execution context) per served level."""
 
     def __init__(
         self,
@@ -100,31 +84,22 @@ class TensorRTRuntime(Runtime):
         super().__init__()
         trt = import_tensorrt()
         self.device = cuda_device(device)
-        self.trt = trt
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.trt_runtime = trt.Runtime(self.logger)
-        self.engines: dict[int, Any] = {}
-        self.contexts: dict[int, Any] = {}
-        max_batches = []
-        for level, path in sorted(files.items()):
-            engine = self.trt_runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is None:
-                raise RuntimeSourceError(
-                    f"TensorRT could not deserialize {path}: not an engine, or built by another TensorRT version / GPU"
-                )
-            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-            if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= set(names):
-                raise RuntimeSourceError(f"{path} has tensors {names}; expected '{INPUT_NAME}', 'tokens', 'pooled'")
-            self.engines[level] = engine
-            self.contexts[level] = engine.create_execution_context()
-            # Profile 0's largest batch bounds every chunk; a static engine reports its fixed batch here.
-            max_shape = engine.get_tensor_profile_shape(INPUT_NAME, 0)[2]
-            max_batches.append(int(max_shape[0]))
+        # Imported here rather than at the top: hjepa.export loads the whole exporter (onnx, torch.onnx), seconds
+        # that opening an export with onnxruntime, which also imports this module, should not pay.
+        from hjepa.export.tensorrt_build import EngineRunner
+
+        # A bad engine is the user's source (RuntimeSourceError); a failed execution is not (RuntimeError).
+        self.runners = {
+            level: EngineRunner(trt, path, device=self.device, label=f"level {level}",
+                                source_error=RuntimeSourceError, run_error=RuntimeError)
+            for level, path in sorted(files.items())
+        }
         self.source = source or str(next(iter(files.values())))
         self.metadata = metadata_from_levels(per_level_metadata, self.source)
         self.config = _config_or_none(config)
         self.identity = hashlib.sha256("".join(_sha256(p) for p in files.values()).encode()).hexdigest()
-        self.max_batch = max(1, min(max_batches))
+        # Profile 0's largest batch bounds every chunk.
+        self.max_batch = max(1, min(runner.max_batch for runner in self.runners.values()))
         self.backend = "tensorrt"
 
     @staticmethod
@@ -159,35 +134,11 @@ class TensorRTRuntime(Runtime):
             raise RuntimeSourceError(f"metadata of {path} has no integer 'level'") from None
         return cls({level: path}, {level: meta}, device, source=str(path))
 
-    def _stream(self) -> int:
-        if self.device.type == "cuda":
-            return torch.cuda.current_stream(self.device).cuda_stream
-        return 0  # only with a stand-in tensorrt module in tests, where no stream exists
-
-    def _torch_dtype(self, engine: Any, name: str) -> torch.dtype:
-        dtype = _dtype_name(engine.get_tensor_dtype(name))
-        if dtype not in TORCH_DTYPES:
-            raise RuntimeSourceError(f"engine tensor {name!r} has unsupported dtype {dtype}")
-        return TORCH_DTYPES[dtype]
-
-    @torch.no_grad()
     def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
-        engine, context = self.engines[level], self.contexts[level]
-        input_dtype = self._torch_dtype(engine, INPUT_NAME)
-        host = self.to_pixels(batch) if input_dtype == torch.uint8 else batch
-        images = torch.from_numpy(np.ascontiguousarray(host)).to(self.device, input_dtype).contiguous()
-        if not context.set_input_shape(INPUT_NAME, tuple(images.shape)):
-            raise RuntimeSourceError(f"engine for level {level} rejects input shape {tuple(images.shape)}")
-        context.set_tensor_address(INPUT_NAME, images.data_ptr())
-        outputs = {}
-        for name in OUTPUT_NAMES:
-            shape = tuple(int(v) for v in context.get_tensor_shape(name))
-            outputs[name] = torch.empty(shape, dtype=self._torch_dtype(engine, name), device=self.device)
-            context.set_tensor_address(name, outputs[name].data_ptr())
-        if not context.execute_async_v3(self._stream()):
-            raise RuntimeError(f"TensorRT execution failed for level {level}")
-        # .cpu() waits for the stream: the copy is ordered after the engine's kernels on the same stream.
-        return outputs["tokens"].float().cpu().numpy(), outputs["pooled"].float().cpu().numpy()
+        runner = self.runners[level]
+        # An engine that normalises inside takes the uint8 pixels the batch was made from.
+        tokens, pooled = runner(self.to_pixels(batch) if runner.input_dtype == torch.uint8 else batch)
+        return tokens, pooled
 
 
 def engine_metadata(engine_path: Path) -> dict[str, Any]:
