@@ -6,7 +6,9 @@ architecture sets the speed; pass --checkpoint to time trained quickstart weight
 get the same number of intra-op threads. The onnxruntime rows run the graph ``hjepa-export`` writes (attention
 blocks fused into ``com.microsoft.Attention``, ``hjepa/export/fuse.py``); the "unfused" rows the traced graph, for
 comparison. Each row also gives the error against eager on the same batch, and the quickstart int8 rows the k-NN
-top-1 of int8 vs fp32 features on Fashion-MNIST.
+top-1 of int8 vs fp32 features on Fashion-MNIST. The two "floor" rows time the level's weight products alone in fp32
+and int8 on onnxruntime (``gemm_floor.py``), in the same rounds: their "vs eager" column is the largest speed-up
+onnxruntime's kernels allow on this machine, whatever the rest of the graph does.
 
     python benchmarks/inference.py            # 2 threads, CPU; ~5 minutes on 2 cores
     python benchmarks/inference.py --quick    # fewer repeats, smaller k-NN subsets
@@ -30,6 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import print_table, write_json  # noqa: E402
+from gemm_floor import floor_runner, save_floor_models  # noqa: E402
 
 from hjepa.config import load_config  # noqa: E402
 from hjepa.data import dataset_stats  # noqa: E402
@@ -47,6 +50,7 @@ SETTINGS = {
                            "model.num_levels=1", "model.predictor_depth=1"]),
 }
 Run = Callable[[np.ndarray], object]
+FLOOR = "floor: weight GEMMs only"  # rows that time gemm_floor.py's graph: the bound, not a backend
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,6 +99,11 @@ def backends(
         for name, path in files:
             session = ort_session(path, args.threads, spinning=False)  # idle threads sleep, as torch's
             runs[name] = lambda x, s=session: s.run(None, {"images": x})
+        floor_fp32, floor_int8, floor = save_floor_models(module, example, folder)
+        notes.append(f"{module.grid[0] * module.grid[1]}-token setting: GEMM floor of {floor['products']} weight "
+                     f"products, {floor['gmacs_per_image']:.3f} GMAC per image")
+        for name, path in ((FLOOR + " fp32", floor_fp32), (FLOOR + " int8", floor_int8)):
+            runs[name] = floor_runner(ort_session(path, args.threads, spinning=False))
         return runs
     try:
         trt = trt_build.require_tensorrt()
@@ -161,12 +170,13 @@ def bench_setting(name: str, args: argparse.Namespace, notes: list[str]) -> tupl
         latency = interleaved_medians(runs, one, repeats[0], device)
         batch_time = interleaved_medians(runs, many, repeats[1], device)
         for backend, run in runs.items():
-            figures = compare(reference, outputs(run(probe)))
             row = {"setting": name, "backend": backend, "latency_ms": latency[backend] * 1000,
-                   "images_per_s": args.batch / batch_time[backend], "max_abs_err": figures["tokens"]["max_abs_err"],
-                   "min_cosine": figures["tokens"]["min_cosine"]}
+                   "images_per_s": args.batch / batch_time[backend]}
+            if not backend.startswith(FLOOR):
+                figures = compare(reference, outputs(run(probe)))
+                row |= {"max_abs_err": figures["tokens"]["max_abs_err"], "min_cosine": figures["tokens"]["min_cosine"]}
             rows.append(row)
-            print(f"  {name:<12} {backend:<17} {row['latency_ms']:8.2f}ms {row['images_per_s']:9.1f} img/s", flush=True)
+            print(f"  {name:<12} {backend:<28} {row['latency_ms']:8.2f}ms {row['images_per_s']:9.1f} img/s", flush=True)
         if name == "quickstart" and args.device == "cpu":
             counts = (1000, 500) if args.quick else (5000, 2000)
             knn = int8_knn(ort_session(Path(tmp) / "fp32.onnx", args.threads),
@@ -210,7 +220,10 @@ def main() -> None:
                      "onnxruntime": "CPU EP, ORT_ENABLE_ALL, intra-op threads = --threads, inter-op 1, no spinning; "
                                     "'unfused' rows: the traced graph without fuse.py's Attention nodes",
                      "torch": "eager under torch.inference_mode(), torch.set_num_threads(--threads), "
-                              "OMP_WAIT_POLICY=PASSIVE"},
+                              "OMP_WAIT_POLICY=PASSIVE",
+                     "floor": "benchmarks/gemm_floor.py: the level's weight MatMuls alone (patch embedding, qkv, "
+                              "projection, MLP, head) on onnxruntime, fp32 and quantize_int8, IO-bound buffers; "
+                              "eager / floor = the largest speed-up those kernels allow"},
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "timm": timm.__version__},
         "rows": rows, "int8_knn": knn, "notes": notes,
     })
