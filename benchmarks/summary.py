@@ -41,7 +41,7 @@ def main() -> None:
     if inference:
         for row in inference.get("rows", []):
             lines.append(
-                f"inference: {row['setting']:<12} {row['backend']:<26} {row['latency_ms']:8.2f} ms batch 1 "
+                f"inference: {row['setting']:<12} {row['backend']:<30} {row['latency_ms']:8.2f} ms batch 1 "
                 f"(x{row.get('latency_speedup', float('nan')):.2f} eager) {row['images_per_s']:9.1f} img/s batched"
             )
     print("\n".join(lines) if lines else "no results yet: run a benchmark first")
