@@ -172,7 +172,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        return _build(cls, data, "")
+        cfg = _build(cls, data, "")
+        _check_values(cfg)
+        return cfg
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -195,7 +197,11 @@ class Config:
                 node = node[part]
             if parts[-1] not in node:
                 raise ConfigError(f"unknown config key {key.strip()!r} in override {assignment!r}")
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+            try:
+                node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError as exc:
+                reason = " ".join(str(exc).split())
+                raise ConfigError(f"config key {key.strip()!r}: {raw!r} is not a valid YAML value ({reason})") from None
         return Config.from_dict(data)
 
 
@@ -212,7 +218,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(key) for key in data if key not in names)  # YAML keys may be numbers or booleans
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix + unknown[0]!r}; valid keys in this section: {', '.join(sorted(names))}"
@@ -270,6 +276,39 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
         return value
     raise ConfigError(f"config key {key!r} has an unsupported type {tp!r}")  # pragma: no cover
+
+
+# Integer settings with a lower bound (and an upper one where given): checked at load time, so a value that cannot
+# work (log_every=0 divides by zero at the first step; steps=-1 "trains" nothing and reports success) fails before
+# anything is built or written, with the key named.
+_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "model.img_size": (1, None),
+    "model.patch_size": (1, None),
+    "model.in_chans": (1, None),
+    "model.num_levels": (1, 4),
+    "masks.min_keep": (0, None),
+    "masks.max_attempts": (0, None),
+    "data.batch_size": (1, None),
+    "data.num_workers": (0, None),
+    "optim.warmup_steps": (0, None),
+    "train.steps": (1, None),
+    "train.log_every": (1, None),
+    "train.checkpoint_every": (1, None),
+    "train.keep_last": (0, None),
+    "train.knn_every": (0, None),
+    "train.knn_train_samples": (1, None),
+    "train.knn_test_samples": (1, None),
+    "eval.batch_size": (1, None),
+}
+
+
+def _check_values(cfg: Config) -> None:
+    for key, (low, high) in _INT_BOUNDS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value < low or (high is not None and value > high):
+            expected = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ConfigError(f"config key {key!r} must be {expected}, got {value}")
 
 
 def preset_names() -> list[str]:

@@ -34,6 +34,9 @@ def test_list_presets():
         (["--set", "model.num_levels=4"], "not divisible"),
         (["--set", "model.num_levels=3"], "single 4x4 cell"),
         (["--resume"], "does not exist"),
+        (["--set", "train.log_every=0"], "'train.log_every' must be >= 1"),
+        (["--set", "optim.lr=[1e-3"], "'optim.lr'"),
+        (["--stop-after", "0"], "--stop-after"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(tmp_path, args, message):
@@ -56,3 +59,20 @@ def test_stop_after_then_resume_through_the_cli(tmp_path):
     assert code == 0
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
+
+
+def test_out_dir_is_used_verbatim(tmp_path, monkeypatch):
+    # --out went through YAML parsing as a --set value: a run directory named 2024 was read as an integer and
+    # refused ("train.out_dir expects a string").
+    monkeypatch.chdir(tmp_path)
+    code, output = run("--config", "digits-debug", "--out", "2024", "--stop-after", "1")
+    assert code == 0, output
+    assert (tmp_path / "2024" / "checkpoints" / "last.pt").is_file()
+
+
+def test_out_dir_that_is_a_file_is_a_one_line_error(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    code, output = run("--config", "digits-debug", "--out", taken)
+    assert code == 1 and output.startswith("Error: ") and "not a directory" in output
+    assert output.strip().count("\n") == 0 and taken.read_text() == "keep me"

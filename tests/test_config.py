@@ -60,3 +60,41 @@ def test_invalid_yaml(tmp_path):
     path.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.steps=0", "train.steps"),
+        ("train.steps=-1", "train.steps"),
+        ("train.log_every=0", "train.log_every"),
+        ("train.checkpoint_every=0", "train.checkpoint_every"),
+        ("train.keep_last=-1", "train.keep_last"),
+        ("train.knn_every=-2", "train.knn_every"),
+        ("model.num_levels=0", "model.num_levels"),
+        ("model.num_levels=5", "model.num_levels"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("optim.warmup_steps=-1", "optim.warmup_steps"),
+        ("masks.min_keep=-1", "masks.min_keep"),
+    ],
+)
+def test_invalid_values_fail_at_load_time_naming_the_key(override, key):
+    # log_every=0 used to train and then die in ``step % 0`` with a ZeroDivisionError traceback; steps=-1 "trained"
+    # for no step and reported success.
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config("digits-debug", [override])
+
+
+def test_override_that_is_not_valid_yaml_is_a_config_error():
+    # ``--set optim.lr=*x`` (a YAML alias) or an unclosed list used to escape as a yaml ComposerError traceback.
+    for override in ("optim.lr=*x", "masks.target_scale=[0.1, 0.2"):
+        with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+            load_config("digits-debug", [override])
+
+
+def test_non_string_yaml_key_is_named(tmp_path):
+    # A numeric key (``1: 2``) made the unknown-key message itself fail with a TypeError.
+    path = tmp_path / "numeric.yaml"
+    path.write_text("train:\n  1: 2\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.1'"):
+        load_config(path)

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from hjepa.config import load_config
+from hjepa.config import ConfigError, load_config
 from hjepa.models import HJEPA
 from hjepa.train import CheckpointError, NonFiniteLossError, load_checkpoint, load_model, train
 from hjepa.train.checkpoint import atomic_save, save_checkpoint
@@ -186,3 +186,156 @@ def test_optimizer_is_fused_on_the_cpu_and_steps_like_the_per_parameter_loop():
     assert pairs and all(not torch.equal(a, start) for (_, a), _, start in pairs), "every trained weight should move"
     for (name, a), b, _ in pairs:
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def _resume_dir_with(tmp_path, tiny_checkpoint, edit):
+    """A run directory whose last.pt is the tiny checkpoint after ``edit(state)``."""
+    state = load_checkpoint(tiny_checkpoint)
+    edit(state)
+    atomic_save(state, tmp_path / "checkpoints" / "last.pt")
+    return tmp_path
+
+
+def test_resume_never_unpickles_the_rng_state(tmp_path, tiny_checkpoint):
+    # The numpy RNG state used to be stored as pickled bytes and restored with pickle.loads: a crafted last.pt ran
+    # arbitrary code on --resume although the checkpoint itself was read with weights_only=True.
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    payload = torch.frombuffer(bytearray(pickle.dumps(Evil())), dtype=torch.uint8)
+    run = _resume_dir_with(tmp_path / "run", tiny_checkpoint, lambda s: s["rng"].__setitem__("numpy", payload))
+    with pytest.raises(CheckpointError, match="rng"):
+        train(debug_cfg(run), resume=True)
+    assert not marker.exists()
+
+
+def test_new_checkpoints_hold_no_pickled_bytes_and_restore_every_rng(tmp_path):
+    import random
+
+    import numpy as np
+
+    from hjepa.train.checkpoint import restore_rng_state, rng_state
+
+    random.seed(3)
+    np.random.seed(4)
+    torch.manual_seed(5)
+    random.gauss(0, 1)  # leaves a cached second gaussian in Python's state
+    np.random.standard_normal()  # and in numpy's
+    saved = rng_state()
+    assert all(isinstance(v, (torch.Tensor, int, float, type(None))) for group in saved.values()
+               for v in (group.values() if isinstance(group, dict) else [group]))
+    expected = (random.gauss(0, 1), float(np.random.standard_normal()), float(torch.rand(1)))
+    restore_rng_state(saved)
+    assert (random.gauss(0, 1), float(np.random.standard_normal()), float(torch.rand(1))) == expected
+    # Checkpoints written before held numpy's state as a pickled tuple; it still loads, through an allow-list.
+    np.random.seed(4)
+    pickled = torch.frombuffer(bytearray(pickle.dumps(np.random.get_state())), dtype=torch.uint8)
+    legacy = {**rng_state(), "numpy": pickled}
+    draws = np.random.rand(3)
+    restore_rng_state(legacy)
+    assert (np.random.rand(3) == draws).all()
+
+
+def test_resume_between_log_steps_reproduces_the_metrics_and_knn(tmp_path):
+    # Stopping at step 3 with log_every=2 wrote a record for step 3 alone and restarted the averaging window on
+    # resume, so the resumed metrics.jsonl had an extra record and a different step-4 loss than the full run.
+    sets = ["train.knn_every=2", "train.knn_train_samples=40", "train.knn_test_samples=20"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(debug_cfg(full, *sets))
+    train(debug_cfg(part, *sets), stop_at=3)
+    train(debug_cfg(part, *sets), resume=True)
+    timing = {"time", "images_per_s", "data_time", "memory_gb"}
+
+    def records(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+    assert [r["step"] for r in records(full)] == [2, 2, 4, 4, 6, 6]  # loss and k-NN records
+    assert records(part) == records(full)
+
+
+def test_resume_after_a_crash_between_log_steps_keeps_the_averaging_window(tmp_path, monkeypatch):
+    # A crash after the periodic checkpoint at step 3 (log_every=2): the step-4 record of the resumed run must still
+    # average steps 3 and 4, as the uninterrupted run's does.
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(debug_cfg(full))
+    original = HJEPA.forward
+
+    def crash_at_4(self, images, masks, step=0):
+        if step == 4:
+            raise KeyboardInterrupt
+        return original(self, images, masks, step)
+
+    monkeypatch.setattr(HJEPA, "forward", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(debug_cfg(part))
+    monkeypatch.setattr(HJEPA, "forward", original)
+    train(debug_cfg(part), resume=True)
+    assert losses(part) == losses(full)
+
+
+def test_a_failing_start_leaves_an_existing_run_untouched(tmp_path):
+    train(debug_cfg(tmp_path, "train.steps=2"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "metrics.jsonl", tmp_path / "config.yaml")}
+    # Fails while building the masks (one 4x4 cell); used to delete metrics.jsonl and rewrite config.yaml first.
+    with pytest.raises(ValueError, match="single 4x4 cell"):
+        train(debug_cfg(tmp_path, "train.steps=2", "model.num_levels=3"))
+    with pytest.raises(ValueError, match="min_keep"):  # same for a resume whose masks cannot be made
+        train(debug_cfg(tmp_path, "train.steps=4", "masks.min_keep=16"), resume=True)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+def test_out_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("not a directory")
+    with pytest.raises(ConfigError, match="not a directory"):
+        train(debug_cfg(path))
+    assert path.read_text() == "not a directory"
+
+
+def test_stop_at_must_be_a_positive_step(tmp_path):
+    with pytest.raises(ConfigError, match="stop"):
+        train(debug_cfg(tmp_path), stop_at=0)
+    assert not tmp_path.joinpath("config.yaml").exists()
+
+
+def test_resuming_a_finished_run_reports_its_final_loss(tmp_path):
+    first = train(debug_cfg(tmp_path))
+    again = train(debug_cfg(tmp_path), resume=True)
+    assert again.final_loss == first.final_loss  # was nan: no step ran
+
+
+def test_resume_with_a_damaged_checkpoint_entry_is_a_checkpoint_error(tmp_path, tiny_checkpoint):
+    run = _resume_dir_with(tmp_path, tiny_checkpoint, lambda s: s.pop("optimizer"))
+    with pytest.raises(CheckpointError, match="optimizer"):
+        train(debug_cfg(run), resume=True)
+
+
+def test_result_counts_the_steps_actually_run(tmp_path):
+    # --stop-after 3 printed "steps: 6" (the configured total) although the run stopped at step 3.
+    assert train(debug_cfg(tmp_path), stop_at=3).steps == 3
+    assert train(debug_cfg(tmp_path), resume=True).steps == 6
+
+
+def test_checkpoints_are_readable_as_the_umask_allows(tmp_path):
+    # mkstemp creates files with mode 0600, so atomic writes left every checkpoint unreadable to the group and to
+    # other users (a serving or evaluation job under another account) where torch.save gives 0644.
+    old = os.umask(0o022)
+    try:
+        atomic_save({"x": torch.zeros(1)}, tmp_path / "a.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_resume_survives_a_half_written_metrics_line(tmp_path):
+    # A run killed while appending to metrics.jsonl leaves a partial last line; resuming then failed in json.loads
+    # and could not continue at all until the file was edited by hand.
+    train(debug_cfg(tmp_path), stop_at=4)
+    with (tmp_path / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 5, "los')
+    train(debug_cfg(tmp_path), resume=True)
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]

@@ -30,8 +30,9 @@ def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resu
         click.echo("\n".join(preset_names()))
         return
     with user_errors():
-        extra = [f"train.out_dir={out_dir}"] if out_dir else []
-        cfg = load_config(config_name, [*overrides, *extra])
+        cfg = load_config(config_name, list(overrides))
+        if out_dir:  # a path, taken verbatim: through --set it would be parsed as YAML (a folder named 2024 -> int)
+            cfg.train.out_dir = out_dir
         from hjepa.train import train
 
         result = train(cfg, resume=resume, stop_at=stop_after)

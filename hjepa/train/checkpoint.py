@@ -29,23 +29,69 @@ class CheckpointError(ValueError):
 
 
 def rng_state() -> dict[str, Any]:
+    """Every global RNG as tensors and plain numbers, so the checkpoint loads with ``weights_only=True`` and nothing
+    is ever unpickled (the numpy state used to be pickled bytes, which ``pickle.loads`` would run on resume)."""
+    numpy_state = np.random.get_state(legacy=False)
+    _, python_internal, python_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.frombuffer(pickle.dumps(np.random.get_state()), dtype=np.uint8).copy()),
-        "python": torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": torch.tensor(python_internal, dtype=torch.int64),
+        "python_gauss": python_gauss,  # the cached second value of random.gauss, or None
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+class _NumpyStateUnpickler(pickle.Unpickler):
+    """Reads the numpy RNG state of checkpoints written before it was stored as tensors: a tuple of numbers and one
+    uint32 array. Only numpy's array reconstruction is allowed; anything else is refused, never called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _numpy_state(saved: Any) -> Any:
+    if isinstance(saved, dict):
+        return {
+            "bit_generator": "MT19937",
+            "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": int(saved["pos"])},
+            "has_gauss": int(saved["has_gauss"]),
+            "gauss": float(saved["gauss"]),
+        }
+    import io
+
+    return _NumpyStateUnpickler(io.BytesIO(saved.numpy().tobytes())).load()  # the legacy pickled tuple
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    # numpy's state is our own pickle of a tuple of ints and an array, written by rng_state above.
-    np.random.set_state(pickle.loads(state["numpy"].numpy().tobytes()))  # noqa: S301
-    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None))
+    """Restore what :func:`rng_state` saved; a damaged or unsafe entry raises :class:`CheckpointError`."""
+    try:
+        numpy_state = _numpy_state(state["numpy"])
+        python_state = (3, tuple(int(v) for v in state["python"].tolist()), state.get("python_gauss"))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError, RuntimeError, EOFError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        raise CheckpointError(f"checkpoint rng state is damaged or unsafe ({reason})") from None
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
@@ -53,7 +99,12 @@ def atomic_save(obj: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 minus the umask), or checkpoints
+        # are unreadable to evaluation and serving jobs running under another account.
         with os.fdopen(fd, "wb") as handle:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(handle.fileno(), 0o666 & ~umask)
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())

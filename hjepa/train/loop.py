@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from hjepa import dist
-from hjepa.config import Config
+from hjepa.config import Config, ConfigError
 from hjepa.data import PretrainAugment, TrainBatches, batch_generator, build_dataset
 from hjepa.device import resolve_device
 from hjepa.masks import MaskBatch, build_mask_generator
@@ -44,6 +44,10 @@ def masks_to(masks: MaskBatch, device: torch.device) -> MaskBatch:
     return masks.to(device)
 
 
+# What a resumable checkpoint must hold, by type (a damaged file otherwise fails deep inside torch with a KeyError).
+_ENTRY_TYPES: dict[str, type] = {"step": int, "model": dict, "optimizer": dict, "rng": dict}
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
@@ -51,7 +55,7 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainResult:
     out_dir: Path
-    steps: int
+    steps: int  # the step the run ended at (the stop step when it stopped early)
     final_loss: float
     history: list[dict] = field(default_factory=list)
     knn: dict | None = None
@@ -84,12 +88,17 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
     ``stop_at`` ends the run early after that step (with a checkpoint) without changing the schedules, as a time-limited
     job would; ``resume=True`` later continues exactly where it stopped.
     """
+    if stop_at is not None and stop_at < 1:
+        raise ConfigError(f"the stop step (--stop-after) must be >= 1, got {stop_at}")
+    out_dir = Path(cfg.train.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    for folder in (out_dir, ckpt_dir):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"run directory {folder} exists and is not a directory (train.out_dir / --out)")
     device = resolve_device(cfg.train.device)
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank())
-    out_dir = Path(cfg.train.out_dir)
-    ckpt_dir = out_dir / "checkpoints"
     seed_everything(cfg.train.seed)
 
     dataset = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
@@ -100,28 +109,34 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
     model.set_momentum_schedule(schedules.momentum)
     optimizer = build_optimizer(model, cfg.optim, device)
 
-    start_step = 0
+    start_step, last_loss = 0, math.nan
+    # The metrics window (sums over the steps since the last log record) travels in the checkpoint, so a run resumed
+    # between two log steps writes the same averages as an uninterrupted one.
+    window: dict[str, torch.Tensor] = {}
+    window_steps = 0
     if resume and (ckpt_dir / "last.pt").exists():
-        state = load_checkpoint(ckpt_dir / "last.pt")
+        last = ckpt_dir / "last.pt"
+        state = load_checkpoint(last)
+        missing = [key for key, kind in _ENTRY_TYPES.items() if not isinstance(state.get(key), kind)]
+        if missing:
+            raise CheckpointError(f"cannot resume {last}: it has no usable {', '.join(missing)} entry")
         saved = checkpoint_config(state)
         if saved.model != cfg.model:
-            raise CheckpointError(f"cannot resume {ckpt_dir / 'last.pt'}: its model config differs from this run's")
-        load_model_state(model, state["model"], source=str(ckpt_dir / "last.pt"))
-        optimizer.load_state_dict(state["optimizer"])
+            raise CheckpointError(f"cannot resume {last}: its model config differs from this run's")
+        load_model_state(model, state["model"], source=str(last))
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"cannot resume {last}: its optimizer state does not fit ({reason})") from None
         restore_rng_state(state["rng"])
         start_step = int(state["step"])
+        last_loss = float(state.get("loss", math.nan))
+        saved_window = state.get("metrics_window") or {}
+        window = {k: v.to(device) for k, v in saved_window.get("sums", {}).items()}
+        window_steps = int(saved_window.get("steps", 0))
     elif resume:
         raise CheckpointError(f"--resume given but {ckpt_dir / 'last.pt'} does not exist")
-
-    main = dist.is_main()
-    logger = MetricsLogger(out_dir, enabled=main)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(out_dir / "config.yaml")
-        if start_step:
-            logger.truncate_after(start_step)
-        elif logger.path.exists():
-            logger.path.unlink()
 
     runner: torch.nn.Module = model
     if distributed:
@@ -143,16 +158,27 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         on_device=cfg.data.on_device,
         num_workers=cfg.data.num_workers,
     )
+    main = dist.is_main()
     monitor = None
     if cfg.train.knn_every and main:
         monitor = KnnMonitor(cfg, device, cfg.train.knn_train_samples, cfg.train.knn_test_samples)
 
+    # Only now, with everything that can refuse the config built, touch the run directory: a run that fails to start
+    # must not delete the metrics or overwrite the config of the run already there.
+    logger = MetricsLogger(out_dir, enabled=main)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out_dir / "config.yaml")
+        if start_step:
+            logger.truncate_after(start_step)
+        elif logger.path.exists():
+            logger.path.unlink()
+
     # On the CPU a sync is free, so the loss is checked every step; on a GPU only at log steps (no host syncs).
     check_every = 1 if device.type == "cpu" else cfg.train.log_every
     history: list[dict] = []
-    window: dict[str, torch.Tensor] = {}
-    window_steps, data_time, window_start = 0, 0.0, time.perf_counter()
-    last_loss, knn_result = math.nan, None
+    timed_steps, data_time, window_start = 0, 0.0, time.perf_counter()  # throughput: steps run by this process
+    knn_result, done = None, start_step
     bar = tqdm(total=cfg.train.steps, initial=start_step, disable=not (main and cfg.train.progress), desc="train")
     model.train()
     fetch_start = time.perf_counter()
@@ -176,6 +202,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         for key, value in scalars.items():
             window[key] = window.get(key, 0) + value.float()
         window_steps += 1
+        timed_steps += 1
         done = step + 1
 
         # Always check before a checkpoint is written, so a saved checkpoint never holds non-finite weights.
@@ -186,12 +213,13 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step}: {parts}; the last good checkpoint in {ckpt_dir} is intact"
                 )
-        if done % cfg.train.log_every == 0 or done in (cfg.train.steps, stop_at):
+        # Not at stop_at: a record there would average a partial window that the uninterrupted run never writes.
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
             elapsed = time.perf_counter() - window_start
             record = {k: float(v) / window_steps for k, v in window.items()}
             record.update(
-                images_per_s=window_steps * cfg.data.batch_size * dist.world_size() / max(elapsed, 1e-9),
-                data_time=data_time / window_steps,
+                images_per_s=timed_steps * cfg.data.batch_size * dist.world_size() / max(elapsed, 1e-9),
+                data_time=data_time / timed_steps,
                 **collapse_diagnostics(outputs["target_pooled"]),
             )
             if device.type == "cuda":
@@ -199,7 +227,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
             logger.log(done, record)
             history.append({"step": done, **record})
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            window, window_steps, data_time, window_start = {}, 0, 0.0, time.perf_counter()
+            window, window_steps, timed_steps, data_time, window_start = {}, 0, 0, 0.0, time.perf_counter()
         if monitor is not None and (done % cfg.train.knn_every == 0 or done == cfg.train.steps):
             knn_result = monitor(model)
             logger.log(done, {f"knn_top1_k{k}": v["top1"] for k, v in knn_result.items()})
@@ -207,13 +235,17 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
             save_checkpoint(
                 ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,
                 periodic=done % cfg.train.checkpoint_every == 0,
+                extra={
+                    "loss": last_loss,
+                    "metrics_window": {"steps": window_steps, "sums": {k: v.cpu() for k, v in window.items()}},
+                },
             )
         bar.update(1)
         fetch_start = time.perf_counter()
     bar.close()
     logger.close()
     dist.barrier()
-    return TrainResult(out_dir, cfg.train.steps, last_loss, history, knn_result, model)
+    return TrainResult(out_dir, done, last_loss, history, knn_result, model)
 
 
 def unwrap(model: torch.nn.Module) -> HJEPA:
