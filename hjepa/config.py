@@ -311,6 +311,19 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be {expected}, got {value}")
 
 
+def config_differences(before: Config, after: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs, skipping keys that start with an ``ignore``
+    prefix (``"eval."`` skips a section, ``"train.device"`` one key)."""
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): node}
+
+    old, new = flat(before.to_dict()), flat(after.to_dict())
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key) and not key.startswith(ignore)]
+
+
 def preset_names() -> list[str]:
     """Names of the packaged presets in ``hjepa/configs``."""
     return sorted(p.name[:-5] for p in resources.files("hjepa.configs").iterdir() if p.name.endswith(".yaml"))

@@ -42,7 +42,7 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int) -> None:
     with user_errors():
         cfg = load_config(config_name, list(overrides))
         start = time.perf_counter()
-        result = train(cfg)
+        result = train(cfg, overwrite=True)  # the demo always trains from scratch
         train_seconds = time.perf_counter() - start
         device = resolve_device(cfg.train.device)
         # The demo's protocol is fixed: k=20, T=0.07, the whole test split (the run's saved config is untouched).

@@ -76,3 +76,22 @@ def test_out_dir_that_is_a_file_is_a_one_line_error(tmp_path):
     code, output = run("--config", "digits-debug", "--out", taken)
     assert code == 1 and output.startswith("Error: ") and "not a directory" in output
     assert output.strip().count("\n") == 0 and taken.read_text() == "keep me"
+
+
+def test_a_file_system_error_is_a_one_line_error(tmp_path, monkeypatch):
+    import hjepa.train
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "run"))
+
+    monkeypatch.setattr(hjepa.train, "train", unwritable)
+    code, output = run("--config", "digits-debug", "--out", tmp_path / "run")
+    assert code == 1
+    assert output.strip() == f"Error: [Errno 13] Permission denied: '{tmp_path / 'run'}'"
+
+
+def test_a_second_run_into_the_same_out_is_refused_through_the_cli(tmp_path):
+    assert run("--config", "digits-debug", "--out", tmp_path, "--set", "train.steps=1")[0] == 0
+    code, output = run("--config", "digits-debug", "--out", tmp_path, "--set", "train.steps=1")
+    assert code == 1 and "already holds a run" in output and "--overwrite" in output
+    assert run("--config", "digits-debug", "--out", tmp_path, "--set", "train.steps=1", "--overwrite")[0] == 0

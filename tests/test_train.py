@@ -282,7 +282,7 @@ def test_a_failing_start_leaves_an_existing_run_untouched(tmp_path):
     before = {p.name: p.read_bytes() for p in (tmp_path / "metrics.jsonl", tmp_path / "config.yaml")}
     # Fails while building the masks (one 4x4 cell); used to delete metrics.jsonl and rewrite config.yaml first.
     with pytest.raises(ValueError, match="single 4x4 cell"):
-        train(debug_cfg(tmp_path, "train.steps=2", "model.num_levels=3"))
+        train(debug_cfg(tmp_path, "train.steps=2", "model.num_levels=3"), overwrite=True)
     with pytest.raises(ValueError, match="min_keep"):  # same for a resume whose masks cannot be made
         train(debug_cfg(tmp_path, "train.steps=4", "masks.min_keep=16"), resume=True)
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
@@ -339,3 +339,23 @@ def test_resume_survives_a_half_written_metrics_line(tmp_path):
         handle.write('{"step": 5, "los')
     train(debug_cfg(tmp_path), resume=True)
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+
+
+def test_a_second_run_in_the_same_directory_needs_resume_or_overwrite(tmp_path):
+    train(debug_cfg(tmp_path, "train.steps=4", "train.checkpoint_every=1"))
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--overwrite"):
+        train(debug_cfg(tmp_path, "train.steps=2"))
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    train(debug_cfg(tmp_path, "train.steps=2"), overwrite=True)
+    # Nothing of the first run is left to be mistaken for this one's: its step_3 / step_4 checkpoints are gone.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"]
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2]
+
+
+def test_resuming_with_settings_that_change_the_run_warns_naming_them(tmp_path, recwarn):
+    train(debug_cfg(tmp_path), stop_at=2)
+    train(debug_cfg(tmp_path, "train.log_every=1", "train.progress=false"), stop_at=3, resume=True)
+    assert not [w for w in recwarn if "resuming" in str(w.message)]  # logging settings do not change the run
+    with pytest.warns(UserWarning, match=r"optim\.lr: 0\.001 -> 0\.0005.*will not match"):
+        train(debug_cfg(tmp_path, "optim.lr=5e-4"), resume=True)

@@ -16,8 +16,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from hjepa.train.checkpoint import CheckpointError
     from hjepa.train.loop import NonFiniteLossError
 
+    # OSError: a missing, unreadable or unwritable path the user named (permissions, a read-only disk, a file where a
+    # folder should be); its message already names the path.
     types: list[type[BaseException]] = [
-        ConfigError, DataError, CheckpointError, NonFiniteLossError, DeviceUnavailableError, FileNotFoundError
+        ConfigError, DataError, CheckpointError, NonFiniteLossError, DeviceUnavailableError, OSError
     ]
     try:
         from hjepa.export.errors import ExportError

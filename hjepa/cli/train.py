@@ -14,11 +14,13 @@ from hjepa.cli.errors import user_errors
               help="Override a config value, e.g. --set optim.lr=5e-4 (repeatable).")
 @click.option("--out", "out_dir", default=None, help="Run directory (default: train.out_dir of the config).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt exactly where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Start over in an OUT that already holds a run (its checkpoints and "
+              "metrics are replaced).")
 @click.option("--stop-after", type=int, default=None, metavar="STEP",
               help="Stop after STEP steps (checkpointed; schedules unchanged); continue later with --resume.")
 @click.option("--list-presets", is_flag=True, help="List the packaged presets and exit.")
-def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resume: bool, stop_after: int | None,
-         list_presets: bool) -> None:
+def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resume: bool, overwrite: bool,
+         stop_after: int | None, list_presets: bool) -> None:
     """Train HJEPA; writes OUT/config.yaml, OUT/checkpoints/ and OUT/metrics.jsonl.
 
     Multi-GPU / multi-node: torchrun --nproc_per_node N -m hjepa.cli.train --config ...
@@ -35,7 +37,7 @@ def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resu
             cfg.train.out_dir = out_dir
         from hjepa.train import train
 
-        result = train(cfg, resume=resume, stop_at=stop_after)
+        result = train(cfg, resume=resume, stop_at=stop_after, overwrite=overwrite)
     if dist.is_main():
         click.echo(f"run: {result.out_dir}  steps: {result.steps}  final loss: {result.final_loss:.4f}")
         if result.knn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from hjepa import dist
-from hjepa.config import Config, ConfigError
+from hjepa.config import Config, ConfigError, config_differences
 from hjepa.data import PretrainAugment, TrainBatches, batch_generator, build_dataset
 from hjepa.device import resolve_device
 from hjepa.masks import MaskBatch, build_mask_generator
@@ -43,6 +44,12 @@ def masks_to(masks: MaskBatch, device: torch.device) -> MaskBatch:
         return masks.pin_memory().to(device, non_blocking=True)
     return masks.to(device)
 
+
+# Settings a resumed run may change without leaving the uninterrupted run's trajectory (where and how it runs, what
+# it logs and keeps); any other change is reported, since the resumed run then differs from an uninterrupted one.
+_RESUME_NEUTRAL = ("train.out_dir", "train.device", "train.progress", "train.log_every", "train.checkpoint_every",
+                   "train.keep_last", "train.knn_", "data.data_dir", "data.download", "data.num_workers", "eval.",
+                   "export.")
 
 # What a resumable checkpoint must hold, by type (a damaged file otherwise fails deep inside torch with a KeyError).
 _ENTRY_TYPES: dict[str, type] = {"step": int, "model": dict, "optimizer": dict, "rng": dict}
@@ -82,11 +89,12 @@ def compile_runner(module: torch.nn.Module, backend: str = "inductor") -> torch.
     return torch.compile(module, dynamic=True, backend=backend)
 
 
-def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwrite: bool = False) -> TrainResult:
     """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir.
 
     ``stop_at`` ends the run early after that step (with a checkpoint) without changing the schedules, as a time-limited
-    job would; ``resume=True`` later continues exactly where it stopped.
+    job would; ``resume=True`` later continues exactly where it stopped. A directory that already holds a run
+    (``checkpoints/last.pt``) is refused unless ``resume`` or ``overwrite`` says what to do with it.
     """
     if stop_at is not None and stop_at < 1:
         raise ConfigError(f"the stop step (--stop-after) must be >= 1, got {stop_at}")
@@ -95,6 +103,9 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
     for folder in (out_dir, ckpt_dir):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"run directory {folder} exists and is not a directory (train.out_dir / --out)")
+    if not resume and not overwrite and (ckpt_dir / "last.pt").exists():
+        raise ConfigError(f"{out_dir} already holds a run ({ckpt_dir / 'last.pt'}): continue it with --resume, start "
+                          "it over with --overwrite, or choose another --out")
     device = resolve_device(cfg.train.device)
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
@@ -123,6 +134,10 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         saved = checkpoint_config(state)
         if saved.model != cfg.model:
             raise CheckpointError(f"cannot resume {last}: its model config differs from this run's")
+        changed = config_differences(saved, cfg, ignore=_RESUME_NEUTRAL)
+        if changed and dist.is_main():
+            warnings.warn(f"resuming {last} with settings that differ from the run's ({'; '.join(changed)}): the "
+                          "resumed run will not match an uninterrupted one", stacklevel=2)
         load_model_state(model, state["model"], source=str(last))
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -171,8 +186,10 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None) -> Trai
         cfg.to_yaml(out_dir / "config.yaml")
         if start_step:
             logger.truncate_after(start_step)
-        elif logger.path.exists():
-            logger.path.unlink()
+        else:  # a fresh start (or --overwrite): nothing of an earlier run may be mistaken for this one's
+            logger.path.unlink(missing_ok=True)
+            for stale in ckpt_dir.glob("*.pt"):
+                stale.unlink()
 
     # On the CPU a sync is free, so the loss is checked every step; on a GPU only at log steps (no host syncs).
     check_every = 1 if device.type == "cpu" else cfg.train.log_every
