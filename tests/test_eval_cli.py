@@ -99,3 +99,36 @@ def test_umbrella_cli_registers_eval():
 
     result = CliRunner().invoke(cli, ["eval", "--help"])
     assert result.exit_code == 0 and "knn" in result.output and "linear-probe" in result.output
+
+
+def test_report_path_under_a_file_fails_first_in_one_line(tiny_checkpoint, tmp_path, cache_args):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    result = run("knn", tiny_checkpoint, "--dataset", "digits", "--train-limit", "50", "--test-limit", "20",
+                 "--out", blocker / "report.json", *cache_args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert str(blocker) in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "cache").exists()  # refused before any feature was extracted
+    assert blocker.read_text() == "keep me"
+
+
+def test_unwritable_cache_warns_and_still_reports(tiny_checkpoint, tmp_path):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("")
+    out = tmp_path / "report.json"
+    result = run("knn", tiny_checkpoint, "--dataset", "digits", "--train-limit", "50", "--test-limit", "20",
+                 "--cache-dir", blocker, "--no-progress", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"warning: cannot write feature cache {blocker}" in result.output and "Traceback" not in result.output
+    assert json.loads(out.read_text())["features"]["0"]["train"]["cache"] == "miss"
+
+
+def test_k_larger_than_the_bank_is_a_one_line_warning_and_noted(tiny_checkpoint, tmp_path, cache_args):
+    out = tmp_path / "small.json"
+    result = CliRunner().invoke(main, ["knn", str(tiny_checkpoint), "--dataset", "digits", "--level", "0",
+                                       "--train-limit", "12", "--test-limit", "10", "--out", str(out), *cache_args])
+    assert result.exit_code == 0, result.output
+    assert "_contextlib.py" not in result.output and "return func(" not in result.output  # no torch source lines
+    assert "warning: k=20 exceeds the 12 train features; using k=12" in result.output
+    assert "knn@20 used k=12" in result.output
+    assert json.loads(out.read_text())["levels"]["0"]["knn"]["20"]["k_used"] == 12

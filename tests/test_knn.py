@@ -141,8 +141,9 @@ def test_top5_follows_the_documented_rank_rule():
     label_scores = scores.gather(1, test_labels.view(-1, 1))
     classes = torch.arange(10).view(1, -1)
     rank = (scores > label_scores).sum(1) + ((scores == label_scores) & (classes < test_labels.view(-1, 1))).sum(1)
+    voted = (label_scores.squeeze(1) > 0)  # a class without a vote is never a hit, whatever its index
     result = knn_evaluate(train, labels, test, test_labels, ks=[3], num_classes=10)[3]
-    assert result["top5"] == pytest.approx(100.0 * float((rank < 5).float().mean()))
+    assert result["top5"] == pytest.approx(100.0 * float(((rank < 5) & voted).float().mean()))
     assert result["top1"] == pytest.approx(100.0 * float((rank == 0).float().mean()))
     assert result["top5"] > result["top1"]
 
@@ -188,3 +189,27 @@ def test_bad_inputs_name_the_problem(kwargs, message):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         knn_classify(**arguments)
+
+
+def test_top5_never_counts_a_class_that_got_no_vote():
+    # k=1: the single neighbour votes for class 5, so only class 5 can be a hit. Classes 0..3 have score 0 and must
+    # not fill the top 5 by index order (that would credit test images of low-index classes with free hits).
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    train_labels = torch.tensor([5, 7])
+    test = torch.tensor([[1.0, 0.1], [1.0, 0.1], [1.0, 0.1]])
+    test_labels = torch.tensor([0, 5, 7])
+    result = knn_evaluate(train, train_labels, test, test_labels, ks=[1], num_classes=10)[1]
+    assert result == {"top1": pytest.approx(100 / 3), "top5": pytest.approx(100 / 3)}
+    # k=2: classes 5 and 7 both vote, so the label-7 row is a top-5 hit too, and the label-0 row still is not.
+    result = knn_evaluate(train, train_labels, test, test_labels, ks=[2], num_classes=10)[2]
+    assert result == {"top1": pytest.approx(100 / 3), "top5": pytest.approx(200 / 3)}
+
+
+def test_clamped_k_is_recorded_in_the_result():
+    # A report row "knn@20" computed from a 9-image bank used k=9: the result must say so, not only a warning.
+    train, labels, test, test_labels = random_problem(num_train=9)
+    with pytest.warns(UserWarning, match="k=20 exceeds"):
+        result = knn_evaluate(train, labels, test, test_labels, ks=[5, 20], num_classes=7)
+    assert "k_used" not in result[5]
+    assert result[20]["k_used"] == 9
+    assert result[20]["top1"] == knn_evaluate(train, labels, test, test_labels, ks=[9], num_classes=7)[9]["top1"]

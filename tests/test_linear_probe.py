@@ -138,3 +138,22 @@ def test_logreg_top5_is_below_100_with_many_overlapping_classes():
 def test_probe_rejects_bad_settings(data, kwargs, message):
     with pytest.raises(ValueError, match=message):
         linear_probe(*data, epochs=1, **kwargs)
+
+
+@pytest.mark.parametrize("per_class", [3, 4, 5])
+def test_stratified_split_holds_out_the_fraction_with_few_rows_per_class(per_class):
+    # CIFAR-100 with --train-limit 500 has 5 rows per class: round(0.1 * 5) is 0 in every class, yet 10 % of 500
+    # rows (50) can be held out while every class keeps training rows.
+    labels = torch.arange(100).repeat_interleave(per_class)
+    train_rows, val_rows = stratified_split(labels, 0.1, seed=0)
+    assert val_rows.numel() == round(0.1 * labels.numel())
+    assert torch.bincount(labels[val_rows], minlength=100).max() <= 1  # spread over classes, not piled on a few
+    assert torch.bincount(labels[train_rows], minlength=100).min() >= per_class - 1
+    assert sorted(train_rows.tolist() + val_rows.tolist()) == list(range(labels.numel()))
+    assert torch.equal(val_rows, stratified_split(labels, 0.1, seed=0)[1])
+
+
+def test_probe_runs_on_a_small_many_class_split():
+    train, labels = blobs(per_class=5, num_classes=40, dim=16, seed=1)
+    result = linear_probe(train, labels, train[:20], labels[:20], epochs=2, batch_size=64)
+    assert (result["train_size"], result["val_size"]) == (180, 20)

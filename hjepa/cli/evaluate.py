@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -58,9 +59,17 @@ def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (
         raise click.UsageError("give either SOURCE (checkpoint, .onnx, export directory, .engine) or "
                                "--random-init CONFIG")
     no_cache, cache_dir = options.pop("no_cache"), options.pop("cache_dir")
-    with user_errors():
-        report = evaluate(source, protocols=protocols, cache_dir=None if no_cache else cache_dir,
-                          ks=list(ks) or None, **options)
+    # Library warnings (k clamped to the bank, an unwritable cache) as one line each, not Python's "FILE:LINE:
+    # UserWarning" pair that points into torch's no_grad wrapper.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            with user_errors():
+                report = evaluate(source, protocols=protocols, cache_dir=None if no_cache else cache_dir,
+                                  ks=list(ks) or None, **options)
+        finally:
+            for message in dict.fromkeys(str(warning.message) for warning in caught):
+                click.echo(f"warning: {message}", err=True)
     splits = report["splits"]
     click.echo(f"source: {report['source']}  backend: {report['backend']}  dataset: {report['dataset']} "
                f"(train {splits['train']}, test {splits['test']}, {report['num_classes']} classes)")
@@ -68,6 +77,10 @@ def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (
         parts = [f"{split} {info['cache']} ({info['seconds']:.2f} s)" for split, info in per_split.items()]
         click.echo(f"features level {level}: " + ", ".join(parts))
     click.echo(format_table(report_rows(report)))
+    for level, results in report["levels"].items():
+        for k, accuracy in results.get("knn", {}).items():
+            if "k_used" in accuracy:
+                click.echo(f"note: level {level} knn@{k} used k={accuracy['k_used']} (the train split's size)")
     timings = report["timings"]
     click.echo("time: " + "  ".join(f"{name[:-2]} {seconds:.2f} s" for name, seconds in timings.items()))
     if options.get("out"):

@@ -75,7 +75,13 @@ def load_cifar100(split: str, data_dir: str | None = None, download: bool = Fals
     if (root is None or not (root / split).is_file()) and download:
         import torchvision  # imported only here: reading local files needs nothing from it
 
-        torchvision.datasets.CIFAR100(str(data_dir), train=split == "train", download=True)
+        try:
+            torchvision.datasets.CIFAR100(str(data_dir), train=split == "train", download=True)
+        except (OSError, RuntimeError) as error:  # URLError offline, a truncated or corrupt archive
+            raise DataError(
+                f"cifar100: download into {Path(data_dir).expanduser()} failed ({error}); fetch "
+                f"cifar-100-python.tar.gz elsewhere, unpack it there and pass --data-dir"
+            ) from None
         root = find_root(data_dir)
     if root is None:
         raise DataError(f"cifar100: {Path(data_dir).expanduser()} has no {FOLDER} with meta and {split}; {LAYOUT_HINT}")

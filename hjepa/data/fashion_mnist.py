@@ -88,7 +88,13 @@ def load_fashion_mnist(split: str, data_dir: str | None = None, download: bool =
     if found is None and download:
         import torchvision  # imported only here: reading local files needs nothing from it
 
-        torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
+        try:
+            torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
+        except (OSError, RuntimeError) as error:  # URLError offline, a truncated or corrupt archive
+            raise DataError(
+                f"fashion-mnist: download into {root} failed ({error}); install Debian's dataset-fashion-mnist or "
+                "copy the four idx files there and pass --data-dir"
+            ) from None
         found = _locate(root, split)
     if found is None:
         if not root.is_dir():

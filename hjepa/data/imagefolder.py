@@ -9,6 +9,8 @@ shape and batches stack, and the random resized crop of pre-training then runs b
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +31,25 @@ def _class_folders(directory: Path) -> list[str]:
 
 
 def _images_under(directory: Path) -> list[Path]:
-    return sorted(path for path in directory.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files under ``directory`` by extension (any case: ``.JPEG``). Hidden files and folders are skipped, as
+    hidden class folders are: macOS leaves an AppleDouble ``._NAME.jpg`` (metadata, not an image) beside each image."""
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+        and path.is_file()
+    )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. 16-bit grayscale (``I;16*``, and ``I``, which is how 16-bit PNGs open in older Pillow) is
+    scaled from 0..65535 to 0..255 first: ``convert`` clips it at 255 instead, so nearly every pixel came out white.
+    """
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        wide = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 def decode_image(path: Path, size: int) -> torch.Tensor:
@@ -38,7 +58,7 @@ def decode_image(path: Path, size: int) -> torch.Tensor:
         with Image.open(path) as image:
             # JPEG can decode at 1/2, 1/4, 1/8 scale for free; draft keeps both sides >= size, so quality holds.
             image.draft("RGB", (size, size))
-            image = image.convert("RGB")
+            image = _to_rgb(image)
             width, height = image.size
             scale = size / min(width, height)
             new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
@@ -103,6 +123,18 @@ class ImageFolderDataset(ImageDataset):
     def labels(self) -> torch.Tensor:
         """long ``[N]``: every label, known without decoding an image."""
         return torch.tensor([label for _, label in self.samples], dtype=torch.long)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every sample's path, label, size and modification time (a stat per file, no decoding), plus the
+        class names and storage size: a moved, replaced or relabelled image changes it."""
+        digest = hashlib.sha256(json.dumps([self.classes, self.storage_size]).encode())
+        for path, label in self.samples:
+            try:
+                stat = path.stat()
+            except OSError as error:
+                raise DataError(f"{self.name}: cannot read {path}: {error}") from None
+            digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageFolderDataset:
         picked = copy.copy(self)

@@ -104,12 +104,16 @@ class FeatureCache:
         return path
 
     def get_or_compute(self, key: str, fn: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, bool]:
-        """Loads ``key`` or computes it with ``fn()`` and stores it. Returns ``(features, labels, hit)``."""
+        """Loads ``key`` or computes it with ``fn()`` and stores it (a failed store only warns).
+        Returns ``(features, labels, hit)``."""
         cached = self.load(key)
         if cached is not None:
             return cached[0], cached[1], True
         features, labels = fn()
-        self.save(key, features, labels)
+        try:
+            self.save(key, features, labels)
+        except OSError as error:  # a full disk or a read-only cache must not throw away features already computed
+            warnings.warn(f"cannot write feature cache {self.path(key)}: {error}; continuing without it", stacklevel=2)
         return features, labels, False
 
 

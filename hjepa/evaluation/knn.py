@@ -170,13 +170,19 @@ def knn_classify(
     return knn_scores(similarities, labels[indices], num_classes, temperature)
 
 
-def top_k_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+def top_k_accuracy(
+    scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5), candidates: Tensor | None = None
+) -> dict[int, float]:
     """Percentage of rows whose label is among the ``k`` highest scores, for each k (capped at the class count).
 
     scores: [M, C]; labels: [M]. Equal scores rank the lower class index first, consistent with ``argmax``.
+    ``candidates`` (bool [M, C], optional): only these classes can be hits. k-NN passes the classes that got a vote,
+    so a class with no vote never fills a top-5 slot just because its index is low.
     """
-    order = scores.sort(dim=1, descending=True, stable=True).indices
-    hits = order[:, : max(ks)] == labels.to(scores.device).view(-1, 1)
+    order = scores.sort(dim=1, descending=True, stable=True).indices[:, : max(ks)]
+    hits = order == labels.to(scores.device).view(-1, 1)
+    if candidates is not None:
+        hits &= candidates.to(scores.device).gather(1, order)
     # Integer counts, not a float32 mean: 20.0 must not print as 20.000000298.
     return {k: 100.0 * int(hits[:, : min(k, scores.shape[1])].any(dim=1).sum()) / hits.shape[0] for k in ks}
 
@@ -192,10 +198,12 @@ def knn_evaluate(
     num_classes: int | None = None,
     chunk_size: int = 1024,
 ) -> dict[int, dict[str, float]]:
-    """k-NN top-1 / top-5 accuracy (percent) for every ``k`` in ``ks``: ``{k: {"top1": %, "top5": %}}``.
+    """k-NN top-1 / top-5 accuracy (percent) for every ``k`` in ``ks``: ``{k: {"top1": %, "top5": %}}``, plus
+    ``"k_used"`` when ``k`` exceeded the train rows and was clamped to their number.
 
     The ``max(ks)`` neighbours are searched once; each smaller k uses the first k of them (identical to a separate
-    search thanks to the deterministic tie order). ``top5`` is top-min(5, C).
+    search thanks to the deterministic tie order). ``top5`` is top-min(5, C) among the classes that got a vote: with
+    fewer than 5 voted classes the remaining slots stay empty (as DINO's ``min(5, k)``), never filled by index.
     """
     if len(ks) == 0:
         raise ValueError("ks is empty: give at least one k")
@@ -210,6 +218,10 @@ def knn_evaluate(
     for k in ks:
         used = min(k, similarities.shape[1])  # already clamped (and warned about) by knn_neighbours
         scores = knn_scores(similarities[:, :used], neighbour_labels[:, :used], num_classes, temperature)
-        accuracy = top_k_accuracy(scores, targets, (1, 5))
+        # A class counts as a prediction only if a neighbour voted for it (its weight may underflow to 0 at tiny T).
+        voted = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, neighbour_labels[:, :used], True)
+        accuracy = top_k_accuracy(scores, targets, (1, 5), candidates=voted)
         results[k] = {"top1": accuracy[1], "top5": accuracy[5]}
+        if used != k:  # the report row is labelled with the k asked for; say which k actually voted
+            results[k]["k_used"] = used
     return results

@@ -24,24 +24,39 @@ _MOMENTUM = 0.9
 
 
 def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Splits row indices into (train, val), taking ``round(val_fraction * n_c)`` rows of every class c.
+    """Splits row indices into (train, val): ``round(val_fraction * N)`` validation rows spread over the classes in
+    proportion to their sizes.
 
-    Every class keeps at least one training row. labels: [N]. Returns two sorted index tensors.
+    Each class c gets ``floor(val_fraction * n_c)`` rows, and the rows still owed go one each to the classes with the
+    largest remainders (equal remainders in a seeded random class order, so low class indices get no preference).
+    Rounding each class on its own would hold out nothing at all when classes have fewer than 5 rows (e.g. CIFAR-100
+    with 500 train images). Every class keeps at least one training row. labels: [N]. Returns two sorted index
+    tensors.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     generator = torch.Generator().manual_seed(seed)
     labels = labels.cpu()
+    classes, counts = labels.unique(return_counts=True)
+    exact = val_fraction * counts.double()
+    capacity = counts - 1  # every class keeps one training row
+    quota = torch.minimum(exact.floor().long(), capacity)
+    owed = min(round(val_fraction * labels.numel()), int(capacity.sum())) - int(quota.sum())
+    if owed > 0:
+        shuffled = torch.randperm(classes.numel(), generator=generator)
+        remainder = (exact - quota.double())[shuffled]
+        order = shuffled[remainder.argsort(descending=True, stable=True)]
+        order = order[quota[order] < capacity[order]]
+        quota[order[:owed]] += 1
     val_parts = []
-    for cls in labels.unique().tolist():
+    for cls, take in zip(classes.tolist(), quota.tolist(), strict=True):
         rows = (labels == cls).nonzero().flatten()
-        rows = rows[torch.randperm(rows.numel(), generator=generator)]
-        val_parts.append(rows[: min(round(val_fraction * rows.numel()), rows.numel() - 1)])
+        val_parts.append(rows[torch.randperm(rows.numel(), generator=generator)][:take])
     val = torch.cat(val_parts).sort().values
     if val.numel() == 0:
         raise ValueError(
-            f"val_fraction={val_fraction} leaves no validation rows for {labels.numel()} train rows; "
-            "give more train data or a larger val_fraction"
+            f"the linear probe's validation split ({val_fraction:.0%} of {labels.numel()} train rows, every class "
+            "keeping one training row) is empty; use more train images (--train-limit) or --classifier logreg"
         )
     keep = torch.ones(labels.numel(), dtype=torch.bool)
     keep[val] = False

@@ -115,18 +115,46 @@ def format_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None
     return "\n".join(lines)
 
 
+class ReportError(ValueError):
+    """A report path that cannot be written (a directory, a folder that is a file, no permission); one line."""
+
+
+def check_report_path(path: str | Path) -> Path:
+    """``path`` if a report can be written there, else :class:`ReportError`; cheap, so callers check before any work.
+
+    The nearest existing folder on the way must be a writable directory (missing folders are created on write).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ReportError(f"cannot write the report to {path}: it is a directory")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ReportError(f"cannot write the report to {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ReportError(f"cannot write the report to {path}: {existing} is not writable")
+    return path
+
+
 def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
-    """Writes ``report`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes ``report`` as indented JSON, atomically (temporary file in the same folder, then rename): a failed
+    write leaves an earlier report at ``path`` as it was. OS errors become :class:`ReportError` naming the path."""
+    path = check_report_path(path)
     text = json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise ReportError(f"cannot write the report to {path}: {error}") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ReportError(f"cannot write the report to {path}: {error}") from None
         raise
     return path
 

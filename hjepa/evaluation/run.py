@@ -3,8 +3,9 @@
 Step by step: resolve the source (checkpoint, export, engine or random init), check the requested levels exist,
 load the train / test splits (optionally an evenly spread subset), then per level extract (or load from the cache)
 the pooled features of both splits and run the protocols. Features are cached under ``cache_dir`` keyed by the
-source's weight hash, level, dataset, split and everything else that changes them (limits, dataset size, image
-size, normalisation, back-end), so a second run with other k or probe settings skips the encoder entirely.
+source's weight hash, level, dataset, split and everything else that changes them (a fingerprint of the split's
+images and labels, limits, dataset size, image size, normalisation, back-end), so a second run with other k or
+probe settings skips the encoder entirely.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from hjepa.evaluation.cache import FeatureCache
 from hjepa.evaluation.features import spread_subset
 from hjepa.evaluation.knn import knn_evaluate
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
-from hjepa.evaluation.report import build_report, write_report
+from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
 
 PROTOCOLS = ("knn", "linear")
@@ -89,10 +90,14 @@ def extract_pooled(
     return torch.cat(features), torch.cat(labels)
 
 
-def _cache_extra(source: EvalSource, data_dir: str | None, full_size: int, limit: int | None) -> str:
-    """Everything besides (weights, level, dataset, split) that changes the features, as a stable string."""
+def _cache_extra(
+    source: EvalSource, data: ImageDataset, data_dir: str | None, full_size: int, limit: int | None
+) -> str:
+    """Everything besides (weights, level, dataset, split) that changes the features, as a stable string. That
+    includes a fingerprint of the images and labels themselves, so data edited in place is re-encoded."""
     meta = source.runtime.metadata
     fields = {
+        "data": data.fingerprint(),
         "img_size": meta.img_size,
         "mean": list(meta.mean),
         "std": list(meta.std),
@@ -178,6 +183,8 @@ def evaluate(
     probe_epochs = settings.probe_epochs if probe_epochs is None else int(probe_epochs)
     if not ks or batch_size <= 0 or probe_epochs <= 0 or min(ks) <= 0 or temperature <= 0:
         raise ValueError("batch size, probe epochs, every k and the temperature must be positive")
+    if out is not None:
+        check_report_path(out)  # a report that cannot be written fails now, not after the features are computed
     timings: dict[str, float] = {}
 
     # Step 1. The model and its levels (fails fast on a bad path or level, before any data is read).
@@ -201,12 +208,13 @@ def evaluate(
     results: dict[int, dict[str, Any]] = {}
     for name in ("extract_s", "knn_s", "linear_s"):
         timings[name] = 0.0
+    extras = {split: _cache_extra(source, data, data_dir, full_size, limits[split]) if cache is not None else ""
+              for split, (data, full_size) in splits.items()}  # computed once: it reads every pixel or file stat
     for level in chosen_levels:
         arrays, feature_info[level] = {}, {}
-        for split, (data, full_size) in splits.items():
-            extra = _cache_extra(source, data_dir, full_size, limits[split])
-            features, labels, info = split_features(source, data, dataset, split, level, cache, extra, batch_size,
-                                                    progress)
+        for split, (data, _) in splits.items():
+            features, labels, info = split_features(source, data, dataset, split, level, cache, extras[split],
+                                                    batch_size, progress)
             timings["extract_s"] += info["seconds"]
             arrays[split], feature_info[level][split] = (features, labels), info
 
