@@ -161,6 +161,8 @@ class HJEPA(nn.Module):
         """Target-encoder features: level tokens ``[B, N_k, D_h]`` and their mean ``[B, D_h]``."""
         if not 0 <= level < self.num_levels:
             raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
+        # As in forward's target pass: in train mode the encoder's stochastic depth would make features random.
+        self.target_encoder.eval()
         tokens = self.target_encoder(images)
         tokens = self.target_heads[level](pool_tokens(tokens, self.grid, level))
         return tokens, tokens.mean(1)
