@@ -155,7 +155,10 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
 
     runner: torch.nn.Module = model
     if distributed:
-        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # The model's buffers (sin-cos position tables, the momentum schedule) never change after construction, so
+        # they are not re-broadcast from rank 0 before every forward (the default), which is pure communication.
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                         broadcast_buffers=False)
     if cfg.train.compile:
         runner = compile_runner(runner)
 
