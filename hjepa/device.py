@@ -3,6 +3,8 @@ not synchronise."""
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 
@@ -10,14 +12,22 @@ class DeviceUnavailableError(RuntimeError):
     """A device was asked for that this machine does not have."""
 
 
+def check_device_name(name: str) -> str:
+    """``name`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, else DeviceUnavailableError saying so.
+
+    torch accepts more names (``mps``, ``meta``, ``xla`` ...) that no hjepa code path runs on; they are refused here,
+    once for every command, rather than failing deep inside torch or being taken as ``auto`` by a provider choice.
+    """
+    if str(name) in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(name)):
+        return name
+    raise DeviceUnavailableError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` as given (checked)."""
-    if name == "auto":
+    if check_device_name(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceUnavailableError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(f"device {name!r} asked for, but CUDA is not available on this machine; use cpu")
     return device

@@ -11,6 +11,9 @@ def test_device_names_are_checked():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(DeviceUnavailableError, match="unknown device 'tpu7'"):
         resolve_device("tpu7")
+    for name in ("mps", "meta", "gpu", "cuda:x"):  # torch names no hjepa path runs on, and typos
+        with pytest.raises(DeviceUnavailableError, match=f"unknown device '{name}'; use auto, cpu, cuda or cuda:N"):
+            resolve_device(name)
     if not torch.cuda.is_available():
         with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
             resolve_device("cuda:0")

@@ -174,3 +174,17 @@ def test_torchscript_fallback_when_torch_export_fails(model, monkeypatch, tmp_pa
     images = digits_batch(3)
     got = ort_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
     assert compare([t.numpy() for t in model.extract_features(images, 1)], got)["tokens"]["max_abs_err"] < 1e-4
+
+
+def test_manifest_opset_is_the_files_when_the_fallback_lowers_it(tiny_checkpoint, monkeypatch, tmp_path):
+    from hjepa.export import ExportOptions, export, onnx_export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("torch.export cannot capture this")
+
+    monkeypatch.setattr(onnx_export, "_trace_dynamo", broken)
+    with pytest.warns(UserWarning, match="TorchScript exporter"):
+        manifest = export(tiny_checkpoint, 0, tmp_path / "exp", ExportOptions(opset=22))
+    written = {o.domain: o.version for o in onnx.load(str(tmp_path / "exp" / "level0.onnx")).opset_import}[""]
+    assert written == 20  # the TorchScript exporter stops at 20
+    assert manifest["levels"]["0"]["exporter"] == "torchscript" and manifest["levels"]["0"]["opset"] == written

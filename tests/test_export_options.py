@@ -129,3 +129,13 @@ def test_options_are_validated_before_any_work():
     ]:
         with pytest.raises(ExportError, match=message):
             options.validate()
+
+
+def test_static_int8_measures_knn_in_batches_of_its_fixed_size(tiny_checkpoint, tmp_path):
+    # The k-NN check embeds the dataset in chunks; a fixed-batch graph takes only chunks of its own batch (3 here,
+    # which divides neither split: the last chunk is padded).
+    entry = export_level(tiny_checkpoint, 0, tmp_path / "int8", dynamic=False, batch=3, int8=True,
+                         knn_train_samples=100, knn_test_samples=40)
+    knn = entry["int8_knn"]
+    assert "skipped" not in knn and knn["train_samples"] == 100 and knn["test_samples"] == 40
+    assert 0 <= knn["int8_top1"] <= 100 and abs(knn["delta_top1"]) <= 10

@@ -17,7 +17,8 @@ from hjepa.cli.errors import user_errors
               help="onnx; trt (TensorRT engine, needs an NVIDIA GPU); triton (model repository). Repeatable: "
                    "--format trt --format triton puts the engines in the Triton repository.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Output directory (default: exports/<run name>). A previous export there is replaced.")
+              help="Output directory (default: exports/<run name>). A previous export there is replaced; "
+                   "other files in it stop the export.")
 @click.option("--batch", type=int, default=None,
               help="Verification batch (default export.verify_batch); the fixed batch with --static (default 1).")
 @click.option("--dynamic/--static", default=True, show_default=True, help="Symbolic or fixed batch axis.")

@@ -103,7 +103,14 @@ def main(
         from hjepa.serve.app import build_app, launch_app
 
         demo = build_app(runtime, gallery, max_upload_mb=max_upload_mb)
-    url = launch_app(demo, host=host, port=port or None, max_upload_mb=max_upload_mb, block=False, quiet=True)
+    try:
+        url = launch_app(demo, host=host, port=port or None, max_upload_mb=max_upload_mb, block=False, quiet=True)
+    except OSError:  # Gradio's "Cannot find empty port", which also covers an address this machine does not have
+        where = f"{host}:{port}" if port else f"{host} (ports 7860 and up)"
+        raise click.ClickException(
+            f"cannot serve on {where}: the port is in use, or the address is not one of this machine's; "
+            "choose another --port (0: the first free one from 7860) or --host"
+        ) from None
     click.echo(f"serving on {url} (Ctrl+C to stop)")
     try:
         demo.block_thread()

@@ -9,6 +9,7 @@ directory appears (with ``manifest.json``) only after every level passed (``Stag
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,14 @@ from hjepa.export import fuse, quantize, tensorrt_build, triton
 from hjepa.export.errors import ExportError
 from hjepa.export.level_encoder import build_level_encoder, check_img_size
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, encode_metadata, level_metadata, write_json
-from hjepa.export.onnx_export import check_opset, save_onnx, set_metadata, simplify, trace_onnx
+from hjepa.export.onnx_export import (
+    check_opset,
+    external_data_name,
+    save_onnx,
+    set_metadata,
+    simplify,
+    trace_onnx,
+)
 from hjepa.export.staging import StagedDirectory
 from hjepa.export.verify import ort_runner, ort_session, sample_inputs, tolerance_for, torch_runner, verify
 from hjepa.models.hierarchy import level_grid
@@ -209,6 +217,8 @@ def _export_one(
     opset = options.opset or cfg.export.opset
     example = torch.from_numpy(make_inputs(max(batch, 2) if options.dynamic else batch))
     onnx_model, exporter = trace_onnx(module, example, opset, options.dynamic)
+    # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
+    opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
     metadata = level_metadata(cfg, level, img_size, level_grid(module.grid, level), model.head_dim, mean, std,
                               input_format, sha, "fp16" if options.half else "fp32")
     set_metadata(onnx_model, encode_metadata(metadata))
@@ -230,7 +240,11 @@ def _export_one(
     # Step 3. int8: quantize the verified fp32 file, verify it, measure k-NN, and let it take the file's place.
     knn = None
     if options.int8:
-        int8_path = out / f".level{level}.int8.onnx"
+        # In a folder of its own, under the final name: a model over 2 GB records its weights file by name
+        # ("level{K}.onnx.data"), so the int8 file and its weights must be written as they will be called.
+        int8_dir = out / f".level{level}.int8"
+        int8_dir.mkdir()
+        int8_path = int8_dir / onnx_path.name
         quantize.quantize_int8(onnx_path, int8_path)
         metadata["precision"] = "int8"
         int8_model = _load(int8_path)
@@ -242,7 +256,12 @@ def _export_one(
                                        tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)", "PyTorch fp32")
         knn = quantize.int8_knn(session, int8_session, cfg, metadata, options.knn_train_samples,
                                 options.knn_test_samples)
-        os.replace(int8_path, onnx_path)
+        # The int8 file (and its weights, if any) takes the place of the fp32 file and its weights.
+        for name in (onnx_path.name, external_data_name(onnx_path)):
+            (out / name).unlink(missing_ok=True)
+            if (int8_dir / name).is_file():
+                os.replace(int8_dir / name, out / name)
+        shutil.rmtree(int8_dir)
         session = int8_session
 
     # Step 4. TensorRT engine from the ONNX file, verified against onnxruntime on the same inputs.
@@ -276,7 +295,8 @@ def _export_one(
         if knn["int8_top1"] < knn["fp32_top1"] - 0.5:
             notes.append(f"WARNING: int8 loses {knn['fp32_top1'] - knn['int8_top1']:.2f} points of k-NN top-1 "
                          f"({knn['test_samples']} test images); compare before deploying it")
-    say(f"level {level}: {onnx_path.name} ({metadata['precision']}, {onnx_path.stat().st_size / 1e6:.2f} MB), "
+    onnx_bytes = sum(p.stat().st_size for p in (onnx_path, out / external_data_name(onnx_path)) if p.is_file())
+    say(f"level {level}: {onnx_path.name} ({metadata['precision']}, {onnx_bytes / 1e6:.2f} MB), "
         f"tokens max abs err {figures['max_abs_err']:.2e}, min cosine {figures['min_cosine']:.6f}"
         + "".join(f"; {note}" for note in notes))
     return {
@@ -295,7 +315,7 @@ def _export_one(
         "simplified": options.simplify,
         "fused_attention": fused,
         "patch_embed_matmul": any(node.name == fuse.PATCH_EMBED_NODE for node in onnx_model.graph.node),
-        "onnx_bytes": onnx_path.stat().st_size,
+        "onnx_bytes": onnx_bytes,  # with the external weights file of a model over 2 GB
     }
 
 

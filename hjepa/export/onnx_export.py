@@ -108,6 +108,11 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slim
 
 
+def external_data_name(path: Path) -> str:
+    """The name of the weights file beside ``path`` when the model is over the 2 GB limit (``level0.onnx.data``)."""
+    return f"{Path(path).name}.data"
+
+
 def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     """Check ``model`` (``full_check``: types and shapes) and write it to ``path`` atomically.
 
@@ -124,7 +129,7 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
 
     def write_external(tmp: Path) -> None:
         onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{path.name}.data", size_threshold=1024)
+                        location=external_data_name(path), size_threshold=1024)
         onnx.checker.check_model(str(tmp), full_check=True)  # a > 2 GB model can only be checked from its path
 
     return atomic_write(path, write_external)

@@ -72,10 +72,17 @@ def _model_inputs(images: torch.Tensor, img_size: int, metadata: dict[str, Any])
 
 
 def _features(session: Any, images: torch.Tensor, metadata: dict[str, Any], batch_size: int = 64) -> torch.Tensor:
+    # A static export (--static --batch B) takes exactly B images: run chunks of B, the last one padded.
+    fixed = session.get_inputs()[0].shape[0]
+    fixed = fixed if isinstance(fixed, int) and fixed > 0 else None
+    batch_size = fixed or batch_size
     chunks = []
     for start in range(0, len(images), batch_size):
         inputs = _model_inputs(images[start : start + batch_size], metadata["img_size"], metadata)
-        chunks.append(torch.from_numpy(session.run(["pooled"], {"images": inputs})[0]).float())
+        count = len(inputs)
+        if fixed is not None and count < fixed:
+            inputs = np.concatenate([inputs, np.zeros((fixed - count, *inputs.shape[1:]), inputs.dtype)])
+        chunks.append(torch.from_numpy(session.run(["pooled"], {"images": inputs})[0][:count]).float())
     return torch.cat(chunks)
 
 

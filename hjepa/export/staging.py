@@ -3,11 +3,13 @@
 Everything is written into a hidden sibling ``.NAME.partial-XXXX`` in the same parent folder (same file system, so
 the final ``rename`` is atomic), and renamed to ``NAME`` only when the whole export has been verified. On any error
 the partial folder, and any parent folders this export created, are removed. An existing export in ``NAME`` (a
-folder with ``manifest.json``) is replaced; any other non-empty folder is refused rather than overwritten.
+folder with ``manifest.json`` and only the files an export writes) is replaced; any other non-empty folder is
+refused rather than overwritten.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -17,6 +19,14 @@ from types import TracebackType
 from hjepa.export.errors import ExportError
 from hjepa.export.files import file_mode
 from hjepa.export.manifest import MANIFEST_NAME
+
+# What an export writes at its top level (api.py, triton.py, tensorrt_build.py): only these may be replaced.
+EXPORT_FILES = (MANIFEST_NAME, "level*.onnx", "level*.onnx.data", "level*.engine", "level*.engine.json",
+                "tensorrt.timing.cache", "triton")
+
+
+def _export_file(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in EXPORT_FILES)
 
 
 def _reason(exc: OSError) -> str:
@@ -44,6 +54,15 @@ class StagedDirectory:
             raise ExportError(
                 f"output directory {target} is not empty and holds no hjepa export (no {MANIFEST_NAME}); "
                 "choose a new or empty directory with --out"
+            )
+        # The previous export is replaced as a whole: anything else in the folder (notes, the checkpoint itself)
+        # would be deleted with it, so it stops the export instead.
+        foreign = sorted(p.name for p in target.iterdir() if not _export_file(p.name)) if target.is_dir() else []
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ExportError(
+                f"output directory {target} holds files that are not part of its hjepa export ({shown}); a new "
+                "export replaces the folder as a whole, so move them elsewhere or choose another --out"
             )
 
     def __enter__(self) -> StagedDirectory:

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
+from hjepa.serve.images import too_many_pixels
 from hjepa.serve.runtime import Runtime
 from hjepa.serve.views import Views, stats_markdown
 
@@ -53,6 +55,8 @@ def guard_uploads(component: gr.Image, max_bytes: int | None) -> gr.Image:
             raise gr.Error(message, print_exception=False)
         try:
             return original(payload)
+        except Image.DecompressionBombError as exc:
+            raise gr.Error(too_many_pixels(name, exc), print_exception=False) from None
         except Exception as exc:  # PIL's UnidentifiedImageError, OSError for truncated files, ...
             message = f"{name} is not an image this app can read ({type(exc).__name__})"
             raise gr.Error(message, print_exception=False) from None

@@ -190,6 +190,9 @@ def build_gallery(
     path = Path(source).expanduser()
     if path.is_dir():
         return folder_gallery(path, size, cache_dir)
+    if path.exists() or len(path.parts) > 1:  # a path, not a dataset name: say what is wrong with it
+        state = "is a file" if path.exists() else "does not exist"
+        raise ValueError(f"gallery {source} {state}; --gallery takes a folder of images or a dataset name")
     return dataset_gallery(str(source), size, data_dir, cache_dir)
 
 

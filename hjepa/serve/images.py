@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -34,17 +34,54 @@ def read_image(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb_array(image)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            # Cameras store pictures sideways with an EXIF orientation; browsers show them upright, so clicks come
+            # in the upright frame and the model must see that frame too.
+            return to_rgb_array(_upright(image))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(too_many_pixels(path.name, exc)) from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise ImageError(f"{path.name} is not an image this app can read ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says (as browsers show it); unchanged when the EXIF is unreadable."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF blocks come as many exception types; the pixels are still good
+        return image
+
+
+def too_many_pixels(name: str, exc: Exception) -> str:
+    """The message for a picture over PIL's decompression-bomb pixel limit: PIL's text up to its first comma names
+    the pixel count and the limit ("Image size (N pixels) exceeds limit of M pixels, could be ...")."""
+    return f"{name} is too large to decode ({str(exc).split(',')[0]})"[:300]
+
+
+def _high_depth_to_array(image: Image.Image) -> np.ndarray:
+    """A 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) single-channel image -> uint8 ``[H, W]``.
+
+    PIL's own ``convert("RGB")`` clips these to 0..255, which turns a 16-bit picture white and a float one black.
+    16-bit values are scaled by 255 / 65535; an ``I`` image is taken as 16-bit when a value exceeds 255 (Pillow
+    opens some 16-bit files as ``I``), else as 8-bit; float pixels are taken to be in [0, 1], like float arrays.
+    """
+    array = np.asarray(image)
+    if image.mode == "F":
+        return np.clip(np.round(np.nan_to_num(array.astype(np.float64)) * 255.0), 0, 255).astype(np.uint8)
+    array = array.astype(np.int64)
+    if image.mode.startswith("I;16") or array.max(initial=0) > 255:
+        return np.round(np.clip(array, 0, 65535) * (255.0 / 65535.0)).astype(np.uint8)
+    return np.clip(array, 0, 255).astype(np.uint8)
 
 
 def to_rgb_array(image: ImageInput) -> np.ndarray:
     """PIL image, numpy array (``[H, W]``, ``[H, W, 1|3|4]``, uint8 or float in [0, 1]) or file path -> uint8
-    ``[H, W, 3]``. Grayscale is repeated to three channels; alpha is dropped (composited on black)."""
+    ``[H, W, 3]``. Grayscale is repeated to three channels; alpha is dropped; 16-bit and float pictures are scaled
+    to 8 bits."""
     if isinstance(image, (str, Path)):
         return read_image(image)
-    if isinstance(image, Image.Image):
+    if isinstance(image, Image.Image) and (image.mode in ("I", "F") or image.mode.startswith("I;16")):
+        array = _high_depth_to_array(image)
+    elif isinstance(image, Image.Image):
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGBA").convert("RGB") if "A" in image.getbands() else image.convert("RGB")
         array = np.asarray(image)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hjepa.device import DeviceUnavailableError, resolve_device
+from hjepa.device import DeviceUnavailableError, check_device_name, resolve_device
 from hjepa.serve.images import batch_to_list, center_crop_resize, to_rgb_array
 from hjepa.serve.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
 
@@ -180,6 +180,7 @@ def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto"
     """
     path = Path(source).expanduser()
     family, provider = parse_backend(backend)
+    check_device_name(device)
     kind = source_kind(path)
     if kind == "checkpoint":
         if family not in ("auto", "torch"):
