@@ -58,3 +58,20 @@ def test_hidden_files_and_folders_are_not_samples(tmp_path: Path) -> None:
     train = build_dataset("imagefolder", "train", data_dir=str(tmp_path), storage_size=16)
     assert [path.name for path, _ in train.samples] == ["0.png"]
     assert train[0][0][:, 0, 0].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize(("values", "mode"), [((0, 65535), "I;16"), ((0, 200), "I"), ((0, 1), "F")])
+def test_datasets_and_the_app_read_a_high_depth_picture_alike(tmp_path: Path, values: tuple, mode: str) -> None:
+    # One rule (hjepa.data.pixels) for image folders and the browser app, so a picture gets the same features in
+    # evaluation as in the inspector. An I image holding 8-bit values stays as it is; floats are taken in [0, 1].
+    from hjepa.serve.images import read_image
+
+    ramp = np.tile(np.linspace(*values, 24), (24, 1))
+    image = Image.fromarray(ramp.round().astype(np.uint16)) if mode == "I;16" else Image.fromarray(
+        ramp.astype(np.float32) if mode == "F" else ramp.round().astype(np.int32), mode)
+    path = tmp_path / "ramp.tif"
+    image.save(path)
+    from_folder = decode_image(path, 24).numpy().transpose(1, 2, 0)
+    from_app = read_image(path)
+    np.testing.assert_array_equal(from_folder, from_app)
+    assert from_app.min() < 20 and from_app.max() > (190 if mode == "I" else 245)

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from hjepa.data.base import DATASET_STATS, DATASETS, DataError, ImageDataset, dataset_stats, normalise_split
+from hjepa.data.pixels import to_rgb_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEFAULT_STORAGE_SIZE = 256
@@ -42,23 +43,13 @@ def _images_under(directory: Path) -> list[Path]:
     )
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16-bit grayscale (``I;16*``, and ``I``, which is how 16-bit PNGs open in older Pillow) is
-    scaled from 0..65535 to 0..255 first: ``convert`` clips it at 255 instead, so nearly every pixel came out white.
-    """
-    if image.mode == "I" or image.mode.startswith("I;16"):
-        wide = np.asarray(image).astype(np.float64)
-        image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
-    return image.convert("RGB")
-
-
 def decode_image(path: Path, size: int) -> torch.Tensor:
     """Decode ``path`` to uint8 ``[3, size, size]``: RGB, shorter side resized to ``size``, then center-cropped."""
     try:
         with Image.open(path) as image:
             # JPEG can decode at 1/2, 1/4, 1/8 scale for free; draft keeps both sides >= size, so quality holds.
             image.draft("RGB", (size, size))
-            image = _to_rgb(image)
+            image = to_rgb_image(image)  # 16-bit and float pictures scaled, not clipped to white / black
             width, height = image.size
             scale = size / min(width, height)
             new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))

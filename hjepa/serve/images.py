@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hjepa.data.pixels import high_depth_to_uint8, is_high_depth
+
 ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -57,30 +59,14 @@ def too_many_pixels(name: str, exc: Exception) -> str:
     return f"{name} is too large to decode ({str(exc).split(',')[0]})"[:300]
 
 
-def _high_depth_to_array(image: Image.Image) -> np.ndarray:
-    """A 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) single-channel image -> uint8 ``[H, W]``.
-
-    PIL's own ``convert("RGB")`` clips these to 0..255, which turns a 16-bit picture white and a float one black.
-    16-bit values are scaled by 255 / 65535; an ``I`` image is taken as 16-bit when a value exceeds 255 (Pillow
-    opens some 16-bit files as ``I``), else as 8-bit; float pixels are taken to be in [0, 1], like float arrays.
-    """
-    array = np.asarray(image)
-    if image.mode == "F":
-        return np.clip(np.round(np.nan_to_num(array.astype(np.float64)) * 255.0), 0, 255).astype(np.uint8)
-    array = array.astype(np.int64)
-    if image.mode.startswith("I;16") or array.max(initial=0) > 255:
-        return np.round(np.clip(array, 0, 65535) * (255.0 / 65535.0)).astype(np.uint8)
-    return np.clip(array, 0, 255).astype(np.uint8)
-
-
 def to_rgb_array(image: ImageInput) -> np.ndarray:
     """PIL image, numpy array (``[H, W]``, ``[H, W, 1|3|4]``, uint8 or float in [0, 1]) or file path -> uint8
     ``[H, W, 3]``. Grayscale is repeated to three channels; alpha is dropped; 16-bit and float pictures are scaled
     to 8 bits."""
     if isinstance(image, (str, Path)):
         return read_image(image)
-    if isinstance(image, Image.Image) and (image.mode in ("I", "F") or image.mode.startswith("I;16")):
-        array = _high_depth_to_array(image)
+    if isinstance(image, Image.Image) and is_high_depth(image):
+        array = high_depth_to_uint8(image)
     elif isinstance(image, Image.Image):
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGBA").convert("RGB") if "A" in image.getbands() else image.convert("RGB")
