@@ -195,3 +195,20 @@ def test_nothing_heavy_runs_at_import() -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert out.stdout.strip() == "False False"
+
+
+def test_api_calls_with_missing_numbers_get_a_message_naming_the_input(runtime, gallery, tmp_path) -> None:
+    # Through the HTTP API a client can send null where the UI always sends a number; int(None) used to answer.
+    import gradio as gr
+
+    from hjepa.serve.app import build_app
+
+    demo = build_app(runtime, gallery)
+    by_name = {block_fn.api_name: block_fn.fn for block_fn in demo.fns.values() if block_fn.api_name}
+    picture = tmp_path / "picture.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(picture)
+    for name, args, message in (("similarity", (str(picture), None, 10.0, 10.0), "level must be a whole number"),
+                                ("neighbours", (str(picture), 0, None), "k must be a whole number"),
+                                ("masks", (str(picture), "x"), "seed must be a whole number")):
+        with pytest.raises(gr.Error, match=message):
+            by_name[name](*args)

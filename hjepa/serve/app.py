@@ -78,6 +78,15 @@ def _as_gradio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _whole_number(value: Any, name: str) -> int:
+    """``value`` as an int (sliders send floats); ``None`` or text, possible through the HTTP API, is a ValueError
+    naming the input rather than Python's own ``int()`` message."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
 def build_app(
     runtime: Runtime,
     gallery: Gallery | None = None,
@@ -102,20 +111,20 @@ def build_app(
     def masks(image: str | None, seed: float) -> tuple[Any, Any, str]:
         if image is None:
             return None, None, ""
-        multiblock, hierarchical, stats = views.masks(image, int(seed))
+        multiblock, hierarchical, stats = views.masks(image, _whole_number(seed, "seed"))
         return multiblock, hierarchical, stats_markdown(stats)
 
     @_as_gradio_errors
     def similarity(image: str | None, level: int, x: float | None, y: float | None) -> tuple[Any, str]:
         if image is None:
             return None, "no image yet"
-        return views.similarity(image, int(level), x, y)
+        return views.similarity(image, _whole_number(level, "level"), x, y)
 
     @_as_gradio_errors
     def neighbours(image: str | None, level: int, k: float) -> tuple[Any, str]:
         if image is None or gallery is None:
             return [], "no image yet" if image is None else "no gallery"
-        return views.neighbours(image, int(level), int(k))
+        return views.neighbours(image, _whole_number(level, "level"), _whole_number(k, "k"))
 
     def select_point(evt: gr.SelectData) -> tuple[float, float]:
         return float(evt.index[0]), float(evt.index[1])
