@@ -95,3 +95,14 @@ def test_a_second_run_into_the_same_out_is_refused_through_the_cli(tmp_path):
     code, output = run("--config", "digits-debug", "--out", tmp_path, "--set", "train.steps=1")
     assert code == 1 and "already holds a run" in output and "--overwrite" in output
     assert run("--config", "digits-debug", "--out", tmp_path, "--set", "train.steps=1", "--overwrite")[0] == 0
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    code, output = run("--config", "digits-debug", "--out", tmp_path, "--resume", "--overwrite")
+    assert code == 2 and "give one of them" in output
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_data_folder_names_the_option_each_command_takes(tmp_path):
+    code, output = run("--config", "fashion-mnist", "--out", tmp_path / "run", "--set", f"data.data_dir={tmp_path}/no")
+    assert code == 1 and "--set data.data_dir=DIR" in output and "download=True" not in output

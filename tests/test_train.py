@@ -59,8 +59,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         return out
 
     monkeypatch.setattr(HJEPA, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match="step 4.*loss"):
+    with pytest.raises(NonFiniteLossError, match="step 4.*loss.*last good checkpoint .* is intact"):
         train(debug_cfg(tmp_path))
+    with pytest.raises(NonFiniteLossError, match="no checkpoint had been written yet"):  # before the first one
+        train(debug_cfg(tmp_path / "early", "train.checkpoint_every=10"))
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -31,6 +31,8 @@ def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resu
     if list_presets:
         click.echo("\n".join(preset_names()))
         return
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in OUT and --overwrite starts it over: give one of them")
     with user_errors():
         cfg = load_config(config_name, list(overrides))
         if out_dir:  # a path, taken verbatim: through --set it would be parsed as YAML (a folder named 2024 -> int)

@@ -41,6 +41,11 @@ DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
 SPLITS = ("train", "test")
 
 
+# How each command takes a data folder / a download, for messages that a user of any of them can act on.
+DATA_DIR_HINT = "--data-dir DIR; hjepa-train: --set data.data_dir=DIR"
+DOWNLOAD_HINT = "hjepa-eval --download; hjepa-train: --set data.download=true"
+
+
 class DataError(ValueError):
     """A dataset that cannot be read as asked: a missing or malformed path, an unknown name, a too-small split.
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hjepa.data.base import DATASETS, DataError, TensorImageDataset, normalise_split
+from hjepa.data.base import DATA_DIR_HINT, DATASETS, DOWNLOAD_HINT, DataError, TensorImageDataset, normalise_split
 
 FOLDER = "cifar-100-python"
-LAYOUT_HINT = f"expected DATA_DIR/{FOLDER}/{{train,test,meta}} as torchvision downloads it (or pass download=True)"
+LAYOUT_HINT = f"expected DATA_DIR/{FOLDER}/{{train,test,meta}} as torchvision downloads it (or: {DOWNLOAD_HINT})"
 
 # The globals a pickled numpy array refers to, across numpy 1.x / 2.x and pickle protocols 2..5.
 _ALLOWED_GLOBALS = {
@@ -69,7 +69,7 @@ def load_cifar100(split: str, data_dir: str | None = None, download: bool = Fals
     split = normalise_split(split)
     if data_dir is None:
         if not download:
-            raise DataError(f"cifar100: no data directory given (pass --data-dir); {LAYOUT_HINT}")
+            raise DataError(f"cifar100: no data directory given ({DATA_DIR_HINT}); {LAYOUT_HINT}")
         data_dir = "data"
     root = find_root(data_dir)
     if (root is None or not (root / split).is_file()) and download:
@@ -80,7 +80,7 @@ def load_cifar100(split: str, data_dir: str | None = None, download: bool = Fals
         except (OSError, RuntimeError) as error:  # URLError offline, a truncated or corrupt archive
             raise DataError(
                 f"cifar100: download into {Path(data_dir).expanduser()} failed ({error}); fetch "
-                f"cifar-100-python.tar.gz elsewhere, unpack it there and pass --data-dir"
+                f"cifar-100-python.tar.gz elsewhere, unpack it there and pass that folder ({DATA_DIR_HINT})"
             ) from None
         root = find_root(data_dir)
     if root is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hjepa.data.base import DATASETS, DataError, TensorImageDataset, normalise_split
+from hjepa.data.base import DATA_DIR_HINT, DATASETS, DataError, TensorImageDataset, normalise_split
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -26,7 +26,7 @@ FILES = {
 
 LAYOUT_HINT = (
     "expected the four idx files of Fashion-MNIST, .gz or raw "
-    "(install Debian's dataset-fashion-mnist or pass --data-dir)"
+    f"(install Debian's dataset-fashion-mnist, or give the folder: {DATA_DIR_HINT})"
 )
 
 _UBYTE = 0x08  # the idx type code of unsigned bytes, the only one Fashion-MNIST uses
@@ -93,7 +93,7 @@ def load_fashion_mnist(split: str, data_dir: str | None = None, download: bool =
         except (OSError, RuntimeError) as error:  # URLError offline, a truncated or corrupt archive
             raise DataError(
                 f"fashion-mnist: download into {root} failed ({error}); install Debian's dataset-fashion-mnist or "
-                "copy the four idx files there and pass --data-dir"
+                f"copy the four idx files there and pass that folder ({DATA_DIR_HINT})"
             ) from None
         found = _locate(root, split)
     if found is None:

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hjepa.data.base import DATASET_STATS, DATASETS, DataError, ImageDataset, dataset_stats, normalise_split
+from hjepa.data.base import (
+    DATA_DIR_HINT,
+    DATASET_STATS,
+    DATASETS,
+    DataError,
+    ImageDataset,
+    dataset_stats,
+    normalise_split,
+)
 from hjepa.data.pixels import to_rgb_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -139,7 +147,7 @@ def build_imagefolder(
     split: str, data_dir: str | None = None, download: bool = False, storage_size: int | None = None
 ) -> ImageFolderDataset:
     if data_dir is None:
-        raise DataError(f"imagefolder: no data directory given (pass --data-dir); {LAYOUT_HINT}")
+        raise DataError(f"imagefolder: no data directory given ({DATA_DIR_HINT}); {LAYOUT_HINT}")
     del download  # nothing to download: the user brings the folder
     return ImageFolderDataset(data_dir, split, storage_size, name="imagefolder")
 
@@ -150,7 +158,7 @@ def build_imagenet100(
 ) -> ImageFolderDataset:
     if data_dir is None:
         raise DataError(
-            f"imagenet100: no data directory given (pass --data-dir with the ImageNet-100 root); {LAYOUT_HINT}"
+            f"imagenet100: no data directory given ({DATA_DIR_HINT}, at the ImageNet-100 root); {LAYOUT_HINT}"
         )
     del download  # ImageNet cannot be downloaded without an account
     return ImageFolderDataset(data_dir, split, storage_size, name="imagenet100")

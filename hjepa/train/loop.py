@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import time
@@ -157,8 +158,13 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     if distributed:
         # The model's buffers (sin-cos position tables, the momentum schedule) never change after construction, so
         # they are not re-broadcast from rank 0 before every forward (the default), which is pure communication.
+        # torch >= 2.14 names this forward_sync_buffers (and warns about the old name); older releases only know
+        # broadcast_buffers.
+        no_buffer_sync = ({"forward_sync_buffers": False}
+                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})
         runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                         broadcast_buffers=False)
+                                         **no_buffer_sync)
     if cfg.train.compile:
         runner = compile_runner(runner)
 
@@ -230,8 +236,10 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
             last_loss = float(outputs["loss"].detach())
             if not math.isfinite(last_loss):
                 parts = {k: round(float(v), 5) for k, v in scalars.items()}
+                kept = (f"the last good checkpoint in {ckpt_dir} is intact" if (ckpt_dir / "last.pt").exists()
+                        else "no checkpoint had been written yet")
                 raise NonFiniteLossError(
-                    f"non-finite loss at step {step}: {parts}; the last good checkpoint in {ckpt_dir} is intact"
+                    f"non-finite loss at step {step}: {parts}; {kept}"
                 )
         # Not at stop_at: a record there would average a partial window that the uninterrupted run never writes.
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
