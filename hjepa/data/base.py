@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -51,6 +52,21 @@ class DataError(ValueError):
 
     Messages are one line, name the path and say which layout was expected.
     """
+
+
+def torchvision_download(name: str, dataset_class: str, folder: str | Path, split: str, instead: str) -> None:
+    """Download ``split`` of dataset ``name`` with torchvision's ``dataset_class`` (``"CIFAR100"``) into ``folder``.
+
+    Only called when a user asked for a download. A failure (offline: URLError; a truncated or corrupt archive) is
+    a DataError naming the folder and what to do ``instead``, not torchvision's traceback.
+    """
+    import torchvision  # imported only here: reading local files needs nothing from it
+
+    try:
+        getattr(torchvision.datasets, dataset_class)(str(folder), train=split == "train", download=True)
+    except (OSError, RuntimeError) as error:
+        raise DataError(f"{name}: download into {Path(folder).expanduser()} failed ({error}); {instead} "
+                        f"and pass that folder ({DATA_DIR_HINT})") from None
 
 
 def dataset_stats(name: str) -> tuple[Stats, Stats]:

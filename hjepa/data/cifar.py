@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hjepa.data.base import DATA_DIR_HINT, DATASETS, DOWNLOAD_HINT, DataError, TensorImageDataset, normalise_split
+from hjepa.data.base import (
+    DATA_DIR_HINT,
+    DATASETS,
+    DOWNLOAD_HINT,
+    DataError,
+    TensorImageDataset,
+    normalise_split,
+    torchvision_download,
+)
 
 FOLDER = "cifar-100-python"
 LAYOUT_HINT = f"expected DATA_DIR/{FOLDER}/{{train,test,meta}} as torchvision downloads it (or: {DOWNLOAD_HINT})"
@@ -73,15 +81,8 @@ def load_cifar100(split: str, data_dir: str | None = None, download: bool = Fals
         data_dir = "data"
     root = find_root(data_dir)
     if (root is None or not (root / split).is_file()) and download:
-        import torchvision  # imported only here: reading local files needs nothing from it
-
-        try:
-            torchvision.datasets.CIFAR100(str(data_dir), train=split == "train", download=True)
-        except (OSError, RuntimeError) as error:  # URLError offline, a truncated or corrupt archive
-            raise DataError(
-                f"cifar100: download into {Path(data_dir).expanduser()} failed ({error}); fetch "
-                f"cifar-100-python.tar.gz elsewhere, unpack it there and pass that folder ({DATA_DIR_HINT})"
-            ) from None
+        torchvision_download("cifar100", "CIFAR100", data_dir, split,
+                             "fetch cifar-100-python.tar.gz elsewhere, unpack it there")
         root = find_root(data_dir)
     if root is None:
         raise DataError(f"cifar100: {Path(data_dir).expanduser()} has no {FOLDER} with meta and {split}; {LAYOUT_HINT}")

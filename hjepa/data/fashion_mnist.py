@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hjepa.data.base import DATA_DIR_HINT, DATASETS, DataError, TensorImageDataset, normalise_split
+from hjepa.data.base import (
+    DATA_DIR_HINT,
+    DATASETS,
+    DataError,
+    TensorImageDataset,
+    normalise_split,
+    torchvision_download,
+)
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -86,15 +93,8 @@ def load_fashion_mnist(split: str, data_dir: str | None = None, download: bool =
     root = Path(data_dir or DEFAULT_DIR).expanduser()
     found = _locate(root, split)
     if found is None and download:
-        import torchvision  # imported only here: reading local files needs nothing from it
-
-        try:
-            torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
-        except (OSError, RuntimeError) as error:  # URLError offline, a truncated or corrupt archive
-            raise DataError(
-                f"fashion-mnist: download into {root} failed ({error}); install Debian's dataset-fashion-mnist or "
-                f"copy the four idx files there and pass that folder ({DATA_DIR_HINT})"
-            ) from None
+        torchvision_download("fashion-mnist", "FashionMNIST", root, split,
+                             "install Debian's dataset-fashion-mnist or copy the four idx files there")
         found = _locate(root, split)
     if found is None:
         if not root.is_dir():
