@@ -10,18 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hjepa.export.onnx_export import INPUT_NAME
+from hjepa.export.onnx_export import INPUT_NAME, external_data_name
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "trt": ("tensorrt_plan", "model.plan")}
-
-
-def external_data_files(model_file: Path) -> list[str]:
-    """The external weight files an ONNX model refers to (paths relative to its folder); none for most models."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(model_file), load_external_data=False)
-    return sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
 
 
 def model_name(level: int) -> str:
@@ -88,8 +79,8 @@ def write_triton_model(
     version_dir.mkdir(parents=True, exist_ok=True)
     # A copy, not a link: a model repository is usually shipped on its own (to a server, an image, a bucket).
     shutil.copyfile(model_file, version_dir / PLATFORMS[kind][1])
-    if kind == "onnx":  # a model over 2 GB keeps its weights beside it, under the name the graph records
-        for name in external_data_files(model_file):
-            shutil.copyfile(model_file.parent / name, version_dir / name)
+    weights = model_file.parent / external_data_name(model_file)
+    if kind == "onnx" and weights.is_file():  # a model over 2 GB keeps its weights beside it, under this name
+        shutil.copyfile(weights, version_dir / weights.name)
     (model_dir / "config.pbtxt").write_text(config_pbtxt(metadata, kind, max_batch_size, static_batch))
     return model_dir
