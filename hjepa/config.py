@@ -143,6 +143,7 @@ class TrainConfig:
     knn_every: int = 0  # 0 disables the online k-NN monitor
     knn_train_samples: int = 5000
     knn_test_samples: int = 1000
+    knn_split: str = "test"  # test | val: queries from a validation split carved from train (for choosing settings)
     out_dir: str = "runs/default"
     progress: bool = True
 

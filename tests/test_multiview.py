@@ -136,3 +136,34 @@ def test_training_resumes_exactly(tmp_path):
     assert resumed.final_loss == full.final_loss
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_validation_split_is_fixed_disjoint_and_complete():
+    from hjepa.train.knn_monitor import validation_split
+
+    bank, val = validation_split(600)
+    again_bank, again_val = validation_split(600)
+    assert torch.equal(bank, again_bank) and torch.equal(val, again_val)
+    assert len(val) == 100 and len(bank) == 500
+    assert set(bank.tolist()).isdisjoint(val.tolist()) and len(set(bank.tolist()) | set(val.tolist())) == 600
+
+
+def test_monitor_on_the_validation_split_never_reads_test(monkeypatch):
+    import hjepa.train.knn_monitor as monitor_module
+    from hjepa.train.knn_monitor import KnnMonitor
+
+    real = monitor_module.build_dataset
+    splits_read = []
+
+    def spy(name, split, *args, **kwargs):
+        splits_read.append(split)
+        return real(name, split, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "build_dataset", spy)
+    cfg = load_config("digits-debug", ["train.knn_split=val"])
+    monitor = KnnMonitor(cfg, torch.device("cpu"), train_samples=None, test_samples=None)
+    assert splits_read == ["train"]
+    bank, val = monitor.sizes
+    assert val == round(1437 / 6) and bank == 1437 - val
+    result = monitor(build_model(cfg))
+    assert 0 <= result[20]["top1"] <= 100

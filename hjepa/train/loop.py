@@ -271,7 +271,8 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
             window, window_steps, timed_steps, data_time, window_start = {}, 0, 0, 0.0, time.perf_counter()
         if monitor is not None and (done % cfg.train.knn_every == 0 or done == cfg.train.steps):
             knn_result = monitor(model)
-            logger.log(done, {f"knn_top1_k{k}": v["top1"] for k, v in knn_result.items()})
+            prefix = "knn_top1" if cfg.train.knn_split == "test" else "knn_val_top1"
+            logger.log(done, {f"{prefix}_k{k}": v["top1"] for k, v in knn_result.items()})
         if main and (done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at)):
             save_checkpoint(
                 ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,
