@@ -10,9 +10,9 @@ import torch
 from hjepa.config import load_config
 from hjepa.data import MultiViewAugment, batch_generator
 from hjepa.losses import MultiViewLoss, SIGRegLoss, VICRegLoss
-from hjepa.models import build_model
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.models.view_predictor import VIEW_PREDICTORS
+from hjepa.train.model import build_training_model
 
 MULTIVIEW = ["model.objective=multiview", "loss.regularizer=sigreg", "loss.regularizer_weight=[0.1]",
              "data.num_local_views=2", "data.local_img_size=8"]
@@ -100,7 +100,7 @@ def test_local_positions_span_the_full_grid():
 
 def test_model_trains_and_extracts_the_exported_feature():
     cfg = load_config("digits-debug", MULTIVIEW + ["model.num_levels=2"])
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     augment = MultiViewAugment(16, 2, 2, 8)
     views = augment(_images(8), batch_generator(0, 0))
     out = model(views, None, step=0)
@@ -122,7 +122,7 @@ def test_multiview_requires_a_regularizer():
 
     cfg = load_config("digits-debug", ["model.objective=multiview"])
     with pytest.raises(ConfigError, match="needs loss.regularizer"):
-        build_model(cfg)
+        build_training_model(cfg)
 
 
 def test_training_resumes_exactly(tmp_path):
@@ -165,5 +165,5 @@ def test_monitor_on_the_validation_split_never_reads_test(monkeypatch):
     assert splits_read == ["train"]
     bank, val = monitor.sizes
     assert val == round(1437 / 6) and bank == 1437 - val
-    result = monitor(build_model(cfg))
+    result = monitor(build_training_model(cfg))
     assert 0 <= result[20]["top1"] <= 100

@@ -74,6 +74,9 @@ class PixelSource(EvalSource):
         flat = images.detach().float().flatten(1).cpu()
         return flat - flat.mean(1, keepdim=True)
 
+    def embed_pooled_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
+        return {level: self.embed_pooled(images, level) for level in levels}
+
     def describe(self) -> dict:
         return {"kind": "pixels", "backend": "pixels", "source_hash": self.source_hash,
                 "model": self.runtime.metadata.to_dict()}

@@ -47,12 +47,13 @@ class MultiViewJEPA(nn.Module):
 
     # The inference side is the masked model's, field for field: the same functions serve both objectives.
     extract_features = HJEPA.extract_features
+    extract_levels = HJEPA.extract_levels
     level_grid = HJEPA.level_grid
     set_momentum_schedule = HJEPA.set_momentum_schedule
     update_target = HJEPA.update_target
     embed_dim = HJEPA.embed_dim
 
-    def __init__(self, cfg: Config, loss_fn: nn.Module) -> None:
+    def __init__(self, cfg: Config, loss_fn: nn.Module | None = None) -> None:
         super().__init__()
         model_cfg = cfg.model
         self.config = cfg

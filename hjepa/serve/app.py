@@ -20,9 +20,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from hjepa.inference.images import too_many_pixels
+from hjepa.inference.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
-from hjepa.serve.images import too_many_pixels
-from hjepa.serve.runtime import Runtime
 from hjepa.serve.views import Views, stats_markdown
 
 # Local fonts only: Gradio's default theme pulls its fonts from Google, and the app must make no outside requests.

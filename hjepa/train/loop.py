@@ -20,7 +20,7 @@ from hjepa.config import Config, ConfigError, config_differences
 from hjepa.data import MultiViewAugment, PretrainAugment, TrainBatches, batch_generator, build_dataset
 from hjepa.device import resolve_device
 from hjepa.masks import MaskBatch, build_mask_generator
-from hjepa.models import HJEPA, build_model
+from hjepa.models import HJEPA
 from hjepa.train.checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -32,6 +32,7 @@ from hjepa.train.checkpoint import (
 from hjepa.train.diagnostics import collapse_diagnostics
 from hjepa.train.knn_monitor import KnnMonitor
 from hjepa.train.logging import MetricsLogger
+from hjepa.train.model import build_training_model
 from hjepa.train.optim import build_optimizer
 from hjepa.train.schedules import build_schedules
 from hjepa.train.step import train_step
@@ -127,7 +128,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     dataset = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
     if cfg.data.limit:
         dataset = dataset.limit(cfg.data.limit)
-    model = build_model(cfg).to(device)
+    model = build_training_model(cfg).to(device)
     schedules = build_schedules(cfg)
     model.set_momentum_schedule(schedules.momentum)
     optimizer = build_optimizer(model, cfg.optim, device)
