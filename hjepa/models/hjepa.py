@@ -208,21 +208,3 @@ class HJEPA(nn.Module):
         summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
         summary["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return summary
-
-
-OBJECTIVES = ("masked", "multiview")
-
-
-def build_model(cfg: Config, loss_fn: nn.Module | None = None) -> nn.Module:
-    """The model architecture for ``cfg.model.objective`` from a resolved config.
-
-    ``loss_fn`` is wired in by the training side (``hjepa.train.model.build_training_model``); without one the model
-    serves inference only (``extract_features``, ``extract_levels``) and its training ``forward`` refuses to run.
-    """
-    if cfg.model.objective == "masked":
-        return HJEPA(cfg, loss_fn)
-    if cfg.model.objective == "multiview":
-        from hjepa.models.multiview import MultiViewJEPA  # it borrows HJEPA's inference methods
-
-        return MultiViewJEPA(cfg, loss_fn)
-    raise ValueError(f"unknown model.objective {cfg.model.objective!r}; valid: {', '.join(OBJECTIVES)}")
