@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from hjepa.config import Config
-from hjepa.data import dataset_stats
 from hjepa.export import fuse, quantize, tensorrt_build, triton
 from hjepa.export.errors import ExportError
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, encode_metadata, level_metadata, write_json
@@ -33,13 +32,15 @@ from hjepa.export.onnx_export import (
 )
 from hjepa.export.staging import StagedDirectory
 from hjepa.export.verify import ort_runner, ort_session, sample_inputs, tolerance_for, torch_runner, verify
-from hjepa.inference.checkpoint import checkpoint_file, load_inference_model
-from hjepa.inference.hashing import file_sha256
+from hjepa.inference.artifact import SPEC_NAME as ARTIFACT_SPEC
+from hjepa.inference.artifact import WEIGHTS_NAME as ARTIFACT_WEIGHTS
+from hjepa.inference.artifact import is_artifact, load_source_model, write_artifact
+from hjepa.inference.checkpoint import checkpoint_file
 from hjepa.models import level_encoder
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import LevelEncoder
 
-FORMATS = ("onnx", "trt", "triton")
+FORMATS = ("onnx", "trt", "triton", "hjepa")
 TIMING_CACHE = "tensorrt.timing.cache"
 Log = Callable[[str], None]
 
@@ -167,8 +168,9 @@ def export(
     options.validate()
     say = log or (lambda message: None)
     level_syntax(levels)
-    path = resolve_checkpoint(checkpoint)
-    model, cfg, _ = load_inference_model(path, "cpu")
+    path = Path(checkpoint) if is_artifact(checkpoint) else resolve_checkpoint(checkpoint)
+    loaded = load_source_model(path, "cpu")
+    model, cfg = loaded.model, loaded.config
     targets = parse_levels(levels, model.num_levels)
     img_size = options.img_size or cfg.model.img_size
     for level in sorted(targets, reverse=True):  # the deepest level has the strictest size rule: report that one
@@ -177,16 +179,21 @@ def export(
     trt = tensorrt_build.require_tensorrt() if "trt" in options.formats else None
     if options.simplify:
         _require_onnxslim()
-    stats = dataset_stats(cfg.data.dataset)
-    sha = file_sha256(path)
+    stats = (loaded.mean, loaded.std)  # they travel with the model, never looked up by dataset name
+    sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
+    onnx_levels = targets if set(options.formats) - {"hjepa"} else []  # --format hjepa alone: no ONNX
     with StagedDirectory(out_dir or default_out_dir(path, cfg)) as stage:
         previous_cache = stage.previous(TIMING_CACHE)
         if trt is not None and previous_cache is not None:
             (stage.path / TIMING_CACHE).write_bytes(previous_cache.read_bytes())
         entries = {}
-        for level in targets:
+        for level in onnx_levels:
             entries[level] = _export_one(model, cfg, level, stage.path, options, img_size, stats, sha, trt, say)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
+        if "hjepa" in options.formats:  # the encoder-only artifact: every level, whatever --level says
+            manifest["artifact"] = {"spec": ARTIFACT_SPEC, "weights": ARTIFACT_WEIGHTS,
+                                    "levels": write_artifact(loaded, stage.path)["feature"]["levels"]}
+            say(f"encoder artifact: {ARTIFACT_SPEC} + {ARTIFACT_WEIGHTS} (levels {manifest['artifact']['levels']})")
         write_json(manifest, stage.path / MANIFEST_NAME)
         final = stage.commit()
     say(f"export written to {final}")

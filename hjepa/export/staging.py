@@ -22,7 +22,7 @@ from hjepa.export.manifest import MANIFEST_NAME
 
 # What an export writes at its top level (api.py, triton.py, tensorrt_build.py): only these may be replaced.
 EXPORT_FILES = (MANIFEST_NAME, "level*.onnx", "level*.onnx.data", "level*.engine", "level*.engine.json",
-                "tensorrt.timing.cache", "triton")
+                "tensorrt.timing.cache", "triton", "encoder.json", "encoder.safetensors")
 
 
 def _export_file(name: str) -> bool:

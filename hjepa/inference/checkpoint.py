@@ -2,9 +2,9 @@
 
 A checkpoint is a dict of tensors and plain values written by ``hjepa.train.checkpoint.save_checkpoint`` and read
 back with ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is
-rejected. Inference needs only the target encoder and the target-side level heads, so :func:`load_inference_model`
-builds the architecture without a loss and loads those weights; the training side (resume, diagnostics) keeps the
-full model (``hjepa.train.checkpoint.load_model``).
+rejected. Inference needs only the target encoder and the target-side level heads (``inference_state``), which
+``hjepa.inference.artifact.load_source_model`` loads into the architecture built without a loss; the training side
+(resume, diagnostics) keeps the full model (``hjepa.train.checkpoint.load_model``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch.nn as nn
 
 from hjepa.config import Config, ConfigError
 from hjepa.errors import HJEPAError
-from hjepa.models import build_model
 
 FORMAT = "hjepa-checkpoint-v1"
 
@@ -100,21 +99,3 @@ INFERENCE_PREFIXES = ("target_encoder.", "target_heads.")
 def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The part of a model state dict that inference needs (see ``INFERENCE_PREFIXES``)."""
     return {k: v for k, v in state_dict.items() if k.startswith(INFERENCE_PREFIXES)}
-
-
-def load_inference_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The model a checkpoint was trained with, without its loss, its inference weights loaded; returns
-    ``(model, config, state)``. Weights a checkpoint holds for training only are not checked or loaded."""
-    state = load_checkpoint(path)
-    cfg = checkpoint_config(state)
-    try:
-        model = build_model(cfg)
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {path} describes a model this version cannot build: {exc}") from None
-    weights = inference_state(state["model"])
-    own = inference_state(model.state_dict())
-    check_state(own, weights, source=str(path))
-    model.load_state_dict(weights, strict=False)
-    return model.to(device).eval(), cfg, state

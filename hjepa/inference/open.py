@@ -8,7 +8,8 @@ from pathlib import Path
 
 from hjepa.device import check_device_name
 from hjepa.inference import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (register the back-ends)
-from hjepa.inference.metadata import RuntimeSourceError
+from hjepa.inference.artifact import is_artifact
+from hjepa.inference.metadata import RuntimeSourceError, read_manifest
 from hjepa.inference.runtime import RUNTIMES, Runtime
 
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
@@ -25,20 +26,25 @@ def parse_backend(backend: str) -> tuple[str, str | None]:
 
 
 def source_kind(path: Path) -> str:
-    """``"checkpoint"``, ``"onnx"``, ``"export"`` (a directory with manifest.json) or ``"engine"``."""
+    """``"checkpoint"``, ``"artifact"`` (an encoder artifact: ``encoder.json`` + ``encoder.safetensors``), ``"onnx"``,
+    ``"export"`` (a directory whose manifest.json lists ONNX / engine levels) or ``"engine"``."""
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; expected a checkpoint (.pt or run directory), an .onnx file, an export "
             "directory with manifest.json, or a TensorRT .engine"
         )
     if path.is_dir():
-        if (path / "manifest.json").is_file():
+        if (path / "manifest.json").is_file() and not (is_artifact(path) and not _lists_levels(path)):
             return "export"
+        if is_artifact(path):
+            return "artifact"
         if (path / "checkpoints" / "last.pt").is_file() or (path / "last.pt").is_file():
             return "checkpoint"
         raise RuntimeSourceError(
             f"directory {path} holds neither manifest.json (an export) nor checkpoints/last.pt (a training run)"
         )
+    if is_artifact(path):
+        return "artifact"
     suffix = path.suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
         return "checkpoint"
@@ -64,7 +70,7 @@ def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto"
     family, provider = parse_backend(backend)
     check_device_name(device)
     kind = source_kind(path)
-    if kind == "checkpoint":
+    if kind in ("checkpoint", "artifact"):
         if family not in ("auto", "torch"):
             raise ValueError(f"{path} is a PyTorch checkpoint; backend {backend!r} needs an export (hjepa-export)")
         return RUNTIMES.get("torch").from_checkpoint(path, device=device)
@@ -81,3 +87,11 @@ def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto"
     if family == "tensorrt":  # a single .onnx file
         raise ValueError(f"{path} is an ONNX model; backend 'tensorrt' needs an .engine (or onnxruntime:tensorrt)")
     return RUNTIMES.get("onnxruntime").open(path, provider=provider, device=device)
+
+
+def _lists_levels(directory: Path) -> bool:
+    """Whether an export directory's manifest lists any ONNX or engine level (``--format hjepa`` alone lists none)."""
+    try:
+        return any(any(entry.values()) for entry in read_manifest(directory).files.values())
+    except RuntimeSourceError:
+        return False

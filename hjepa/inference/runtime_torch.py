@@ -9,9 +9,8 @@ import torch
 
 import hjepa
 from hjepa.config import Config
-from hjepa.data import dataset_stats
-from hjepa.inference.checkpoint import checkpoint_file, load_inference_model
-from hjepa.inference.hashing import file_sha256, model_identity
+from hjepa.inference import artifact
+from hjepa.inference.hashing import model_identity
 from hjepa.inference.metadata import RuntimeMetadata
 from hjepa.inference.runtime import RUNTIMES, Runtime, resolve_torch_device
 
@@ -33,6 +32,7 @@ class TorchRuntime(Runtime):
         source: str = "<live model>",
         hjepa_version: str | None = None,
         max_batch: int = 64,
+        normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> None:
         super().__init__()
         self.device = resolve_torch_device(device) if isinstance(device, str) else torch.device(device)
@@ -42,7 +42,8 @@ class TorchRuntime(Runtime):
         self.max_batch = int(max_batch)
         self.identity = identity or model_identity(model)
         self.backend = f"torch[{self.device}]"
-        mean, std = dataset_stats(cfg.data.dataset)
+        # Mean / std travel with the model (the artifact's spec); a live model has its config's.
+        mean, std = normalisation or artifact.normalisation(cfg)
         levels = range(model.num_levels)
         self.metadata = RuntimeMetadata(
             img_size=cfg.model.img_size,
@@ -61,18 +62,20 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", max_batch: int = 64) -> TorchRuntime:
-        """Load a checkpoint (``.pt`` or run directory); errors are ``CheckpointError`` naming the path."""
+        """Load a checkpoint (``.pt`` or run directory) or an encoder artifact (directory with ``encoder.json``);
+        errors are ``CheckpointError`` naming the path."""
         path = Path(path)
         torch_device = resolve_torch_device(device)
-        model, cfg, state = load_inference_model(path, torch_device)
+        loaded = artifact.load_source_model(path, torch_device)
         return cls(
-            model,
-            cfg,
+            loaded.model,
+            loaded.config,
             torch_device,
-            identity=file_sha256(checkpoint_file(path)),
+            identity=loaded.source_sha256,
             source=str(path),
-            hjepa_version=state.get("hjepa_version"),
+            hjepa_version=loaded.hjepa_version,
             max_batch=max_batch,
+            normalisation=(loaded.mean, loaded.std),
         )
 
     @classmethod
