@@ -188,8 +188,10 @@ def export(
             (stage.path / TIMING_CACHE).write_bytes(previous_cache.read_bytes())
         entries = {}
         for level in onnx_levels:
-            entries[level] = _export_one(model, cfg, level, stage.path, options, img_size, stats, sha, trt, say)
+            entries[level] = _export_one(model, cfg, level, stage.path, options, img_size, stats, sha, trt, say,
+                                         loaded.spec["provenance"])
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
+        manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         if "hjepa" in options.formats:  # the encoder-only artifact: every level, whatever --level says
             manifest["artifact"] = {"spec": ARTIFACT_SPEC, "weights": ARTIFACT_WEIGHTS,
                                     "levels": write_artifact(loaded, stage.path)["feature"]["levels"]}
@@ -229,6 +231,7 @@ def _export_one(
     sha: str,
     trt: ModuleType | None,
     say: Log,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trace, verify, quantize / build and lay out one level inside the staging folder ``out``."""
     mean, std = stats
@@ -251,7 +254,7 @@ def _export_one(
     # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
     opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
     metadata = level_metadata(cfg, level, img_size, level_grid(module.grid, level), model.head_dim, mean, std,
-                              input_format, sha, "fp16" if options.half else "fp32")
+                              input_format, sha, "fp16" if options.half else "fp32", provenance)
     set_metadata(onnx_model, encode_metadata(metadata))
     if options.simplify:
         onnx_model = simplify(onnx_model)

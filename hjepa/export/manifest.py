@@ -4,7 +4,8 @@ Every metadata value is a JSON string, so a reader decodes each with ``json.load
 strings without guessing. Keys (shared with ``hjepa.serve``): ``hjepa_version``, ``level``, ``num_levels``,
 ``img_size``, ``patch_size``, ``grid`` ([h, w] of level k), ``embed_dim`` (D of the outputs), ``mean``, ``std``,
 ``input_format`` ("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision``
-("fp32" | "fp16" | "int8").
+("fp32" | "fp16" | "int8"), ``provenance`` (source, its sha256 and format, encoder, epoch, licence: from the
+encoder artifact or checkpoint; an imported encoder's licence travels with every file made from it).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from hjepa.export.files import atomic_write
 
 METADATA_KEYS = (
     "hjepa_version", "level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std",
-    "input_format", "checkpoint_sha256", "dataset", "precision",
+    "input_format", "checkpoint_sha256", "dataset", "precision", "provenance",
 )
+PROVENANCE_KEYS = ("source", "source_sha256", "source_format", "model_name", "url", "encoder", "epoch", "licence")
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST_NAME = "manifest.json"
@@ -41,6 +43,7 @@ def level_metadata(
     input_format: str,
     checkpoint_sha256: str,
     precision: str,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metadata of one exported level as plain Python values (see the module docstring for the keys)."""
     if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
@@ -59,6 +62,7 @@ def level_metadata(
         "checkpoint_sha256": checkpoint_sha256,
         "dataset": cfg.data.dataset,
         "precision": precision,
+        "provenance": {key: (provenance or {}).get(key) for key in PROVENANCE_KEYS},
     }
 
 

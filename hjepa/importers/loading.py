@@ -44,20 +44,25 @@ def _json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300].rstrip()
+
+
 def read_tensors(file: Path) -> Any:
     """What the file holds, loaded without unpickling arbitrary objects."""
     if file.suffix == ".safetensors":
         try:
             return load_file(str(file))
         except Exception as exc:  # safetensors raises its own error types for damaged files
-            raise ImportSourceError(f"{file} is unreadable or corrupt ({type(exc).__name__}: {exc})"[:300]) from None
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ImportSourceError(_one_line(f"{file} is unreadable or corrupt ({reason})")) from None
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImportSourceError(f"{file} holds objects that are not safe to load: {reason}"[:300]) from None
+        raise ImportSourceError(_one_line(f"{file} holds objects that are not safe to load: {reason}")) from None
     except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
-        raise ImportSourceError(f"{file} is unreadable or corrupt ({type(exc).__name__}: {exc})"[:300]) from None
+        raise ImportSourceError(_one_line(f"{file} is unreadable or corrupt ({type(exc).__name__}: {exc})")) from None
 
 
 def load_source(path: str | Path) -> LoadedSource:

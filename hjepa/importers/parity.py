@@ -56,5 +56,5 @@ def check_parity(report: dict[str, Any]) -> None:
                 raise ImportSourceError(
                     f"conversion does not reproduce the source ({batch}, {level}: max abs diff "
                     f"{row['max_abs_diff']:.3g} > {bound:.3g} or cosine {row['min_cosine']:.8f} < "
-                    f"{TOLERANCE['min_cosine']}); nothing written. Is the head count right (--num-heads)?"
+                    f"{TOLERANCE['min_cosine']}); nothing written"
                 )
