@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from hjepa.config import EvalConfig
 from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
 from hjepa.device import resolve_device
+from hjepa.errors import OptionError
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
@@ -45,12 +46,12 @@ def parse_levels(levels: str | int | Sequence[int], source: EvalSource) -> list[
         try:
             levels = [int(part) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise ValueError(f"level {levels!r} is not an integer, a comma-separated list or 'all'") from None
+            raise OptionError(f"level {levels!r} is not an integer, a comma-separated list or 'all'") from None
     elif isinstance(levels, int):
         levels = [levels]
     picked = [source.check_level(level) for level in levels]
     if not picked:
-        raise ValueError("no level given: pass a level number or 'all'")
+        raise OptionError("no level given: pass a level number or 'all'")
     return list(dict.fromkeys(picked))  # keep the order, drop repeats
 
 
@@ -194,16 +195,16 @@ def evaluate(
     protocols = tuple(protocols)
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown or not protocols:
-        raise ValueError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
+        raise OptionError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
     if classifier not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+        raise OptionError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
     settings = EvalConfig()
     ks = [int(k) for k in (settings.knn_k if ks is None else ks)]
     temperature = settings.knn_temperature if temperature is None else float(temperature)
     batch_size = settings.batch_size if batch_size is None else int(batch_size)
     probe_epochs = settings.probe_epochs if probe_epochs is None else int(probe_epochs)
     if not ks or batch_size <= 0 or probe_epochs <= 0 or min(ks) <= 0 or temperature <= 0:
-        raise ValueError("batch size, probe epochs, every k and the temperature must be positive")
+        raise OptionError("batch size, probe epochs, every k and the temperature must be positive")
     if out is not None:
         check_report_path(out)  # a report that cannot be written fails now, not after the features are computed
     timings: dict[str, float] = {}

@@ -19,6 +19,7 @@ import torch
 
 from hjepa.config import load_config
 from hjepa.data import EvalTransform
+from hjepa.errors import OptionError
 from hjepa.inference import Runtime, RuntimeUnavailableError, file_sha256, open_runtime, source_kind
 from hjepa.inference.runtime_torch import TorchRuntime
 from hjepa.models import build_model
@@ -66,7 +67,7 @@ class EvalSource:
     def check_level(self, level: int) -> int:
         """``level`` if the source has it; otherwise a ValueError naming the source and its levels."""
         if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or int(level) not in self.levels:
-            raise ValueError(f"level {level!r} is not in {self.name}; available levels: {self.levels}")
+            raise OptionError(f"level {level!r} is not in {self.name}; available levels: {self.levels}")
         return int(level)
 
     def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
@@ -127,7 +128,7 @@ def resolve_source(
     without a GPU, or a back-end this machine lacks, raises RuntimeUnavailableError; both name the path.
     """
     if (source is None) == (random_init is None):
-        raise ValueError("give either a SOURCE (checkpoint, .onnx, export directory, .engine) or --random-init CONFIG")
+        raise OptionError("give either a SOURCE (checkpoint, .onnx, export directory, .engine) or --random-init CONFIG")
     if random_init is not None:
         return random_init_source(random_init, device=device)
     path = Path(source).expanduser()

@@ -15,17 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hjepa.errors import HJEPAError
+
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 REQUIRED_KEYS = ("level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std")
 # Fields that describe the whole model: every level of one export must agree on them.
 SHARED_KEYS = ("num_levels", "img_size", "patch_size", "mean", "std", "input_format", "dataset", "checkpoint_sha256")
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(HJEPAError, RuntimeError):
     """The back-end a source needs cannot run here (TensorRT or CUDA missing, an execution provider absent)."""
 
 
-class RuntimeSourceError(ValueError):
+class RuntimeSourceError(HJEPAError, ValueError):
     """A source that is not a checkpoint, ONNX model, export directory or engine, or whose metadata is broken."""
 
 

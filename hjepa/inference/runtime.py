@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from hjepa.device import DeviceUnavailableError, resolve_device
+from hjepa.errors import OptionError
 from hjepa.inference.images import batch_to_list, center_crop_resize, to_rgb_array
 from hjepa.inference.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
 from hjepa.registry import Registry
@@ -62,14 +63,14 @@ class Runtime(ABC):
         is_int = isinstance(level, (int, np.integer)) and not isinstance(level, bool)
         if not is_int or int(level) not in self.metadata.grids:
             where = self.source or "this runtime"
-            raise ValueError(f"level {level!r} is not served by {where}; available levels: {self.levels}")
+            raise OptionError(f"level {level!r} is not served by {where}; available levels: {self.levels}")
         return int(level)
 
     def crop(self, images: Any) -> np.ndarray:
         """Images (see :func:`hjepa.inference.images.batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
         items = batch_to_list(images)
         if not items:
-            raise ValueError("no images to embed")
+            raise OptionError("no images to embed")
         size = self.metadata.img_size
         return np.stack([center_crop_resize(to_rgb_array(item), size) for item in items])
 

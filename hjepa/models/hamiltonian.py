@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hjepa.config import ConfigError
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.models.predictor import PREDICTORS, gather_tokens
 
@@ -80,7 +81,7 @@ class HamiltonianPredictor(nn.Module):
     ) -> None:
         super().__init__()
         if match not in ("q", "p", "qp"):
-            raise ValueError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
+            raise ConfigError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
         self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
         self.embed = nn.Linear(embed_dim, predictor_dim)
         self.level_embed = nn.Parameter(torch.zeros(num_levels, predictor_dim))

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from hjepa.config import Config
+from hjepa.config import Config, ConfigError
+from hjepa.errors import OptionError
 from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.models.ema import ema_update
 from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks
@@ -68,18 +69,18 @@ class HJEPA(nn.Module):
             self.target_heads = copy.deepcopy(self.context_heads)
         elif model_cfg.target_heads == "layernorm":
             if self.head_dim != dim:
-                raise ValueError(
+                raise ConfigError(
                     f"model.target_heads=layernorm needs model.head_dim == embed_dim ({dim}), got {self.head_dim}"
                 )
             self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
         else:
-            raise ValueError(f"model.target_heads must be 'layernorm' or 'ema', got {model_cfg.target_heads!r}")
+            raise ConfigError(f"model.target_heads must be 'layernorm' or 'ema', got {model_cfg.target_heads!r}")
         self.ema_heads = model_cfg.target_heads == "ema"
         for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
             param.requires_grad_(False)
         self.loss_fn = loss_fn
         if model_cfg.predictor_batching not in ("packed", "joint", "per_block"):
-            raise ValueError(
+            raise ConfigError(
                 "model.predictor_batching must be 'packed', 'joint' or 'per_block', got "
                 f"{model_cfg.predictor_batching!r}"
             )
@@ -175,7 +176,7 @@ class HJEPA(nn.Module):
         (the ``LevelEncoder`` path, :func:`hjepa.models.level_encoder.level_features`)."""
         for level in levels:
             if not 0 <= level < self.num_levels:
-                raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
+                raise OptionError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
         # As in forward's target pass: in train mode the encoder's stochastic depth would make features random.
         self.target_encoder.eval()
         return level_features(self.target_encoder, self.target_heads, self.grid, images, levels, with_tokens)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hjepa.config import ConfigError
 from hjepa.models.hamiltonian import Potential, leapfrog
 from hjepa.registry import Registry
 
@@ -59,7 +60,7 @@ class HamiltonianViewPredictor(nn.Module):
     ) -> None:
         super().__init__()
         if match not in ("q", "p", "qp"):
-            raise ValueError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
+            raise ConfigError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
         self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
         self.to_q = nn.Linear(dim, dim)
         self.to_p = nn.Linear(dim, dim)
