@@ -70,9 +70,9 @@ def blockers(tmp_path):
 
 
 BAD_INPUTS = [
-    (["--level", "7"], "level 7 does not exist: this checkpoint has 2 level(s), 0..1"),
-    (["--level", "-1"], "level -1 does not exist"),
-    (["--level", "x"], "--level must be a level number or 'all', got 'x'"),
+    (["--level", "7"], "level 7 is not in last.pt; available levels: [0, 1]"),
+    (["--level", "-1"], "level -1 is not in last.pt; available levels: [0, 1]"),
+    (["--level", "x"], "level 'x' is not a level number, a comma-separated list or 'all'"),
     (["--img-size", "18"], "image size 18 is not usable for level 1: it must be a positive multiple of patch_size"),
     (["--img-size", "20", "--level", "1"], "patch_size * 2^1 = 8"),
     (["--img-size", "0"], "--img-size must be positive"),

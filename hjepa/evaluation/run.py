@@ -30,29 +30,12 @@ from hjepa.evaluation.sources import EvalSource, resolve_source
 from hjepa.inference.cache import FeatureCache
 from hjepa.inference.features import spread_subset
 from hjepa.inference.knn import knn_evaluate
+from hjepa.inference.levels import parse_levels
 
 PROTOCOLS = ("knn", "linear")
 CLASSIFIERS = ("sgd", "logreg")
 DEFAULT_CACHE_DIR = ".cache/features"
 SPLITS = ("train", "test")
-
-
-def parse_levels(levels: str | int | Sequence[int], source: EvalSource) -> list[int]:
-    """``"all"`` -> every level of the source; an int, ``"1"``, ``"0,2"`` or a list -> those levels, each checked."""
-    if isinstance(levels, str):
-        text = levels.strip().lower()
-        if text == "all":
-            return list(source.levels)
-        try:
-            levels = [int(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise OptionError(f"level {levels!r} is not an integer, a comma-separated list or 'all'") from None
-    elif isinstance(levels, int):
-        levels = [levels]
-    picked = [source.check_level(level) for level in levels]
-    if not picked:
-        raise OptionError("no level given: pass a level number or 'all'")
-    return list(dict.fromkeys(picked))  # keep the order, drop repeats
 
 
 def load_split(
@@ -213,7 +196,7 @@ def evaluate(
     tic = time.perf_counter()
     if not isinstance(source, EvalSource):
         source = resolve_source(source, random_init=random_init, backend=backend, device=device)
-    chosen_levels = parse_levels(levels, source)
+    chosen_levels = parse_levels(levels, source.levels, source.name)
     timings["load_s"] = time.perf_counter() - tic
 
     # Step 2. The data: uint8 images, preprocessed later with the source's own size and normalisation.

@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hjepa.config import load_config
@@ -63,12 +62,6 @@ class EvalSource:
         """
         meta = self.runtime.metadata
         return EvalTransform(meta.img_size, mean=meta.mean, std=meta.std)
-
-    def check_level(self, level: int) -> int:
-        """``level`` if the source has it; otherwise a ValueError naming the source and its levels."""
-        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or int(level) not in self.levels:
-            raise OptionError(f"level {level!r} is not in {self.name}; available levels: {self.levels}")
-        return int(level)
 
     def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
         """Normalised float ``[B, 3, S, S]`` -> pooled level-``level`` features float32 ``[B, D]`` on the CPU."""

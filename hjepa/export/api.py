@@ -36,6 +36,7 @@ from hjepa.inference.artifact import SPEC_NAME as ARTIFACT_SPEC
 from hjepa.inference.artifact import WEIGHTS_NAME as ARTIFACT_WEIGHTS
 from hjepa.inference.artifact import is_artifact, load_source_model, write_artifact
 from hjepa.inference.checkpoint import checkpoint_file
+from hjepa.inference.levels import check_level, level_syntax, parse_levels
 from hjepa.models import level_encoder
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import LevelEncoder
@@ -89,30 +90,6 @@ class ExportOptions:
             check_opset(self.opset)
 
 
-def level_syntax(levels: int | str) -> int | None:
-    """``"all"`` -> None, an integer (or its text) -> that integer, anything else -> ``ExportError``."""
-    if isinstance(levels, int) and not isinstance(levels, bool):
-        return levels
-    text = str(levels).strip().lower()
-    if text == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ExportError(f"--level must be a level number or 'all', got {levels!r}") from None
-
-
-def parse_levels(levels: int | str, num_levels: int) -> list[int]:
-    """The level indices to export, checked against the checkpoint's ``num_levels``."""
-    level = level_syntax(levels)
-    if level is None:
-        return list(range(num_levels))
-    if not 0 <= level < num_levels:
-        raise ExportError(f"level {level} does not exist: this checkpoint has {num_levels} level(s), "
-                          f"0..{num_levels - 1} (or use --level all)")
-    return [level]
-
-
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """The ``.pt`` file a checkpoint argument names (a file, a run directory or its ``checkpoints/``)."""
     return checkpoint_file(checkpoint)
@@ -138,9 +115,8 @@ def build_level_encoder(
     half: bool = False,
 ) -> LevelEncoder:
     """``hjepa.models.level_encoder.build_level_encoder`` with the level and image size checked first, as
-    ``ExportError`` naming what would work."""
-    if not 0 <= level < model.num_levels:
-        raise ExportError(f"level {level} does not exist; this checkpoint has levels 0..{model.num_levels - 1}")
+    ``LevelError`` / ``ExportError`` naming what would work."""
+    check_level(level, range(model.num_levels), "this checkpoint")
     check_img_size(img_size or model.config.model.img_size, model.config.model.patch_size, level)
     return level_encoder.build_level_encoder(model, level, mean, std, img_size, uint8_input, half)
 
@@ -159,19 +135,20 @@ def export(
     options: ExportOptions | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Export ``levels`` (an index or ``"all"``) of a checkpoint into ``out_dir``; returns the manifest dict.
+    """Export ``levels`` (an index, a list, ``"0,2"`` or ``"all"``) of a checkpoint into ``out_dir``; returns the
+    manifest dict.
 
     Writes ``level{K}.onnx`` per level (``level{K}.engine`` + ``.engine.json`` for trt, ``triton/`` for triton)
-    and ``manifest.json``. Raises ``ExportError`` / ``CheckpointError`` with nothing left on disk.
+    and ``manifest.json``. Raises ``ExportError`` / ``LevelError`` / ``CheckpointError`` with nothing left on disk.
     """
     options = options or ExportOptions()
     options.validate()
     say = log or (lambda message: None)
-    level_syntax(levels)
+    level_syntax(levels)  # a typo fails before the checkpoint is read
     path = Path(checkpoint) if is_artifact(checkpoint) else resolve_checkpoint(checkpoint)
     loaded = load_source_model(path, "cpu")
     model, cfg = loaded.model, loaded.config
-    targets = parse_levels(levels, model.num_levels)
+    targets = parse_levels(levels, range(model.num_levels), path.name)
     img_size = options.img_size or cfg.model.img_size
     for level in sorted(targets, reverse=True):  # the deepest level has the strictest size rule: report that one
         check_img_size(img_size, cfg.model.patch_size, level)
@@ -208,7 +185,7 @@ def export_level(
     ``options`` are ``ExportOptions`` fields (``half``, ``int8``, ``batch``, ``dynamic``, ...).
     """
     manifest = export(checkpoint, level, out_dir, ExportOptions(formats=(fmt,), **options), log)
-    return manifest["levels"][str(level_syntax(level))]
+    return manifest["levels"][str(level_syntax(level)[0])]
 
 
 def _require_onnxslim() -> None:

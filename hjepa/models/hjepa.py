@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 
 from hjepa.config import Config, ConfigError
-from hjepa.errors import OptionError
 from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.models.ema import ema_update
 from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks
@@ -176,7 +175,7 @@ class HJEPA(nn.Module):
         (the ``LevelEncoder`` path, :func:`hjepa.models.level_encoder.level_features`)."""
         for level in levels:
             if not 0 <= level < self.num_levels:
-                raise OptionError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
+                raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
         # As in forward's target pass: in train mode the encoder's stochastic depth would make features random.
         self.target_encoder.eval()
         return level_features(self.target_encoder, self.target_heads, self.grid, images, levels, with_tokens)

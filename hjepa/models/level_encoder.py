@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hjepa.errors import OptionError
 from hjepa.models.hierarchy import pool_tokens
 from hjepa.models.pos_embed import sincos_2d
 
@@ -170,7 +169,7 @@ def build_level_encoder(
     checked at the edge (``hjepa.export``); here a bad one is a bug.
     """
     if not 0 <= level < model.num_levels:
-        raise OptionError(f"level {level} does not exist; this model has levels 0..{model.num_levels - 1}")
+        raise ValueError(f"level {level} does not exist; this model has levels 0..{model.num_levels - 1}")
     trained_size = model.target_encoder.grid[0] * model.target_encoder.vit.patch_embed.patch_size[0]
     img_size = trained_size if img_size is None else img_size
     encoder = copy.deepcopy(model.target_encoder).float().eval()
