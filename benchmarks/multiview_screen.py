@@ -59,6 +59,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--eval_every", type=int, default=300)
     p.add_argument("--feat", default="ln_mean", choices=["ln_mean", "mean"])
+    p.add_argument("--keep", type=float, default=1.0,
+                   help="each global view keeps this fraction of its tokens, drawn at random (masked views, as MSN)")
     p.add_argument("--ema", type=float, default=0.0, help="evaluate an EMA copy of the encoder with this momentum")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bank", type=int, default=10000)
@@ -85,9 +87,14 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
     local_pos = sincos_2d(a.dim, (a.local_img // a.patch,) * 2, span=full_grid)[None]
     ema_encoder = copy.deepcopy(encoder) if a.ema else None
 
-    def encode(x: torch.Tensor, pos: torch.Tensor | None = None, which: nn.Module | None = None) -> torch.Tensor:
+    def encode(x: torch.Tensor, pos: torch.Tensor | None = None, which: nn.Module | None = None,
+               keep: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         which = which or encoder
         tokens = which.vit.patch_embed(x) + (which.pos_embed if pos is None else pos)
+        if keep < 1.0:
+            count = max(1, round(keep * tokens.shape[1]))
+            kept = torch.rand(tokens.shape[:2], generator=generator).argsort(1)[:, :count]
+            tokens = torch.gather(tokens, 1, kept.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         return which.vit.norm(which.vit.blocks(tokens))
 
     def pooled(tokens: torch.Tensor) -> torch.Tensor:
@@ -140,7 +147,8 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
         x = train_images[torch.randint(0, len(train_images), (a.batch,), generator=generator)]
         globals_ = [global_view(x, generator) for _ in range(a.globals)]
         locals_ = [local_view(x, generator) for _ in range(a.locals)]
-        z_global = projector(pooled(encode(torch.cat(globals_)))).view(a.globals, a.batch, -1)
+        z_global = projector(pooled(encode(torch.cat(globals_), keep=a.keep, generator=generator)))
+        z_global = z_global.view(a.globals, a.batch, -1)
         z = z_global
         if a.locals:
             z_local = projector(pooled(encode(torch.cat(locals_), local_pos))).view(a.locals, a.batch, -1)

@@ -37,9 +37,11 @@ from hjepa.train.step import train_step  # noqa: E402
 
 IJEPA_REFERENCE_SECONDS = 2.49
 
+# The masked-objective settings time the masked step; "quickstart" is the 8x8-grid masked quickstart that the
+# figures recorded so far were measured on (fashion-mnist-masked; the multi-view fashion-mnist preset has no masks).
 SETTINGS = {
-    "quickstart": ("fashion-mnist", []),
-    "ijepa-tiny-per_block": ("fashion-mnist", [
+    "quickstart": ("fashion-mnist-masked", []),
+    "ijepa-tiny-per_block": ("fashion-mnist-masked", [
         "model.depth=12", "model.num_levels=1", "model.predictor_embed_dim=384", "model.predictor_depth=6",
         "model.predictor_num_heads=6", "masks.generator=multiblock", "masks.num_targets=[4]",
         "masks.target_scale=[0.15, 0.2]", "masks.min_keep=4", "data.batch_size=64",
@@ -50,7 +52,7 @@ SETTINGS = {
         "model.predictor_num_heads=6", "data.batch_size=256",
     ]),
 }
-SETTINGS["cifar100-vit-tiny"] = ("cifar100-vit-tiny", [])
+SETTINGS["cifar100-vit-tiny"] = ("cifar100-vit-tiny", ["model.objective=masked"])  # the preset is multi-view now
 SETTINGS["cifar100-vit-small"] = ("cifar100-vit-small", [])
 _IJEPA_PRESET, _IJEPA_SETS = SETTINGS["ijepa-tiny-per_block"]
 for _layout in ("joint", "packed"):

@@ -55,11 +55,23 @@ def test_loss_matches_a_hand_computation_with_vicreg():
     out = MultiViewLoss(reg, [lam], [2.0])([z], [p], num_global=2)
     center = (z[0] + z[1]) / 2
     prediction = sum(((p[v] - center) ** 2).mean() for v in range(4)) / 4
-    regularizer = sum(reg(z[v], center)["loss"] for v in range(4)) / 4
+    regularizer = sum(reg(z[v])["loss"] for v in range(4)) / 4  # VICReg's variance + covariance of each view
     expected = 2.0 * ((1 - lam) * prediction + lam * regularizer)
     assert math.isclose(float(out["loss"]), float(expected), rel_tol=1e-5)
     assert math.isclose(float(out["pred_h0"]), float(prediction), rel_tol=1e-5)
     assert math.isclose(float(out["loss_prediction"] + out["loss_regularizer"]), float(expected), rel_tol=1e-5)
+    assert float(out["reg_h0_invariance"]) == 0.0  # the prediction term is the only invariance term
+
+
+def test_loss_barlow_gets_the_detached_centre():
+    from hjepa.losses import BarlowTwinsLoss
+
+    z = torch.randn(2, 8, 4)
+    barlow = BarlowTwinsLoss()
+    out = MultiViewLoss(barlow, [0.5], [1.0])([z], [z], num_global=2)
+    center = z.mean(0)
+    expected = (barlow(z[0], center)["loss"] + barlow(z[1], center)["loss"]) / 2
+    assert math.isclose(float(out["reg_h0"]), float(expected), rel_tol=1e-5)
 
 
 def test_loss_sigreg_is_unary_and_gradient_reaches_the_centre():

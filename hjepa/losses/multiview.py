@@ -6,7 +6,8 @@ regulariser weight and w_h the level weight::
 
     c        = 1/V_g sum_{v < V_g} z_v                                  (gradient flows into c, as in LeJEPA)
     L_pred,h = 1/V sum_v mean_{b, k} (p_v - c)^2
-    L_reg,h  = 1/V sum_v R(z_v)             R unary (SIGReg: R(z_v, step)); pairwise R (VICReg, Barlow): R(z_v, sg(c))
+    L_reg,h  = 1/V sum_v R(z_v)     SIGReg: R(z_v, step); VICReg: its variance + covariance terms of z_v alone (the
+                                     prediction term is the invariance); Barlow Twins (needs a pair): R(z_v, sg(c))
     loss     = sum_h w_h ((1 - lambda_h) L_pred,h + lambda_h L_reg,h)
 
 Nothing but the regulariser keeps the embeddings from collapsing to a constant, so lambda_h > 0 is required. All
@@ -69,6 +70,8 @@ class MultiViewLoss(nn.Module):
         return out
 
     def _regularize(self, view: Tensor, center: Tensor, step: int) -> dict[str, Tensor]:
-        if getattr(self.regularizer, "pairwise", True):
-            return self.regularizer(view, center.detach())
-        return self.regularizer(view, step=step)
+        if not getattr(self.regularizer, "pairwise", True):
+            return self.regularizer(view, step=step)
+        if getattr(self.regularizer, "accepts_single_view", False):
+            return self.regularizer(view)
+        return self.regularizer(view, center.detach())
