@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hjepa.cli.export import main
 from hjepa.config import load_config
 from hjepa.export import Tolerance, default_out_dir
-from hjepa.export import api as export_api
+from hjepa.export.formats import onnx as onnx_format
 
 
 def run(*args: object) -> tuple[int, str]:
@@ -141,7 +141,7 @@ def test_failed_verification_of_a_later_level_leaves_nothing(tiny_checkpoint, tm
         calls.append(precision)
         return Tolerance(cfg.atol, cfg.min_cosine) if len(calls) == 1 else Tolerance(0.0, 1.0)
 
-    monkeypatch.setattr(export_api, "tolerance_for", strict_on_second_level)
+    monkeypatch.setattr(onnx_format, "tolerance_for", strict_on_second_level)
     out = tmp_path / "nested" / "exp"
     code, output = run(tiny_checkpoint, "--level", "all", "--out", out)
     assert code == 1 and len(calls) == 2
