@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hjepa.config import EvalConfig
 from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
@@ -28,7 +27,7 @@ from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
 from hjepa.inference.cache import FeatureCache
-from hjepa.inference.features import spread_subset
+from hjepa.inference.features import extract_levels, spread_subset
 from hjepa.inference.knn import knn_evaluate
 from hjepa.inference.levels import parse_levels
 
@@ -66,17 +65,10 @@ def extract_pooled(
     batches (image folders are decoded batch by batch, never held whole) through the source's transform.
     """
     levels = list(levels)
-    transform = source.transform()
-    features: dict[int, list[torch.Tensor]] = {k: [] for k in levels}
-    labels = []
-    total = math.ceil(len(data) / batch_size)
-    for images, batch_labels in tqdm(iterate_eval(data, batch_size), total=total, desc=desc, disable=not progress,
-                                     leave=False):
-        for k, pooled in source.embed_pooled_levels(transform(images), levels).items():
-            features[k].append(pooled)
-        labels.append(batch_labels.long().cpu())
-    all_labels = torch.cat(labels)
-    return {k: (torch.cat(chunks), all_labels) for k, chunks in features.items()}
+    features, labels = extract_levels(lambda batch: source.embed_pooled_levels(batch, levels),
+                                      iterate_eval(data, batch_size), source.transform(),
+                                      math.ceil(len(data) / batch_size), progress, desc)
+    return {k: (features.get(k, torch.empty(0)), labels) for k in levels}
 
 
 def _cache_extra(

@@ -10,7 +10,7 @@ from hjepa.device import check_device_name
 from hjepa.errors import OptionError
 from hjepa.inference import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (register the back-ends)
 from hjepa.inference.artifact import is_artifact
-from hjepa.inference.metadata import RuntimeSourceError, read_manifest
+from hjepa.inference.metadata import MANIFEST_NAME, RuntimeSourceError, read_manifest
 from hjepa.inference.runtime import RUNTIMES, Runtime
 
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
@@ -35,7 +35,7 @@ def source_kind(path: Path) -> str:
             "directory with manifest.json, or a TensorRT .engine"
         )
     if path.is_dir():
-        if (path / "manifest.json").is_file() and not (is_artifact(path) and not _lists_levels(path)):
+        if (path / MANIFEST_NAME).is_file() and not (is_artifact(path) and not _lists_levels(path)):
             return "export"
         if is_artifact(path):
             return "artifact"
