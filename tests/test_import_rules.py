@@ -1,10 +1,11 @@
 """The package's import arrows, checked over every import in ``hjepa/`` (function-local and TYPE_CHECKING ones too).
 
-cli -> {train, export, evaluation, serve} -> inference -> {models, masks, losses, data} -> {config, registry, device,
-dist}: a module may import its own package and any package of a lower layer. Within the lowest two layers siblings
-may import each other (masks' query layouts are used by the predictors) as long as no cycle forms, except that
-``models`` never imports ``losses`` (the training side wires the loss). ``train``, ``export``, ``evaluation`` and
-``serve`` never import each other. No cycles, between packages or between modules.
+cli -> {train, importers, export, evaluation, serve} -> inference -> {models, masks, losses, data} -> {config,
+registry, device, dist}: a module may import its own package and any package of a lower layer. Within the lowest
+two layers siblings may import each other (masks' query layouts are used by the predictors) as long as no cycle
+forms, except that ``models`` never imports ``losses`` (the training side wires the loss). ``train``,
+``importers``, ``export``, ``evaluation`` and ``serve`` never import each other.
+No cycles, between packages or between modules.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ LAYERS = {
     "__init__": 0, "config": 0, "registry": 0, "device": 0, "dist": 0, "errors": 0, "configs": 0,
     "models": 1, "masks": 1, "losses": 1, "data": 1,
     "inference": 2,
-    "train": 3, "export": 3, "evaluation": 3, "serve": 3,
+    "train": 3, "importers": 3, "export": 3, "evaluation": 3, "serve": 3,
     "cli": 4, "demo": 4,
 }
 SIBLINGS_ALLOWED = {0, 1, 4}  # layers whose members may import each other (acyclically)

@@ -13,14 +13,16 @@ def cli() -> None:
     """Hierarchical JEPA: train, export, evaluate and inspect vision encoders."""
 
 
-for module_name in ("train", "export", "evaluate", "serve"):
+NAMES = {"evaluate": "eval", "importer": "import"}  # module -> subcommand, where they differ
+
+for module_name in ("train", "importer", "export", "evaluate", "serve"):
     try:
         command = importlib.import_module(f"hjepa.cli.{module_name}").main
     except ModuleNotFoundError as exc:  # a capability that has not landed is simply not registered
         if exc.name != f"hjepa.cli.{module_name}":
             raise
         continue
-    cli.add_command(command, name=module_name if module_name != "evaluate" else "eval")
+    cli.add_command(command, name=NAMES.get(module_name, module_name))
 
 
 if __name__ == "__main__":

@@ -110,8 +110,9 @@ def export(
         entries = {}
         for level in onnx_levels:
             entries[level] = _export_level(formats, model, cfg, level, stage.path, options, img_size, stats, sha,
-                                           resources, say)
+                                           resources, loaded.spec["provenance"], say)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
+        manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
             if not fmt.per_level:
                 fmt.export_model(loaded, stage.path, manifest, say)
@@ -150,10 +151,12 @@ def _export_level(
     stats: tuple[tuple[float, ...], tuple[float, ...]],
     sha: str,
     resources: dict[str, Any],
+    provenance: dict[str, Any] | None,
     say: Log,
 ) -> dict[str, Any]:
     """Run every per-level format on ``level`` inside the staging folder ``out``; returns its manifest entry."""
-    job = LevelJob(model, cfg, level, out, options, img_size, *stats, sha, resources, entry=dict.fromkeys(ENTRY_KEYS))
+    job = LevelJob(model, cfg, level, out, options, img_size, *stats, sha, resources, provenance,
+                   entry=dict.fromkeys(ENTRY_KEYS))
     for fmt in formats:
         if fmt.per_level:
             fmt.export_level(job)

@@ -2,6 +2,8 @@
 
 The schema (the metadata keys, their values, the manifest's name) is defined once, in
 :mod:`hjepa.inference.metadata`, next to the reader every runtime uses; this module writes it.
+``provenance`` (source, its sha256 and format, encoder, epoch, licence) travels in every level's metadata and in
+the manifest: an imported encoder's licence goes with every file made from it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hjepa.inference.metadata import (  # noqa: F401  (the schema lives with its
     MANIFEST_NAME,
     METADATA_KEYS,
     PRECISIONS,
+    PROVENANCE_KEYS,
     encode_metadata,
     level_metadata,
 )

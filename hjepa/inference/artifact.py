@@ -13,8 +13,10 @@ of training) and ``encoder.json``::
      "config": {...}}                                       # the resolved training config, when there is one
 
 Mean / std and image size are read from here by every runtime, never looked up by dataset name. A foreign ViT
-(the later ``hjepa-import``) writes the same two files: no class token, ``pos_embed: "table"`` when it stores its
-position table (then a ``target_encoder.pos_embed`` tensor is in the weights), its own mean / std and licence.
+(``hjepa-import``) writes the same two files with ``family: "vit"``: the architecture block of
+``hjepa.models.pretrained.EncoderArchitecture`` (head count, MLP width, norm eps, class token, level head),
+``pos_embed: "table"`` (the stored position table is the ``target_encoder.pos_embed`` weight), its own mean / std,
+licence and a ``parity`` block; it is built as a ``PretrainedEncoder`` and carries no training config.
 ``load_source_model`` opens either an artifact or a training checkpoint and returns the same :class:`LoadedModel`.
 """
 
@@ -43,6 +45,8 @@ from hjepa.inference.checkpoint import (
 )
 from hjepa.inference.hashing import file_sha256
 from hjepa.models import build_model
+from hjepa.models.pretrained import FAMILY as PRETRAINED_FAMILY
+from hjepa.models.pretrained import EncoderArchitecture, PretrainedEncoder
 
 ARTIFACT_FORMAT = "hjepa-encoder-v1"
 SPEC_NAME = "encoder.json"
@@ -157,13 +161,22 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Loade
     directory = directory.parent if directory.is_file() else directory
     spec = read_spec(directory)
     family = spec.get("architecture", {}).get("family")
-    if family != "hjepa-vit" or not spec.get("config"):
+    if family == PRETRAINED_FAMILY:  # an imported encoder (hjepa-import): built from its architecture block
+        try:
+            model = PretrainedEncoder(EncoderArchitecture.from_dict(spec["architecture"]),
+                                      spec["provenance"].get("config_name") or "imported")
+        except (TypeError, ValueError) as exc:
+            reason = f"{directory}/{SPEC_NAME} describes an encoder this version cannot build: {exc}"
+            raise CheckpointError(reason) from None
+        cfg = model.config
+    elif family != "hjepa-vit" or not spec.get("config"):
         raise CheckpointError(f"{directory}: encoder family {family!r} cannot be built by this version of hjepa")
-    try:
-        cfg = Config.from_dict(spec["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{directory}/{SPEC_NAME} holds an invalid config: {exc}") from None
-    model = build_model(cfg)
+    else:
+        try:
+            cfg = Config.from_dict(spec["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{directory}/{SPEC_NAME} holds an invalid config: {exc}") from None
+        model = build_model(cfg)
     weights_path = directory / WEIGHTS_NAME
     try:
         weights = load_file(str(weights_path))

@@ -4,7 +4,8 @@
 The exporter writes one metadata dict per level (:func:`level_metadata`; every value a JSON string in ONNX
 ``metadata_props``, :func:`encode_metadata`): keys ``METADATA_KEYS`` = ``hjepa_version``, ``level``, ``num_levels``,
 ``img_size``, ``patch_size``, ``grid`` ([h, w] of level k), ``embed_dim``, ``mean``, ``std``, ``input_format``
-("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision`` ("fp32" | "fp16" | "int8"). An export
+("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision`` ("fp32" | "fp16" | "int8"),
+``provenance`` (``PROVENANCE_KEYS``). An export
 directory holds ``manifest.json`` = ``{"config", "checkpoint_sha256", "levels": {"K": {"onnx", "engine",
 "metadata"}}}``. This module turns those into one :class:`RuntimeMetadata` and refuses artifacts that lack them.
 """
@@ -24,8 +25,9 @@ from hjepa.errors import HJEPAError
 
 METADATA_KEYS = (
     "hjepa_version", "level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std",
-    "input_format", "checkpoint_sha256", "dataset", "precision",
+    "input_format", "checkpoint_sha256", "dataset", "precision", "provenance",
 )
+PROVENANCE_KEYS = ("source", "source_sha256", "source_format", "model_name", "url", "encoder", "epoch", "licence")
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST_NAME = "manifest.json"
@@ -55,6 +57,7 @@ def level_metadata(
     input_format: str,
     checkpoint_sha256: str,
     precision: str,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metadata of one exported level as plain Python values (see the module docstring for the keys)."""
     if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
@@ -73,6 +76,7 @@ def level_metadata(
         "checkpoint_sha256": checkpoint_sha256,
         "dataset": cfg.data.dataset,
         "precision": precision,
+        "provenance": {key: (provenance or {}).get(key) for key in PROVENANCE_KEYS},
     }
 
 

@@ -148,6 +148,10 @@ class LevelEncoder(nn.Module):
 
 def resize_encoder(encoder: nn.Module, img_size: int) -> None:
     """Point a ``ViTEncoder`` at a new square image size: patch embedding size check and sin-cos positions."""
+    if getattr(encoder, "stored_positions", False):
+        trained = encoder.grid[0] * encoder.patch_size
+        raise ValueError(f"this encoder's position table was stored for {trained} px images (an imported encoder); "
+                         f"it cannot run at {img_size} px")
     patch = encoder.vit.patch_embed.patch_size[0]
     encoder.vit.patch_embed.set_input_size(img_size=img_size)
     encoder.grid = (img_size // patch, img_size // patch)

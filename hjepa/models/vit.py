@@ -6,6 +6,8 @@ the full grid; zeroing masked patches and running the whole sequence would waste
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
@@ -55,7 +57,19 @@ class ViTEncoder(nn.Module):
     positions are the sin-cos table spread over the same extent as the full grid (see ``sincos_2d``'s ``span``).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        mlp_hidden_dim: int | None = None,
+        norm_eps: float = 1e-6,
+        class_token: bool = False,
+        stored_positions: bool = False,
+    ) -> None:
+        """``cfg`` gives the sizes; the keyword options describe imported encoders (``hjepa.importers``):
+        ``mlp_hidden_dim`` (default 4 x width), LayerNorm ``norm_eps``, a ``class_token`` that attends with the
+        patches and is dropped from the output, and ``stored_positions``: the position table is a weight loaded from
+        the source (``[1, 1 + N, D]`` with a class token), not recomputed, so the image size is fixed."""
         super().__init__()
         dim, depth, heads = vit_dims(cfg)
         self.grid = grid_size(cfg)
@@ -70,13 +84,23 @@ class ViTEncoder(nn.Module):
             embed_dim=dim,
             depth=depth,
             num_heads=heads,
+            # hidden + 0.5 so that timm's int(dim * ratio) gives back exactly the hidden width (ViT-g: 48 / 11)
+            mlp_ratio=4.0 if mlp_hidden_dim is None else (mlp_hidden_dim + 0.5) / dim,
+            norm_layer=partial(nn.LayerNorm, eps=norm_eps),
             class_token=False,
             pos_embed="none",
             drop_path_rate=cfg.drop_path_rate,
         )
         self.vit.patch_embed.strict_img_size = False  # local views are smaller; forward checks divisibility
         self.patch_size = cfg.patch_size
-        self.register_buffer("pos_embed", sincos_2d(dim, self.grid)[None], persistent=False)
+        self.num_prefix_tokens = int(class_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.stored_positions = stored_positions
+        if stored_positions:
+            table = torch.zeros(1, self.num_prefix_tokens + self.num_tokens, dim)
+        else:
+            table = sincos_2d(dim, self.grid)[None]
+        self.register_buffer("pos_embed", table, persistent=stored_positions)
         self._other_grids: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
@@ -90,6 +114,10 @@ class ViTEncoder(nn.Module):
         grid = (height // self.patch_size, width // self.patch_size)
         if grid == self.grid:
             return self.pos_embed
+        if self.stored_positions:
+            size = self.grid[0] * self.patch_size
+            raise ValueError(f"this encoder's position table was stored for {size}x{size} images; "
+                             f"got {height}x{width}")
         table = self._other_grids.get(grid)
         if table is None or table.device != self.pos_embed.device:
             table = sincos_2d(self.embed_dim, grid, span=self.grid)[None].to(self.pos_embed.device)
@@ -98,8 +126,12 @@ class ViTEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, token_idx: torch.Tensor | None = None) -> torch.Tensor:
         x = self.vit.patch_embed(images)  # [B, N, D]
+        if self.cls_token is not None:
+            if token_idx is not None:
+                raise ValueError("an encoder with a class token runs on the full grid only")
+            x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.positions(images.shape[-2], images.shape[-1]).to(x.dtype)
         if token_idx is not None:
             x = torch.gather(x, 1, token_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        x = self.vit.blocks(x)
-        return self.vit.norm(x)
+        x = self.vit.norm(self.vit.blocks(x))
+        return x[:, self.num_prefix_tokens:] if self.num_prefix_tokens else x

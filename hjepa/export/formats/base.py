@@ -88,6 +88,7 @@ class LevelJob:
     std: Sequence[float]
     sha: str
     resources: dict[str, Any]
+    provenance: dict[str, Any] | None = None  # source, licence: written into every level's metadata
     entry: dict[str, Any] = field(default_factory=dict)  # this level's manifest entry
     checks: dict[str, Any] = field(default_factory=dict)  # verification figures, by back-end
     headline: str = ""  # the one line printed for this level

@@ -1,0 +1,197 @@
+"""``import_encoder``: a foreign checkpoint -> an hjepa encoder artifact, only when it provably reproduces the source.
+
+Order of work, so a mistake costs nothing: output path, source (file, Hugging Face directory or a model card name),
+safe load, format (``--from`` or the first matching importer), conversion (every tensor consumed once,
+shape-checked), levels, hjepa's model with the converted weights (strict), parity against the reference forward at
+batch 1 and 4 on every level; only then is the artifact written (into a hidden sibling, renamed into place).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hjepa
+from hjepa.importers import hf_ijepa, hjepa_seed, ijepa, timm_vit  # noqa: F401  (register the formats)
+from hjepa.importers.base import ENCODERS, IMPORTERS, Conversion, ImportOptions, LoadedSource
+from hjepa.importers.cards import ModelCard, cache_path, card_names, download, find_card, no_download_message
+from hjepa.importers.errors import ImportSourceError
+from hjepa.importers.loading import load_source
+from hjepa.importers.parity import TOLERANCE, check_parity, measure_parity
+from hjepa.inference.artifact import ARTIFACT_FORMAT, LoadedModel, write_artifact
+from hjepa.inference.checkpoint import CheckpointError, check_state
+from hjepa.models.pretrained import HEADS, EncoderArchitecture, PretrainedEncoder
+
+FORMATS = ("auto", *IMPORTERS.names())
+MAX_LEVELS = 4
+Log = Callable[[str], None]
+RECIPE = ("level k: the imported encoder's output patch tokens, averaged over 2^k x 2^k cells, through the level "
+          "head ({head}); pooled = mean over the level-k grid")
+
+
+def max_levels(grid: tuple[int, int]) -> int:
+    """As deep as the grid allows: 2^(L-1) divides both sides, at most ``MAX_LEVELS``."""
+    levels = 1
+    while levels < MAX_LEVELS and grid[0] % 2**levels == 0 and grid[1] % 2**levels == 0:
+        levels += 1
+    return levels
+
+
+def resolve_source(source: str | Path, download_card: bool, log: Log) -> tuple[Path, ModelCard | None]:
+    """A path, or a model card name (fetched only with ``download_card``)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path, None
+    card = find_card(str(source))
+    if card is None:
+        known = ", ".join(card_names()) or "none"
+        raise ImportSourceError(f"{source} is neither a file / directory nor a known model name (known: {known})")
+    if cache_path(card).is_file():
+        return cache_path(card), card
+    if not download_card:
+        raise ImportSourceError(no_download_message(card))
+    return download(card, log), card
+
+
+def pick_importer(source: LoadedSource, name: str) -> Any:
+    if name != "auto":
+        importer = IMPORTERS.build(name)
+        if not importer.matches(source):
+            raise ImportSourceError(f"{source.path.name} is not in the {name!r} layout ({_describe(source)}; known "
+                                    f"layouts: {', '.join(IMPORTERS.names())})")
+        return importer
+    for candidate in IMPORTERS.names():
+        importer = IMPORTERS.build(candidate)
+        if importer.matches(source):
+            return importer
+    raise ImportSourceError(f"{source.path.name}: unknown layout ({_describe(source)}); known layouts: "
+                            f"{', '.join(IMPORTERS.names())} (--from NAME)")
+
+
+def _describe(source: LoadedSource) -> str:
+    state = source.state
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a dict"
+    keys = [str(k) for k in state]
+    return f"{len(keys)} top-level keys: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+
+
+def build_spec(
+    conversion: Conversion, arch: EncoderArchitecture, source: LoadedSource, card: ModelCard | None,
+    mean: tuple[float, ...], std: tuple[float, ...], parity: dict[str, Any],
+) -> dict[str, Any]:
+    licence = card.licence if card is not None else conversion.licence
+    return {
+        "format": ARTIFACT_FORMAT,
+        "architecture": arch.to_dict(),
+        "preprocessing": {"img_size": arch.img_size, "mean": list(mean), "std": list(std)},
+        "feature": {"recipe": RECIPE.format(head=arch.head), "levels": list(range(arch.num_levels)),
+                    "level_head": arch.head, "level0": conversion.provenance.get("level0")},
+        "provenance": {
+            "source": str(source.path),
+            "source_sha256": source.sha256,
+            "source_format": conversion.provenance.get("format"),
+            "model_name": card.name if card is not None else None,
+            "url": card.url if card is not None else None,
+            "encoder": conversion.provenance.get("encoder"),
+            "epoch": conversion.provenance.get("epoch"),
+            "not_imported": conversion.provenance.get("not_imported", []),
+            "config_name": card.name if card is not None else source.path.stem,
+            "licence": licence,
+            "hjepa_version": hjepa.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "parity": {"reference": "hjepa.importers.reference (independent float64 forward on the raw source tensors)",
+                   "tolerance": TOLERANCE, **parity},
+        "config": None,
+    }
+
+
+def import_encoder(
+    source: str | Path,
+    out: str | Path | None = None,
+    options: ImportOptions | None = None,
+    source_format: str = "auto",
+    overwrite: bool = False,
+    download_card: bool = False,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Convert ``source`` into the artifact directory ``out`` (default ``imports/<name>``); returns its spec."""
+    options = options or ImportOptions()
+    say = log or (lambda message: None)
+    if options.encoder not in ENCODERS:
+        raise ImportSourceError(f"--encoder must be one of {', '.join(ENCODERS)}, got {options.encoder!r}")
+    if options.head not in HEADS:
+        raise ImportSourceError(f"--head must be one of {', '.join(HEADS)}, got {options.head!r}")
+    if source_format not in FORMATS:
+        raise ImportSourceError(f"unknown --from {source_format!r}; valid: {', '.join(FORMATS)}")
+    name = Path(str(source)).name.split(".")[0] or "imported"
+    target = Path(out) if out is not None else Path("imports") / f"{name}-{options.encoder}"
+    if target.exists() and not overwrite:
+        raise ImportSourceError(f"{target} exists; pass --overwrite to replace it or --out elsewhere")
+    if target.exists() and not (target / "encoder.json").is_file():
+        raise ImportSourceError(f"{target} exists and is not an encoder artifact; refusing to replace it")
+
+    # Step 1. Read the source safely and convert it, every tensor once.
+    path, card = resolve_source(source, download_card, say)
+    if card is not None:
+        source_format = card.format if source_format == "auto" else source_format
+        options.arch = options.arch or card.architecture
+        options.encoder = card.encoder if options.encoder == "target" else options.encoder
+    loaded = load_source(path)
+    importer = pick_importer(loaded, source_format)
+    say(f"{loaded.path.name}: {importer.name} layout, {options.encoder} encoder")
+    conversion = importer.convert(loaded, options)
+
+    # Step 2. Levels and hjepa's model with the converted weights (strict: same keys, same shapes).
+    grid = (conversion.img_size // conversion.patch_size,) * 2
+    deepest = max_levels(grid)
+    levels = options.levels or deepest
+    if not 1 <= levels <= deepest:
+        raise ImportSourceError(f"--levels {levels}: the {grid[0]}x{grid[1]} patch grid allows 1..{deepest} levels "
+                                f"(level k pools 2^k x 2^k cells)")
+    arch = EncoderArchitecture(
+        embed_dim=conversion.embed_dim, depth=conversion.depth, num_heads=conversion.num_heads,
+        mlp_hidden_dim=conversion.mlp_hidden_dim, patch_size=conversion.patch_size, img_size=conversion.img_size,
+        norm_eps=conversion.norm_eps, class_token=conversion.class_token, num_levels=levels, head=options.head,
+    )
+    model = PretrainedEncoder(arch, name)
+    encoder_state = {f"target_encoder.{k}": v for k, v in conversion.weights.items()}
+    try:
+        check_state(dict(model.state_dict()), encoder_state, source=str(loaded.path))
+    except CheckpointError as exc:  # a converter bug, but say it as what it is
+        raise ImportSourceError(str(exc)) from None
+    model.load_state_dict(encoder_state)
+
+    # Step 3. Parity against the independent reference, then write.
+    parity = measure_parity(model, conversion)
+    check_parity(parity)
+    worst = max(row["max_abs_diff"] for batch in parity.values() for row in batch.values())
+    say(f"parity with the reference forward: max abs diff {worst:.3g} over batch 1 and 4, levels 0..{levels - 1}")
+    mean = options.mean or (card.mean if card is not None else conversion.mean)
+    std = options.std or (card.std if card is not None else conversion.std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ImportSourceError(f"--mean / --std need 3 values each, std > 0; got {mean} {std}")
+    spec = build_spec(conversion, arch, loaded, card, tuple(mean), tuple(std), parity)
+    _write(LoadedModel(model, model.config, spec, loaded.sha256), target)
+    say(f"encoder artifact written to {target} (licence: {spec['provenance']['licence'] or 'unknown'})")
+    return spec
+
+
+def _write(loaded: LoadedModel, target: Path) -> None:
+    """Write into a hidden sibling, then rename into place (replacing a previous artifact only at the end)."""
+    target = target.absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        write_artifact(loaded, stage)
+        if target.exists():
+            shutil.rmtree(target)
+        stage.rename(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

@@ -1,0 +1,65 @@
+"""Known pretrained architectures by name, and the head count a checkpoint's weights cannot tell.
+
+The attention head count is not in a ViT's weights (``qkv`` is ``[3D, D]`` whatever the split), so it comes from
+``--num-heads``, from ``--arch NAME`` (checked against the weights), or from the only known architecture with the
+checkpoint's width, depth and MLP width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hjepa.importers.errors import ImportSourceError
+
+
+@dataclass(frozen=True)
+class KnownArchitecture:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden_dim: int
+    patch_size: int
+    img_size: int
+
+
+ARCHITECTURES: dict[str, KnownArchitecture] = {
+    # I-JEPA releases (facebookresearch/ijepa): ViT-H/14 at 224, ViT-H/16 at 448, ViT-g/16 with MLP ratio 48/11.
+    "vit_huge_patch14_224": KnownArchitecture(1280, 32, 16, 5120, 14, 224),
+    "vit_huge_patch16_448": KnownArchitecture(1280, 32, 16, 5120, 16, 448),
+    "vit_giant_patch16_224": KnownArchitecture(1408, 40, 16, 6144, 16, 224),
+    # The standard ViT sizes (timm names).
+    "vit_tiny_patch16_224": KnownArchitecture(192, 12, 3, 768, 16, 224),
+    "vit_small_patch16_224": KnownArchitecture(384, 12, 6, 1536, 16, 224),
+    "vit_base_patch16_224": KnownArchitecture(768, 12, 12, 3072, 16, 224),
+    "vit_large_patch16_224": KnownArchitecture(1024, 24, 16, 4096, 16, 224),
+}
+
+
+def resolve_num_heads(
+    embed_dim: int, depth: int, mlp_hidden_dim: int, patch_size: int, img_size: int,
+    arch: str | None, num_heads: int | None, where: str,
+) -> int:
+    """The head count for a checkpoint of these sizes (see the module docstring)."""
+    if num_heads is not None:
+        if num_heads < 1 or embed_dim % num_heads:
+            raise ImportSourceError(f"--num-heads {num_heads} does not divide the width {embed_dim} of {where}")
+        return num_heads
+    if arch is not None:
+        known = ARCHITECTURES.get(arch)
+        if known is None:
+            raise ImportSourceError(f"unknown --arch {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        found = (embed_dim, depth, mlp_hidden_dim, patch_size, img_size)
+        expected = (known.embed_dim, known.depth, known.mlp_hidden_dim, known.patch_size, known.img_size)
+        if found != expected:
+            raise ImportSourceError(
+                f"{where} is not {arch}: (width, depth, MLP width, patch, image size) = {found}, {arch} has {expected}"
+            )
+        return known.num_heads
+    heads = {a.num_heads for a in ARCHITECTURES.values()
+             if (a.embed_dim, a.depth, a.mlp_hidden_dim) == (embed_dim, depth, mlp_hidden_dim)}
+    if len(heads) == 1:
+        return heads.pop()
+    raise ImportSourceError(
+        f"the attention head count of {where} (width {embed_dim}, depth {depth}) is not stored in its weights and "
+        f"matches no known architecture; pass --num-heads N or --arch NAME (known: {', '.join(ARCHITECTURES)})"
+    )
