@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from hjepa.errors import HJEPAError
 
-class ConfigError(ValueError):
+
+class ConfigError(HJEPAError, ValueError):
     """A user-facing configuration problem; the message names the offending key or file."""
 
 

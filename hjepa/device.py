@@ -7,8 +7,10 @@ import re
 
 import torch
 
+from hjepa.errors import HJEPAError
 
-class DeviceUnavailableError(RuntimeError):
+
+class DeviceUnavailableError(HJEPAError, RuntimeError):
     """A device was asked for that this machine does not have."""
 
 

@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class HJEPAError(Exception):
     """A problem the user can fix; its message says what was wrong and what would work instead."""
+
+
+class OptionError(HJEPAError, ValueError):
+    """An option or argument that names nothing that works: a level the model does not have, an unknown protocol,
+    back-end or baseline, a count that must be positive. The message lists what would work."""

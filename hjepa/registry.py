@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hjepa.errors import HJEPAError
+
 T = TypeVar("T")
+
+
+class UnknownNameError(HJEPAError, KeyError):
+    """A name that no entry of a registry has; the message lists the valid names. A KeyError, for callers that look
+    names up, whose message prints as itself (a plain KeyError prints the repr of its argument)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry:
@@ -26,7 +36,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._items:
-            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
         return self._items[name]
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:

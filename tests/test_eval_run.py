@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
-from hjepa.evaluation.run import evaluate, parse_levels
+from hjepa.evaluation.run import evaluate
 from hjepa.evaluation.sources import resolve_source
+from hjepa.inference.levels import parse_levels
 from hjepa.inference.runtime import RuntimeUnavailableError
 from hjepa.train.checkpoint import load_model
 
@@ -118,11 +119,11 @@ def test_exported_onnx_gives_the_checkpoints_accuracy(tiny_checkpoint, exported_
 
 def test_level_missing_from_the_source_is_named(tiny_checkpoint, exported_level1):
     source = resolve_source(tiny_checkpoint, device="cpu")
-    assert parse_levels("all", source) == [0, 1] and parse_levels("1,0,1", source) == [1, 0]
+    assert parse_levels("all", source.levels) == [0, 1] and parse_levels("1,0,1", source.levels) == [1, 0]
     with pytest.raises(ValueError, match=r"level 2 is not in .*available levels: \[0, 1\]"):
-        parse_levels(2, source)
-    with pytest.raises(ValueError, match="not an integer"):
-        parse_levels("top", source)
+        parse_levels(2, source.levels, source.name)
+    with pytest.raises(ValueError, match="not a level number"):
+        parse_levels("top", source.levels)
     with pytest.raises(ValueError, match=r"level 0 is not in .*level1.onnx; available levels: \[1\]"):
         evaluate(exported_level1 / "level1.onnx", "digits", levels=0, cache_dir=None, progress=False)
 

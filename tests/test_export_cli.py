@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hjepa.cli.export import main
 from hjepa.config import load_config
 from hjepa.export import Tolerance, default_out_dir
-from hjepa.export import api as export_api
+from hjepa.export.formats import onnx as onnx_format
 
 
 def run(*args: object) -> tuple[int, str]:
@@ -70,9 +70,9 @@ def blockers(tmp_path):
 
 
 BAD_INPUTS = [
-    (["--level", "7"], "level 7 does not exist: this checkpoint has 2 level(s), 0..1"),
-    (["--level", "-1"], "level -1 does not exist"),
-    (["--level", "x"], "--level must be a level number or 'all', got 'x'"),
+    (["--level", "7"], "level 7 is not in last.pt; available levels: [0, 1]"),
+    (["--level", "-1"], "level -1 is not in last.pt; available levels: [0, 1]"),
+    (["--level", "x"], "level 'x' is not a level number, a comma-separated list or 'all'"),
     (["--img-size", "18"], "image size 18 is not usable for level 1: it must be a positive multiple of patch_size"),
     (["--img-size", "20", "--level", "1"], "patch_size * 2^1 = 8"),
     (["--img-size", "0"], "--img-size must be positive"),
@@ -141,7 +141,7 @@ def test_failed_verification_of_a_later_level_leaves_nothing(tiny_checkpoint, tm
         calls.append(precision)
         return Tolerance(cfg.atol, cfg.min_cosine) if len(calls) == 1 else Tolerance(0.0, 1.0)
 
-    monkeypatch.setattr(export_api, "tolerance_for", strict_on_second_level)
+    monkeypatch.setattr(onnx_format, "tolerance_for", strict_on_second_level)
     out = tmp_path / "nested" / "exp"
     code, output = run(tiny_checkpoint, "--level", "all", "--out", out)
     assert code == 1 and len(calls) == 2

@@ -14,6 +14,7 @@ from hjepa.data import EvalTransform, build_dataset, dataset_stats
 from hjepa.export import METADATA_KEYS, ExportError, build_level_encoder, export, read_manifest, read_metadata
 from hjepa.export.verify import compare, ort_session
 from hjepa.inference.cache import file_sha256
+from hjepa.inference.levels import LevelError
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.train.checkpoint import load_checkpoint, load_model
 
@@ -131,7 +132,7 @@ def test_new_image_size_recomputes_sincos_positions(model):
     assert tokens.shape == (2, 16, 32) and pooled.shape == (2, 32) and torch.isfinite(tokens).all()
     with pytest.raises(ExportError, match=r"patch_size \* 2\^1 = 8"):
         build_level_encoder(model, 1, mean, std, img_size=20)
-    with pytest.raises(ExportError, match="levels 0..1"):
+    with pytest.raises(LevelError, match=r"available levels: \[0, 1\]"):
         build_level_encoder(model, 2, mean, std)
 
 

@@ -7,33 +7,13 @@ from collections.abc import Iterator
 
 import click
 
-from hjepa.config import ConfigError
+from hjepa.errors import HJEPAError
 
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from hjepa.data import DataError
-    from hjepa.device import DeviceUnavailableError
-    from hjepa.train.checkpoint import CheckpointError
-    from hjepa.train.loop import NonFiniteLossError
-
-    # OSError: a missing, unreadable or unwritable path the user named (permissions, a read-only disk, a file where a
-    # folder should be); its message already names the path.
-    types: list[type[BaseException]] = [
-        ConfigError, DataError, CheckpointError, NonFiniteLossError, DeviceUnavailableError, OSError
-    ]
-    try:
-        from hjepa.export.errors import ExportError
-
-        types.append(ExportError)
-    except ImportError:
-        pass
-    try:
-        from hjepa.inference.runtime import RuntimeUnavailableError
-
-        types.append(RuntimeUnavailableError)
-    except ImportError:
-        pass
-    return tuple(types)
+# HJEPAError: every error the project raises for something the user can fix (config, data, level, path, back-end).
+# OSError: a missing, unreadable or unwritable path the user named (permissions, a read-only disk, a file where a
+# folder should be); its message already names the path. Anything else (a plain KeyError / ValueError from deep
+# inside) is a bug, and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (HJEPAError, OSError)
 
 
 @contextlib.contextmanager
@@ -41,9 +21,5 @@ def user_errors() -> Iterator[None]:
     """Inside this block, a user mistake becomes ``Error: <message>`` and exit status 1, not a traceback."""
     try:
         yield
-    except user_error_types() as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyError as exc:  # registry lookups: "unknown predictor 'x'; valid names: ..."
-        raise click.ClickException(str(exc.args[0]) if exc.args else repr(exc)) from None
-    except ValueError as exc:  # model construction: grid not divisible, bad sizes ...
+    except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None

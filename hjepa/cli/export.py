@@ -13,7 +13,6 @@ from hjepa.cli.errors import user_errors
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--level", default="all", show_default=True, help="Level index (0 = patch tokens) or 'all'.")
 @click.option("--format", "formats", multiple=True, default=("onnx",), show_default=True,
-              type=click.Choice(["onnx", "trt", "triton", "hjepa"]),
               help="onnx; trt (TensorRT engine, needs an NVIDIA GPU); triton (model repository); hjepa (encoder-only "
                    "artifact: encoder.safetensors + encoder.json, a SOURCE for export / eval / serve). Repeatable: "
                    "--format trt --format triton puts the engines in the Triton repository.")

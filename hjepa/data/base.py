@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from hjepa.errors import HJEPAError
 from hjepa.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -47,7 +48,7 @@ DATA_DIR_HINT = "--data-dir DIR; hjepa-train: --set data.data_dir=DIR"
 DOWNLOAD_HINT = "hjepa-eval --download; hjepa-train: --set data.download=true"
 
 
-class DataError(ValueError):
+class DataError(HJEPAError, ValueError):
     """A dataset that cannot be read as asked: a missing or malformed path, an unknown name, a too-small split.
 
     Messages are one line, name the path and say which layout was expected.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hjepa.config import ConfigError
 from hjepa.data.base import IMAGENET_MEAN, IMAGENET_STD
 from hjepa.data.transforms import PretrainAugment
 
@@ -58,9 +59,9 @@ class MultiViewAugment:
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if num_global < 1:
-            raise ValueError(f"data.num_global_views must be at least 1, got {num_global}")
+            raise ConfigError(f"data.num_global_views must be at least 1, got {num_global}")
         if num_local < 0:
-            raise ValueError(f"data.num_local_views must be >= 0, got {num_local}")
+            raise ConfigError(f"data.num_local_views must be >= 0, got {num_local}")
         self.num_global, self.num_local = num_global, num_local
         self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std)
         self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from hjepa.config import ConfigError
 from hjepa.data.base import IMAGENET_MEAN, IMAGENET_STD
 from hjepa.device import to_device_async
 
@@ -74,9 +75,9 @@ class PretrainAugment:
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {tuple(crop_scale)}")
+            raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {tuple(crop_scale)}")
         if not 0 < crop_ratio[0] <= crop_ratio[1]:
-            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {tuple(crop_ratio)}")
+            raise ConfigError(f"crop_ratio must satisfy 0 < low <= high, got {tuple(crop_ratio)}")
         self.img_size = int(img_size)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
@@ -155,7 +156,7 @@ class EvalTransform:
         crop_min_size: int = 64,
     ) -> None:
         if not 0 < crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+            raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
         self.img_size = int(img_size)
         self.crop_fraction = float(crop_fraction)
         self.crop_min_size = int(crop_min_size)

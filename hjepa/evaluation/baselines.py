@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from hjepa.data import EvalTransform, dataset_stats
+from hjepa.errors import OptionError
 from hjepa.evaluation.report import report_rows
 from hjepa.evaluation.sources import EvalSource, random_init_source, resolve_source
 
@@ -95,7 +96,7 @@ def random_init_like(source: EvalSource, device: str = "auto") -> EvalSource:
     """The source's own architecture (its saved config) at seed-0 initialisation."""
     config = getattr(source.runtime, "config", None)
     if config is None:
-        raise ValueError(f"the random-init baseline needs the model's config, which {source.name} does not carry; "
+        raise OptionError(f"the random-init baseline needs the model's config, which {source.name} does not carry; "
                          "give --random-init CONFIG as its own run instead")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
@@ -123,7 +124,7 @@ def evaluate_with_baselines(
 
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
+        raise OptionError(f"unknown baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
     if out is not None:
         check_report_path(out)
     if not isinstance(source, EvalSource):

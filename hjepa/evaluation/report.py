@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import hjepa
+from hjepa.errors import HJEPAError
 
 _PROBES = ("linear", "logreg")
 
@@ -115,7 +116,7 @@ def format_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None
     return "\n".join(lines)
 
 
-class ReportError(ValueError):
+class ReportError(HJEPAError, ValueError):
     """A report path that cannot be written (a directory, a folder that is a file, no permission); one line."""
 
 

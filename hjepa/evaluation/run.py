@@ -18,40 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hjepa.config import EvalConfig
 from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
 from hjepa.device import resolve_device
+from hjepa.errors import OptionError
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
 from hjepa.inference.cache import FeatureCache
-from hjepa.inference.features import spread_subset
+from hjepa.inference.features import extract_levels, spread_subset
 from hjepa.inference.knn import knn_evaluate
+from hjepa.inference.levels import parse_levels
 
 PROTOCOLS = ("knn", "linear")
 CLASSIFIERS = ("sgd", "logreg")
 DEFAULT_CACHE_DIR = ".cache/features"
 SPLITS = ("train", "test")
-
-
-def parse_levels(levels: str | int | Sequence[int], source: EvalSource) -> list[int]:
-    """``"all"`` -> every level of the source; an int, ``"1"``, ``"0,2"`` or a list -> those levels, each checked."""
-    if isinstance(levels, str):
-        text = levels.strip().lower()
-        if text == "all":
-            return list(source.levels)
-        try:
-            levels = [int(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(f"level {levels!r} is not an integer, a comma-separated list or 'all'") from None
-    elif isinstance(levels, int):
-        levels = [levels]
-    picked = [source.check_level(level) for level in levels]
-    if not picked:
-        raise ValueError("no level given: pass a level number or 'all'")
-    return list(dict.fromkeys(picked))  # keep the order, drop repeats
 
 
 def load_split(
@@ -82,17 +65,10 @@ def extract_pooled(
     batches (image folders are decoded batch by batch, never held whole) through the source's transform.
     """
     levels = list(levels)
-    transform = source.transform()
-    features: dict[int, list[torch.Tensor]] = {k: [] for k in levels}
-    labels = []
-    total = math.ceil(len(data) / batch_size)
-    for images, batch_labels in tqdm(iterate_eval(data, batch_size), total=total, desc=desc, disable=not progress,
-                                     leave=False):
-        for k, pooled in source.embed_pooled_levels(transform(images), levels).items():
-            features[k].append(pooled)
-        labels.append(batch_labels.long().cpu())
-    all_labels = torch.cat(labels)
-    return {k: (torch.cat(chunks), all_labels) for k, chunks in features.items()}
+    features, labels = extract_levels(lambda batch: source.embed_pooled_levels(batch, levels),
+                                      iterate_eval(data, batch_size), source.transform(),
+                                      math.ceil(len(data) / batch_size), progress, desc)
+    return {k: (features.get(k, torch.empty(0)), labels) for k in levels}
 
 
 def _cache_extra(
@@ -194,16 +170,16 @@ def evaluate(
     protocols = tuple(protocols)
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown or not protocols:
-        raise ValueError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
+        raise OptionError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
     if classifier not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+        raise OptionError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
     settings = EvalConfig()
     ks = [int(k) for k in (settings.knn_k if ks is None else ks)]
     temperature = settings.knn_temperature if temperature is None else float(temperature)
     batch_size = settings.batch_size if batch_size is None else int(batch_size)
     probe_epochs = settings.probe_epochs if probe_epochs is None else int(probe_epochs)
     if not ks or batch_size <= 0 or probe_epochs <= 0 or min(ks) <= 0 or temperature <= 0:
-        raise ValueError("batch size, probe epochs, every k and the temperature must be positive")
+        raise OptionError("batch size, probe epochs, every k and the temperature must be positive")
     if out is not None:
         check_report_path(out)  # a report that cannot be written fails now, not after the features are computed
     timings: dict[str, float] = {}
@@ -212,7 +188,7 @@ def evaluate(
     tic = time.perf_counter()
     if not isinstance(source, EvalSource):
         source = resolve_source(source, random_init=random_init, backend=backend, device=device)
-    chosen_levels = parse_levels(levels, source)
+    chosen_levels = parse_levels(levels, source.levels, source.name)
     timings["load_s"] = time.perf_counter() - tic
 
     # Step 2. The data: uint8 images, preprocessed later with the source's own size and normalisation.

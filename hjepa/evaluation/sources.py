@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hjepa.config import load_config
 from hjepa.data import EvalTransform
+from hjepa.errors import OptionError
 from hjepa.inference import Runtime, RuntimeUnavailableError, file_sha256, open_runtime, source_kind
 from hjepa.inference.runtime_torch import TorchRuntime
 from hjepa.models import build_model
@@ -62,12 +62,6 @@ class EvalSource:
         """
         meta = self.runtime.metadata
         return EvalTransform(meta.img_size, mean=meta.mean, std=meta.std)
-
-    def check_level(self, level: int) -> int:
-        """``level`` if the source has it; otherwise a ValueError naming the source and its levels."""
-        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or int(level) not in self.levels:
-            raise ValueError(f"level {level!r} is not in {self.name}; available levels: {self.levels}")
-        return int(level)
 
     def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
         """Normalised float ``[B, 3, S, S]`` -> pooled level-``level`` features float32 ``[B, D]`` on the CPU."""
@@ -127,7 +121,7 @@ def resolve_source(
     without a GPU, or a back-end this machine lacks, raises RuntimeUnavailableError; both name the path.
     """
     if (source is None) == (random_init is None):
-        raise ValueError("give either a SOURCE (checkpoint, .onnx, export directory, .engine) or --random-init CONFIG")
+        raise OptionError("give either a SOURCE (checkpoint, .onnx, export directory, .engine) or --random-init CONFIG")
     if random_init is not None:
         return random_init_source(random_init, device=device)
     path = Path(source).expanduser()

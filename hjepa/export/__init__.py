@@ -11,7 +11,6 @@ from hjepa.export.api import (
     default_out_dir,
     export,
     export_level,
-    parse_levels,
 )
 from hjepa.export.errors import ExportError
 from hjepa.export.manifest import METADATA_KEYS, read_manifest, read_metadata
@@ -29,7 +28,6 @@ __all__ = [
     "default_out_dir",
     "export",
     "export_level",
-    "parse_levels",
     "read_manifest",
     "read_metadata",
     "tolerance_for",

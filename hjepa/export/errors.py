@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from hjepa.errors import HJEPAError
 
-class ExportError(RuntimeError):
+
+class ExportError(HJEPAError, RuntimeError):
     """An export that cannot be done as asked, or whose output failed verification.
 
     The message is one line that names what was wrong (level, size, path, missing dependency, error figures) and

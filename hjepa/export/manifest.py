@@ -1,17 +1,14 @@
 """What an export records about itself: ONNX ``metadata_props`` and ``OUT/manifest.json``.
 
-Every metadata value is a JSON string, so a reader decodes each with ``json.loads`` and gets back numbers, lists and
-strings without guessing. Keys (shared with ``hjepa.serve``): ``hjepa_version``, ``level``, ``num_levels``,
-``img_size``, ``patch_size``, ``grid`` ([h, w] of level k), ``embed_dim`` (D of the outputs), ``mean``, ``std``,
-``input_format`` ("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision``
-("fp32" | "fp16" | "int8"), ``provenance`` (source, its sha256 and format, encoder, epoch, licence: from the
-encoder artifact or checkpoint; an imported encoder's licence travels with every file made from it).
+The schema (the metadata keys, their values, the manifest's name) is defined once, in
+:mod:`hjepa.inference.metadata`, next to the reader every runtime uses; this module writes it.
+``provenance`` (source, its sha256 and format, encoder, epoch, licence) travels in every level's metadata and in
+the manifest: an imported encoder's licence goes with every file made from it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,54 +18,15 @@ import onnx
 import hjepa
 from hjepa.config import Config
 from hjepa.export.files import atomic_write
-
-METADATA_KEYS = (
-    "hjepa_version", "level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std",
-    "input_format", "checkpoint_sha256", "dataset", "precision", "provenance",
+from hjepa.inference.metadata import (  # noqa: F401  (the schema lives with its reader; re-exported for export)
+    INPUT_FORMATS,
+    MANIFEST_NAME,
+    METADATA_KEYS,
+    PRECISIONS,
+    PROVENANCE_KEYS,
+    encode_metadata,
+    level_metadata,
 )
-PROVENANCE_KEYS = ("source", "source_sha256", "source_format", "model_name", "url", "encoder", "epoch", "licence")
-INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
-PRECISIONS = ("fp32", "fp16", "int8")
-MANIFEST_NAME = "manifest.json"
-
-
-def level_metadata(
-    cfg: Config,
-    level: int,
-    img_size: int,
-    grid: tuple[int, int],
-    embed_dim: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    input_format: str,
-    checkpoint_sha256: str,
-    precision: str,
-    provenance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The metadata of one exported level as plain Python values (see the module docstring for the keys)."""
-    if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
-        raise ValueError(f"bad input_format {input_format!r} or precision {precision!r}")
-    return {
-        "hjepa_version": hjepa.__version__,
-        "level": int(level),
-        "num_levels": int(cfg.model.num_levels),
-        "img_size": int(img_size),
-        "patch_size": int(cfg.model.patch_size),
-        "grid": [int(grid[0]), int(grid[1])],
-        "embed_dim": int(embed_dim),
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "input_format": input_format,
-        "checkpoint_sha256": checkpoint_sha256,
-        "dataset": cfg.data.dataset,
-        "precision": precision,
-        "provenance": {key: (provenance or {}).get(key) for key in PROVENANCE_KEYS},
-    }
-
-
-def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
-    """Each value as a JSON string, in ``METADATA_KEYS`` order."""
-    return {key: json.dumps(metadata[key]) for key in METADATA_KEYS}
 
 
 def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:

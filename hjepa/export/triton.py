@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hjepa.errors import OptionError
 from hjepa.export.onnx_export import INPUT_NAME, external_data_name
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "trt": ("tensorrt_plan", "model.plan")}
@@ -73,7 +74,7 @@ def write_triton_model(
 ) -> Path:
     """Copy ``model_file`` to ``REPO/hjepa_l{K}/1/model.{onnx,plan}`` and write the config; returns the model dir."""
     if kind not in PLATFORMS:
-        raise ValueError(f"unknown Triton model kind {kind!r}; valid: {', '.join(PLATFORMS)}")
+        raise OptionError(f"unknown Triton model kind {kind!r}; valid: {', '.join(PLATFORMS)}")
     model_dir = repository / model_name(metadata["level"])
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -12,6 +13,27 @@ EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
+def extract_levels(
+    embed: Callable[[torch.Tensor], dict[int, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    total: int | None = None,
+    progress: bool = True,
+    desc: str = "features",
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """The one feature-extraction loop: uint8 ``(images [b, C, H, W], labels [b])`` batches -> ``({level: pooled
+    float32 [N, D]}, labels long [N])`` on the CPU. ``embed`` maps a transformed batch to ``{level: [b, D]}``, so one
+    encoder pass can serve every level; ``total`` (batches) sizes the progress bar."""
+    features: dict[int, list[torch.Tensor]] = {}
+    labels = []
+    for images, batch_labels in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+        for level, pooled in embed(transform(images)).items():
+            features.setdefault(level, []).append(pooled.float().cpu())
+        labels.append(batch_labels.long().cpu())
+    all_labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    return {level: torch.cat(chunks) for level, chunks in features.items()}, all_labels
+
+
 def extract_features(
     embed: EmbedFn,
     images: torch.Tensor,
@@ -23,13 +45,11 @@ def extract_features(
     desc: str = "features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` uint8 ``[N, C, H, W]`` -> (features float32 ``[N, D]`` on the CPU, labels ``[N]``)."""
-    chunks = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        batch = transform(images[start : start + batch_size].to(device))
-        chunks.append(embed(batch).float().cpu())
-    features = torch.cat(chunks) if chunks else torch.empty(0)
-    return features, labels.clone()
+    batches = ((images[start : start + batch_size].to(device), labels[start : start + batch_size])
+               for start in range(0, len(images), batch_size))
+    features, _ = extract_levels(lambda batch: {0: embed(batch)}, batches, transform,
+                                 math.ceil(len(images) / batch_size), progress, desc)
+    return features.get(0, torch.empty(0)), labels.clone()
 
 
 def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

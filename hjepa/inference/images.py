@@ -16,12 +16,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hjepa.data.pixels import high_depth_to_uint8, is_high_depth
+from hjepa.errors import HJEPAError
 
 ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class ImageError(ValueError):
+class ImageError(HJEPAError, ValueError):
     """An input that is not a readable image, or is too large; the message names the file and the limit."""
 
 

@@ -1,8 +1,11 @@
-"""What a served model is: ``RuntimeMetadata``, read from ONNX ``metadata_props``, engine sidecars and manifests.
+"""The exported-model schema, defined once, and what a served model is: ``RuntimeMetadata``, read from ONNX
+``metadata_props``, engine sidecars and manifests.
 
-The exporter writes one metadata dict per level (every value a JSON string in ONNX ``metadata_props``): keys
-``hjepa_version``, ``level``, ``num_levels``, ``img_size``, ``patch_size``, ``grid`` ([h, w] of level k),
-``embed_dim``, ``mean``, ``std``, ``input_format``, ``checkpoint_sha256``, ``dataset``, ``precision``. An export
+The exporter writes one metadata dict per level (:func:`level_metadata`; every value a JSON string in ONNX
+``metadata_props``, :func:`encode_metadata`): keys ``METADATA_KEYS`` = ``hjepa_version``, ``level``, ``num_levels``,
+``img_size``, ``patch_size``, ``grid`` ([h, w] of level k), ``embed_dim``, ``mean``, ``std``, ``input_format``
+("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision`` ("fp32" | "fp16" | "int8"),
+``provenance`` (``PROVENANCE_KEYS``). An export
 directory holds ``manifest.json`` = ``{"config", "checkpoint_sha256", "levels": {"K": {"onnx", "engine",
 "metadata"}}}``. This module turns those into one :class:`RuntimeMetadata` and refuses artifacts that lack them.
 """
@@ -11,22 +14,75 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hjepa
+from hjepa.config import Config
+from hjepa.errors import HJEPAError
+
+METADATA_KEYS = (
+    "hjepa_version", "level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std",
+    "input_format", "checkpoint_sha256", "dataset", "precision", "provenance",
+)
+PROVENANCE_KEYS = ("source", "source_sha256", "source_format", "model_name", "url", "encoder", "epoch", "licence")
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
+PRECISIONS = ("fp32", "fp16", "int8")
+MANIFEST_NAME = "manifest.json"
+
+# What a reader cannot do without (older exports may lack the rest).
 REQUIRED_KEYS = ("level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std")
 # Fields that describe the whole model: every level of one export must agree on them.
 SHARED_KEYS = ("num_levels", "img_size", "patch_size", "mean", "std", "input_format", "dataset", "checkpoint_sha256")
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(HJEPAError, RuntimeError):
     """The back-end a source needs cannot run here (TensorRT or CUDA missing, an execution provider absent)."""
 
 
-class RuntimeSourceError(ValueError):
+class RuntimeSourceError(HJEPAError, ValueError):
     """A source that is not a checkpoint, ONNX model, export directory or engine, or whose metadata is broken."""
+
+
+def level_metadata(
+    cfg: Config,
+    level: int,
+    img_size: int,
+    grid: tuple[int, int],
+    embed_dim: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_format: str,
+    checkpoint_sha256: str,
+    precision: str,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata of one exported level as plain Python values (see the module docstring for the keys)."""
+    if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
+        raise ValueError(f"bad input_format {input_format!r} or precision {precision!r}")
+    return {
+        "hjepa_version": hjepa.__version__,
+        "level": int(level),
+        "num_levels": int(cfg.model.num_levels),
+        "img_size": int(img_size),
+        "patch_size": int(cfg.model.patch_size),
+        "grid": [int(grid[0]), int(grid[1])],
+        "embed_dim": int(embed_dim),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "input_format": input_format,
+        "checkpoint_sha256": checkpoint_sha256,
+        "dataset": cfg.data.dataset,
+        "precision": precision,
+        "provenance": {key: (provenance or {}).get(key) for key in PROVENANCE_KEYS},
+    }
+
+
+def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    """Each value as a JSON string, in ``METADATA_KEYS`` order."""
+    return {key: json.dumps(metadata[key]) for key in METADATA_KEYS}
 
 
 @dataclass(frozen=True)
@@ -139,7 +195,7 @@ class Manifest:
 
 def read_manifest(directory: Path) -> Manifest:
     """Parse ``directory/manifest.json``; a missing or malformed manifest raises RuntimeSourceError."""
-    path = directory / "manifest.json"
+    path = directory / MANIFEST_NAME
     try:
         data = json.loads(path.read_text())
         levels = data["levels"]

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from hjepa.device import check_device_name
+from hjepa.errors import OptionError
 from hjepa.inference import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (register the back-ends)
 from hjepa.inference.artifact import is_artifact
-from hjepa.inference.metadata import RuntimeSourceError, read_manifest
+from hjepa.inference.metadata import MANIFEST_NAME, RuntimeSourceError, read_manifest
 from hjepa.inference.runtime import RUNTIMES, Runtime
 
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
@@ -20,7 +21,7 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 def parse_backend(backend: str) -> tuple[str, str | None]:
     """``"onnxruntime:cuda"`` -> ``("onnxruntime", "cuda")``; an unknown name lists the valid ones."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        raise OptionError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     family, _, provider = backend.partition(":")
     return family, provider or None
 
@@ -34,7 +35,7 @@ def source_kind(path: Path) -> str:
             "directory with manifest.json, or a TensorRT .engine"
         )
     if path.is_dir():
-        if (path / "manifest.json").is_file() and not (is_artifact(path) and not _lists_levels(path)):
+        if (path / MANIFEST_NAME).is_file() and not (is_artifact(path) and not _lists_levels(path)):
             return "export"
         if is_artifact(path):
             return "artifact"
@@ -72,20 +73,20 @@ def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto"
     kind = source_kind(path)
     if kind in ("checkpoint", "artifact"):
         if family not in ("auto", "torch"):
-            raise ValueError(f"{path} is a PyTorch checkpoint; backend {backend!r} needs an export (hjepa-export)")
+            raise OptionError(f"{path} is a PyTorch checkpoint; backend {backend!r} needs an export (hjepa-export)")
         return RUNTIMES.get("torch").from_checkpoint(path, device=device)
     if family == "torch":
-        raise ValueError(f"backend 'torch' needs a checkpoint, but {path} is an exported model ({kind})")
+        raise OptionError(f"backend 'torch' needs a checkpoint, but {path} is an exported model ({kind})")
     if kind == "engine" or (kind == "export" and family == "tensorrt"):
         if family == "onnxruntime":
-            raise ValueError(f"{path} is a TensorRT engine; onnxruntime needs the .onnx file")
+            raise OptionError(f"{path} is a TensorRT engine; onnxruntime needs the .onnx file")
         return RUNTIMES.get("tensorrt").open(path, device=device)
     if kind == "export" and family == "auto":
         tensorrt = RUNTIMES.get("tensorrt")
         if tensorrt.usable(device) and tensorrt.has_engines(path):
             return tensorrt.open(path, device=device)
     if family == "tensorrt":  # a single .onnx file
-        raise ValueError(f"{path} is an ONNX model; backend 'tensorrt' needs an .engine (or onnxruntime:tensorrt)")
+        raise OptionError(f"{path} is an ONNX model; backend 'tensorrt' needs an .engine (or onnxruntime:tensorrt)")
     return RUNTIMES.get("onnxruntime").open(path, provider=provider, device=device)
 
 

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from hjepa.device import DeviceUnavailableError, resolve_device
+from hjepa.errors import OptionError
 from hjepa.inference.images import batch_to_list, center_crop_resize, to_rgb_array
+from hjepa.inference.levels import check_level
 from hjepa.inference.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
 from hjepa.registry import Registry
 
@@ -58,18 +60,14 @@ class Runtime(ABC):
         return sorted(self.metadata.grids)
 
     def check_level(self, level: int) -> int:
-        """``level`` as an int, or a ValueError naming the levels this runtime serves."""
-        is_int = isinstance(level, (int, np.integer)) and not isinstance(level, bool)
-        if not is_int or int(level) not in self.metadata.grids:
-            where = self.source or "this runtime"
-            raise ValueError(f"level {level!r} is not served by {where}; available levels: {self.levels}")
-        return int(level)
+        """``level`` as an int, or a LevelError naming the levels this runtime serves (a UI's or caller's level)."""
+        return check_level(level, self.levels, self.source or "this runtime")
 
     def crop(self, images: Any) -> np.ndarray:
         """Images (see :func:`hjepa.inference.images.batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
         items = batch_to_list(images)
         if not items:
-            raise ValueError("no images to embed")
+            raise OptionError("no images to embed")
         size = self.metadata.img_size
         return np.stack([center_crop_resize(to_rgb_array(item), size) for item in items])
 

@@ -22,6 +22,7 @@ import torch
 
 from hjepa.device import DeviceUnavailableError, resolve_device
 from hjepa.inference.metadata import (
+    MANIFEST_NAME,
     RuntimeSourceError,
     RuntimeUnavailableError,
     decode_props,
@@ -155,7 +156,7 @@ def engine_metadata(engine_path: Path) -> dict[str, Any]:
             meta = decode_props(data.get("metadata", data))
             if "level" in meta and "grid" in meta:
                 return meta
-    if (engine_path.parent / "manifest.json").is_file():
+    if (engine_path.parent / MANIFEST_NAME).is_file():
         manifest = read_manifest(engine_path.parent)
         for level, entry in manifest.files.items():
             if entry["engine"] is not None and entry["engine"].name == engine_path.name:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from hjepa.errors import OptionError
 from hjepa.inference.metadata import RuntimeUnavailableError
 
 INPUT_NAME = "images"
@@ -31,7 +32,7 @@ def choose_providers(provider: str | None, device: str, available: list[str]) ->
     """
     if provider is not None:
         if provider not in PROVIDERS:
-            raise ValueError(f"unknown onnxruntime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
+            raise OptionError(f"unknown onnxruntime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
         wanted = PROVIDERS[provider]
         if wanted not in available:
             hint = " (install onnxruntime-gpu with a matching CUDA / TensorRT)" if provider != "cpu" else ""

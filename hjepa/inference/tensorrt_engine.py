@@ -11,10 +11,11 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from hjepa.errors import HJEPAError
 from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
 
 
-class EngineError(RuntimeError):
+class EngineError(HJEPAError, RuntimeError):
     """An engine that cannot run (the default error types of :class:`EngineRunner`; callers pass their own)."""
 
 

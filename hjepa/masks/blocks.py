@@ -11,16 +11,18 @@ import math
 
 import torch
 
+from hjepa.config import ConfigError
+
 
 def check_range(name: str, value: tuple[float, float], low: float, high: float | None = None) -> tuple[float, float]:
     """Validate a ``(min, max)`` range with ``low < min <= max (<= high)``; returns it as a float tuple."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a (min, max) pair of numbers, got {value!r}") from None
+        raise ConfigError(f"{name} must be a (min, max) pair of numbers, got {value!r}") from None
     if not (lo > low and lo <= hi and (high is None or hi <= high)):
         upper = "" if high is None else f" <= {high}"
-        raise ValueError(f"{name} must satisfy {low} < min <= max{upper}, got {value!r}")
+        raise ConfigError(f"{name} must satisfy {low} < min <= max{upper}, got {value!r}")
     return lo, hi
 
 
@@ -66,7 +68,7 @@ class Placements:
     def __init__(self, size: tuple[int, int], cell: int, grid: tuple[int, int]) -> None:
         h, w = size
         if h % cell or w % cell or grid[0] % cell or grid[1] % cell or h > grid[0] or w > grid[1]:
-            raise ValueError(f"a {h}x{w} block on a {grid[0]}x{grid[1]} grid does not fit {cell}x{cell} cells")
+            raise ConfigError(f"a {h}x{w} block on a {grid[0]}x{grid[1]} grid does not fit {cell}x{cell} cells")
         self.size, self.cell, self.grid = size, cell, grid
         tops = torch.arange(0, grid[0] - h + 1, cell)
         lefts = torch.arange(0, grid[1] - w + 1, cell)

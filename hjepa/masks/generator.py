@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hjepa.config import ConfigError
 from hjepa.masks.batch import MaskBatch
 from hjepa.masks.blocks import Placements, check_range, sample_block_size
 
@@ -54,7 +55,7 @@ def parse_grid(grid_size: int | Sequence[int]) -> tuple[int, int]:
     if len(grid) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in grid):
         raise ValueError(f"grid_size must be an int or a (grid_h, grid_w) pair of ints, got {grid_size!r}")
     if grid[0] < 2 or grid[1] < 2:
-        raise ValueError(f"the patch grid must be at least 2x2 to hold a context and a target, got {grid}")
+        raise ConfigError(f"the patch grid must be at least 2x2 to hold a context and a target, got {grid}")
     return grid
 
 
@@ -79,29 +80,29 @@ class BlockMaskGenerator:
         self.grid = parse_grid(grid_size)
         self.num_patches = self.grid[0] * self.grid[1]
         if not levels or not output_levels or any(not 0 <= j < len(levels) for j in output_levels):
-            raise ValueError(f"output_levels {list(output_levels)} must index the {len(levels)} block sets")
+            raise ConfigError(f"output_levels {list(output_levels)} must index the {len(levels)} block sets")
         for blocks in levels:
             if self.grid[0] % blocks.cell or self.grid[1] % blocks.cell:
-                raise ValueError(
+                raise ConfigError(
                     f"grid {self.grid} is not divisible by {blocks.cell}: blocks aligned to {blocks.cell}x"
                     f"{blocks.cell} cells need grid sides that are multiples of {blocks.cell} (use fewer levels "
                     "or another image / patch size)"
                 )
             if (self.grid[0] // blocks.cell) * (self.grid[1] // blocks.cell) < 2:
-                raise ValueError(
+                raise ConfigError(
                     f"grid {self.grid} has a single {blocks.cell}x{blocks.cell} cell: a target there would cover "
                     "the whole image; use fewer levels or a larger grid"
                 )
             if blocks.num_targets < 1:
-                raise ValueError(f"num_targets must be >= 1 on every level, got {blocks.num_targets}")
+                raise ConfigError(f"num_targets must be >= 1 on every level, got {blocks.num_targets}")
         self.levels = list(levels)
         self.output_levels = list(output_levels)
         self.context_scale = check_range("context_scale", context_scale, 0.0, 1.0)
         self.context_aspect = check_range("context_aspect", context_aspect, 0.0)
         if not 0 <= min_keep < self.num_patches:
-            raise ValueError(f"min_keep must be in [0, {self.num_patches}) for grid {self.grid}, got {min_keep}")
+            raise ConfigError(f"min_keep must be in [0, {self.num_patches}) for grid {self.grid}, got {min_keep}")
         if max_attempts < 0:
-            raise ValueError(f"max_attempts must be >= 0, got {max_attempts}")
+            raise ConfigError(f"max_attempts must be >= 0, got {max_attempts}")
         self.min_keep = int(min_keep)
         self.max_attempts = int(max_attempts)
         self.num_fallbacks = 0  # samples that needed the fallback (step 4a/4b), for monitoring

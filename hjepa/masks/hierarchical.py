@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hjepa.config import MaskConfig
+from hjepa.config import ConfigError, MaskConfig
 from hjepa.masks.blocks import check_range
 from hjepa.masks.generator import BlockMaskGenerator, LevelBlocks
 from hjepa.masks.registry import MASK_GENERATORS
@@ -22,14 +22,14 @@ def level_scales(
     clamped to at most 1 (the whole grid); the lower bound of one whole cell is applied when sizes are drawn.
     """
     if progression not in SCALE_PROGRESSIONS:
-        raise ValueError(f"scale_progression must be one of {', '.join(SCALE_PROGRESSIONS)}, got {progression!r}")
+        raise ConfigError(f"scale_progression must be one of {', '.join(SCALE_PROGRESSIONS)}, got {progression!r}")
     if not factor > 0:
-        raise ValueError(f"scale_factor must be > 0, got {factor}")
+        raise ConfigError(f"scale_factor must be > 0, got {factor}")
     scales = []
     for k in range(num_levels):
         growth = factor**k if progression == "geometric" else 1.0 + k * (factor - 1.0)
         if growth <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"linear scale_factor {factor} gives a non-positive target scale at level {k}; use a factor > "
                 f"{1 - 1 / k:.3f} or fewer levels"
             )
@@ -61,10 +61,10 @@ class HierarchicalMaskGenerator(BlockMaskGenerator):
         max_attempts: int = 20,
     ) -> None:
         if not 1 <= num_levels <= 8:
-            raise ValueError(f"num_levels must be between 1 and 8, got {num_levels}")
+            raise ConfigError(f"num_levels must be between 1 and 8, got {num_levels}")
         counts = [num_targets] if isinstance(num_targets, int) else list(num_targets)
         if not counts:
-            raise ValueError("num_targets must be an int or a non-empty per-level list")
+            raise ConfigError("num_targets must be an int or a non-empty per-level list")
         counts = (counts + [counts[-1]] * num_levels)[:num_levels]  # the last value repeats
         base = check_range("target_scale", target_scale, 0.0, 1.0)
         aspect = check_range("target_aspect", target_aspect, 0.0)

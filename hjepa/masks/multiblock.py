@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hjepa.config import MaskConfig
+from hjepa.config import ConfigError, MaskConfig
 from hjepa.masks.blocks import check_range
 from hjepa.masks.generator import BlockMaskGenerator, LevelBlocks
 from hjepa.masks.registry import MASK_GENERATORS
@@ -31,7 +31,7 @@ class MultiBlockMaskGenerator(BlockMaskGenerator):
         num_levels: int = 1,
     ) -> None:
         if not 1 <= num_levels <= 8:
-            raise ValueError(f"num_levels must be between 1 and 8, got {num_levels}")
+            raise ConfigError(f"num_levels must be between 1 and 8, got {num_levels}")
         blocks = LevelBlocks(
             cell=2 ** (num_levels - 1),
             num_targets=int(num_targets),
@@ -52,7 +52,7 @@ class MultiBlockMaskGenerator(BlockMaskGenerator):
     def from_config(cls, cfg: MaskConfig, grid_size: int | tuple[int, int], num_levels: int) -> MultiBlockMaskGenerator:
         """Uses the first value of ``cfg.num_targets``; ``scale_progression`` / ``scale_factor`` do not apply."""
         if not cfg.num_targets:
-            raise ValueError("masks.num_targets must hold at least one value")
+            raise ConfigError("masks.num_targets must hold at least one value")
         return cls(
             grid_size,
             num_targets=cfg.num_targets[0],

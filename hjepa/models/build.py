@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from hjepa.config import Config
+from hjepa.config import Config, ConfigError
 from hjepa.models.hjepa import HJEPA
 from hjepa.models.multiview import MultiViewJEPA
 
@@ -21,4 +21,4 @@ def build_model(cfg: Config, loss_fn: nn.Module | None = None) -> nn.Module:
         return HJEPA(cfg, loss_fn)
     if cfg.model.objective == "multiview":
         return MultiViewJEPA(cfg, loss_fn)
-    raise ValueError(f"unknown model.objective {cfg.model.objective!r}; valid: {', '.join(OBJECTIVES)}")
+    raise ConfigError(f"unknown model.objective {cfg.model.objective!r}; valid: {', '.join(OBJECTIVES)}")

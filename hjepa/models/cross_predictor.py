@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
+from hjepa.config import ConfigError
 from hjepa.masks.queries import QueryLayout
 from hjepa.models.packed import drop_path_rows
 from hjepa.models.predictor import PREDICTORS, TransformerPredictor, gather_tokens
@@ -26,7 +27,7 @@ class CrossBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"predictor width {dim} is not divisible by {num_heads} heads")
+            raise ConfigError(f"predictor width {dim} is not divisible by {num_heads} heads")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.norm_query, self.norm_context = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.q = nn.Linear(dim, dim)

@@ -7,11 +7,13 @@ import math
 import torch
 import torch.nn as nn
 
+from hjepa.config import ConfigError
+
 
 def momentum_schedule(start: float, end: float, total_steps: int, kind: str = "cosine") -> torch.Tensor:
     """``[total_steps + 1]`` float64 momentum values from ``start`` to ``end`` (cosine or linear)."""
     if kind not in ("cosine", "linear"):
-        raise ValueError(f"optim.ema_schedule must be 'cosine' or 'linear', got {kind!r}")
+        raise ConfigError(f"optim.ema_schedule must be 'cosine' or 'linear', got {kind!r}")
     t = torch.arange(total_steps + 1, dtype=torch.float64) / max(total_steps, 1)
     if kind == "linear":
         return start + (end - start) * t

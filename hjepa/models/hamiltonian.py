@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hjepa.config import ConfigError
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.models.predictor import PREDICTORS, gather_tokens
 
@@ -34,6 +35,21 @@ class Potential(nn.Module):
                 q = q.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self(q).sum(), q, create_graph=create_graph)
         return -grad
+
+
+MATCHES = ("q", "p", "qp")  # what a Hamiltonian predictor reads out: position, momentum or both
+
+
+def check_match(match: str) -> int:
+    """How many predictor widths the readout of ``match`` takes (``qp``: 2), or ConfigError for an unknown one."""
+    if match not in MATCHES:
+        raise ConfigError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
+    return 2 if match == "qp" else 1
+
+
+def read_state(q: torch.Tensor, p: torch.Tensor, match: str) -> torch.Tensor:
+    """The part of the final state ``(q, p)`` [..., D] the loss matches: q, p, or both concatenated [..., 2D]."""
+    return torch.cat([q, p], dim=-1) if match == "qp" else q if match == "q" else p
 
 
 def leapfrog(
@@ -79,8 +95,7 @@ class HamiltonianPredictor(nn.Module):
         **_: object,
     ) -> None:
         super().__init__()
-        if match not in ("q", "p", "qp"):
-            raise ValueError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
+        widths = check_match(match)
         self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
         self.embed = nn.Linear(embed_dim, predictor_dim)
         self.level_embed = nn.Parameter(torch.zeros(num_levels, predictor_dim))
@@ -90,7 +105,7 @@ class HamiltonianPredictor(nn.Module):
         self.to_q = nn.Linear(predictor_dim, predictor_dim)
         self.to_p = nn.Linear(predictor_dim, predictor_dim)
         self.potential = Potential(predictor_dim, hidden_dim, base_coeff, residual_scale)
-        self.readout = nn.Linear(predictor_dim * (2 if match == "qp" else 1), embed_dim)
+        self.readout = nn.Linear(predictor_dim * widths, embed_dim)
 
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, target_level: torch.Tensor
@@ -105,5 +120,5 @@ class HamiltonianPredictor(nn.Module):
         with torch.autocast(device_type=state.device.type, enabled=False):
             q0, p0 = self.to_q(state.float()), self.to_p(state.float())
             q, p = leapfrog(q0, p0, self.potential, self.dt, self.steps, self.damping)
-            out = {"q": q, "p": p, "qp": torch.cat([q, p], dim=-1)}[self.match]
+            out = read_state(q, p, self.match)
             return self.readout(out)

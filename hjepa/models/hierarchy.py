@@ -6,13 +6,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hjepa.config import ConfigError
+
 
 def check_levels(grid: tuple[int, int], num_levels: int) -> None:
     if not 1 <= num_levels <= 4:
-        raise ValueError(f"model.num_levels must be between 1 and 4, got {num_levels}")
+        raise ConfigError(f"model.num_levels must be between 1 and 4, got {num_levels}")
     factor = 2 ** (num_levels - 1)
     if grid[0] % factor or grid[1] % factor:
-        raise ValueError(
+        raise ConfigError(
             f"patch grid {grid[0]}x{grid[1]} is not divisible by 2^{num_levels - 1}={factor}, needed for "
             f"{num_levels} levels; change model.img_size, model.patch_size or model.num_levels"
         )

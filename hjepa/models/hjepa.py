@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from hjepa.config import Config
+from hjepa.config import Config, ConfigError
 from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.models.ema import ema_update
 from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks
@@ -68,18 +68,18 @@ class HJEPA(nn.Module):
             self.target_heads = copy.deepcopy(self.context_heads)
         elif model_cfg.target_heads == "layernorm":
             if self.head_dim != dim:
-                raise ValueError(
+                raise ConfigError(
                     f"model.target_heads=layernorm needs model.head_dim == embed_dim ({dim}), got {self.head_dim}"
                 )
             self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
         else:
-            raise ValueError(f"model.target_heads must be 'layernorm' or 'ema', got {model_cfg.target_heads!r}")
+            raise ConfigError(f"model.target_heads must be 'layernorm' or 'ema', got {model_cfg.target_heads!r}")
         self.ema_heads = model_cfg.target_heads == "ema"
         for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
             param.requires_grad_(False)
         self.loss_fn = loss_fn
         if model_cfg.predictor_batching not in ("packed", "joint", "per_block"):
-            raise ValueError(
+            raise ConfigError(
                 "model.predictor_batching must be 'packed', 'joint' or 'per_block', got "
                 f"{model_cfg.predictor_batching!r}"
             )

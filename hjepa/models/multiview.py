@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from hjepa.config import Config
+from hjepa.config import Config, ConfigError
 from hjepa.models.hierarchy import TargetNorm, check_levels, pool_tokens
 from hjepa.models.hjepa import HJEPA
 from hjepa.models.view_predictor import VIEW_PREDICTORS
@@ -63,11 +63,11 @@ class MultiViewJEPA(nn.Module):
         check_levels(self.grid, self.num_levels)
         dim = self.context_encoder.embed_dim
         if (model_cfg.head_dim or dim) != dim or model_cfg.target_heads != "layernorm":
-            raise ValueError("model.objective=multiview uses parameter-free level norms: leave model.head_dim unset "
+            raise ConfigError("model.objective=multiview uses parameter-free level norms: leave model.head_dim unset "
                              "and model.target_heads=layernorm")
         local_size, patch = cfg.data.local_img_size, model_cfg.patch_size
         if cfg.data.num_local_views and (local_size % patch or (local_size // patch) % 2 ** (self.num_levels - 1)):
-            raise ValueError(
+            raise ConfigError(
                 f"data.local_img_size={cfg.data.local_img_size} must be a multiple of model.patch_size "
                 f"({model_cfg.patch_size}) whose grid divides by 2^{self.num_levels - 1} for {self.num_levels} levels"
             )

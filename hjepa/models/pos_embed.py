@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hjepa.config import ConfigError
+
 
 def sincos_2d(embed_dim: int, grid: tuple[int, int], span: tuple[int, int] | None = None) -> torch.Tensor:
     """``[grid_h * grid_w, embed_dim]`` embeddings in raster order; half the channels encode rows, half columns.
@@ -14,7 +16,7 @@ def sincos_2d(embed_dim: int, grid: tuple[int, int], span: tuple[int, int] | Non
     gives the integer coordinates 0..grid-1 exactly.
     """
     if embed_dim % 4:
-        raise ValueError(f"sin-cos positional embedding needs a width divisible by 4, got {embed_dim}")
+        raise ConfigError(f"sin-cos positional embedding needs a width divisible by 4, got {embed_dim}")
     grid_h, grid_w = grid
     span_h, span_w = span or grid
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hjepa.models.hamiltonian import Potential, leapfrog
+from hjepa.models.hamiltonian import Potential, check_match, leapfrog, read_state
 from hjepa.registry import Registry
 
 VIEW_PREDICTORS = Registry("view predictor")
@@ -58,18 +58,17 @@ class HamiltonianViewPredictor(nn.Module):
         **_: object,
     ) -> None:
         super().__init__()
-        if match not in ("q", "p", "qp"):
-            raise ValueError(f"model.hamiltonian.match must be 'q', 'p' or 'qp', got {match!r}")
+        widths = check_match(match)
         self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
         self.to_q = nn.Linear(dim, dim)
         self.to_p = nn.Linear(dim, dim)
         self.potential = Potential(dim, hidden_dim, base_coeff, residual_scale)
-        self.readout = nn.Linear(dim * (2 if match == "qp" else 1), dim)
+        self.readout = nn.Linear(dim * widths, dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # The integrator runs in float32: autograd through a bf16 force is too coarse for a symplectic update.
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
             q, p = leapfrog(self.to_q(z), self.to_p(z), self.potential, self.dt, self.steps, self.damping)
-            out = {"q": q, "p": p, "qp": torch.cat([q, p], dim=-1)}[self.match]
+            out = read_state(q, p, self.match)
             return self.readout(out)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
-from hjepa.config import ModelConfig
+from hjepa.config import ConfigError, ModelConfig
 from hjepa.models.pos_embed import sincos_2d
 
 # (embed_dim, depth, num_heads) of the standard ViT sizes.
@@ -28,23 +28,23 @@ def vit_dims(cfg: ModelConfig) -> tuple[int, int, int]:
     """Resolve (embed_dim, depth, num_heads) from the size name and any explicit overrides."""
     if cfg.encoder == "custom":
         if None in (cfg.embed_dim, cfg.depth, cfg.num_heads):
-            raise ValueError("model.encoder=custom needs model.embed_dim, model.depth and model.num_heads")
+            raise ConfigError("model.encoder=custom needs model.embed_dim, model.depth and model.num_heads")
         base = (cfg.embed_dim, cfg.depth, cfg.num_heads)
     elif cfg.encoder in VIT_SIZES:
         base = VIT_SIZES[cfg.encoder]
     else:
-        raise ValueError(f"unknown encoder {cfg.encoder!r}; valid: {', '.join([*VIT_SIZES, 'custom'])}")
+        raise ConfigError(f"unknown encoder {cfg.encoder!r}; valid: {', '.join([*VIT_SIZES, 'custom'])}")
     dim = cfg.embed_dim or base[0]
     depth = cfg.depth or base[1]
     heads = cfg.num_heads or base[2]
     if dim % heads:
-        raise ValueError(f"model.embed_dim={dim} is not divisible by model.num_heads={heads}")
+        raise ConfigError(f"model.embed_dim={dim} is not divisible by model.num_heads={heads}")
     return dim, depth, heads
 
 
 def grid_size(cfg: ModelConfig) -> tuple[int, int]:
     if cfg.img_size % cfg.patch_size:
-        raise ValueError(f"model.img_size={cfg.img_size} is not divisible by model.patch_size={cfg.patch_size}")
+        raise ConfigError(f"model.img_size={cfg.img_size} is not divisible by model.patch_size={cfg.patch_size}")
     side = cfg.img_size // cfg.patch_size
     return side, side
 

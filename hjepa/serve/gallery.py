@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hjepa.errors import OptionError
 from hjepa.inference.cache import FeatureCache
 from hjepa.inference.images import IMAGE_SUFFIXES, read_image
 from hjepa.inference.runtime import Runtime
@@ -116,7 +117,7 @@ def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = No
     ``size``. Unreadable files are skipped."""
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"gallery folder {directory} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise OptionError(f"gallery folder {directory} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     files = [files[i] for i in _spread(size, len(files))]
     images, names = [], []
     for path in files:
@@ -126,7 +127,7 @@ def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = No
             continue
         names.append(path.parent.name if path.parent != directory else path.stem)
     if not images:
-        raise ValueError(f"no image under {directory} could be decoded")
+        raise OptionError(f"no image under {directory} could be decoded")
     classes = sorted(set(names))
     labels = [classes.index(name) for name in names]
     return Gallery(
@@ -178,7 +179,7 @@ def build_gallery(
     """The app's gallery. ``source``: None (the model's dataset test split, else the shipped examples), a folder of
     images, or a dataset name (its test split; an error when it is not available)."""
     if size < 1:
-        raise ValueError(f"gallery size must be >= 1, got {size}")
+        raise OptionError(f"gallery size must be >= 1, got {size}")
     if source is None:
         dataset = runtime.metadata.dataset
         if not dataset:
@@ -192,7 +193,7 @@ def build_gallery(
         return folder_gallery(path, size, cache_dir)
     if path.exists() or len(path.parts) > 1:  # a path, not a dataset name: say what is wrong with it
         state = "is a file" if path.exists() else "does not exist"
-        raise ValueError(f"gallery {source} {state}; --gallery takes a folder of images or a dataset name")
+        raise OptionError(f"gallery {source} {state}; --gallery takes a folder of images or a dataset name")
     return dataset_gallery(str(source), size, data_dir, cache_dir)
 
 

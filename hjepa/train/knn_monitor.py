@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hjepa.config import Config
+from hjepa.config import Config, ConfigError
 from hjepa.data import EvalTransform, build_dataset
 from hjepa.inference.features import extract_features, spread_arrays
 from hjepa.inference.knn import knn_evaluate
@@ -43,7 +43,7 @@ class KnnMonitor:
         self.device = device
         self.progress = progress
         if cfg.train.knn_split not in ("test", "val"):
-            raise ValueError(f"train.knn_split must be 'test' or 'val', got {cfg.train.knn_split!r}")
+            raise ConfigError(f"train.knn_split must be 'test' or 'val', got {cfg.train.knn_split!r}")
         train = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
         if cfg.train.knn_split == "val":  # choosing settings: bank and queries both from the train split
             bank_idx, val_idx = validation_split(len(train))

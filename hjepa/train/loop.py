@@ -19,6 +19,7 @@ from hjepa import dist
 from hjepa.config import Config, ConfigError, config_differences
 from hjepa.data import MultiViewAugment, PretrainAugment, TrainBatches, batch_generator, build_dataset
 from hjepa.device import resolve_device
+from hjepa.errors import HJEPAError
 from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA
 from hjepa.train.checkpoint import (
@@ -57,7 +58,7 @@ _RESUME_NEUTRAL = ("train.out_dir", "train.device", "train.progress", "train.log
 _ENTRY_TYPES: dict[str, type] = {"step": int, "model": dict, "optimizer": dict, "rng": dict}
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(HJEPAError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 

@@ -1,0 +1,111 @@
+"""``--format onnx``: trace the level's ``LevelEncoder``, verify it on onnxruntime against PyTorch, and with
+``--int8`` quantize it, verify again and measure k-NN. Every other per-level format builds on this file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import onnx
+import torch
+
+from hjepa.export import fuse, quantize
+from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, LevelJob
+from hjepa.export.manifest import encode_metadata, level_metadata
+from hjepa.export.onnx_export import external_data_name, save_onnx, set_metadata, simplify, trace_onnx
+from hjepa.export.verify import ort_runner, ort_session, tolerance_for, torch_runner, verify
+from hjepa.models.hierarchy import level_grid
+from hjepa.models.level_encoder import build_level_encoder
+
+
+@EXPORT_FORMATS.register("onnx")
+class OnnxFormat(ExportFormat):
+    name = "onnx"
+    order = 0
+
+    def export_level(self, job: LevelJob) -> None:
+        model, cfg, level, out, options = job.model, job.cfg, job.level, job.out, job.options
+        # The level and image size were checked at the edge (hjepa.export.export).
+        reference = build_level_encoder(model, level, job.mean, job.std, job.img_size, options.uint8_input)
+        module = reference
+        if options.half:
+            module = build_level_encoder(model, level, job.mean, job.std, job.img_size, options.uint8_input, half=True)
+
+        # Step 1. Trace (batch >= 2 keeps the batch axis symbolic), attach metadata, check and save.
+        opset = options.opset or cfg.export.opset
+        example = torch.from_numpy(job.make_inputs(max(job.batch, 2) if options.dynamic else job.batch))
+        onnx_model, exporter = trace_onnx(module, example, opset, options.dynamic)
+        # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
+        opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
+        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), model.head_dim, job.mean,
+                                  job.std, job.input_format, job.sha, "fp16" if options.half else "fp32",
+                                  job.provenance)
+        set_metadata(onnx_model, encode_metadata(metadata))
+        if options.simplify:
+            onnx_model = simplify(onnx_model)
+        fused = 0
+        if options.fuse and not options.half and job.resources.get("trt") is None:
+            onnx_model, fused = fuse.fuse_for_cpu(onnx_model, job.make_inputs(job.batch))
+        onnx_path = out / f"level{level}.onnx"
+        save_onnx(onnx_model, onnx_path)
+
+        # Step 2. onnxruntime vs PyTorch float32.
+        what = f"level {level} ONNX ({'fp16' if options.half else 'fp32'})"
+        session = ort_session(onnx_path)
+        checks = job.checks
+        checks["onnxruntime"] = verify(ort_runner(session), torch_runner(reference), job.make_inputs, job.batches,
+                                       tolerance_for("fp16" if options.half else "fp32", cfg.export), what,
+                                       "PyTorch fp32")
+
+        # Step 3. int8: quantize the verified fp32 file, verify it, measure k-NN, and let it take the file's place.
+        knn = None
+        if options.int8:
+            # In a folder of its own, under the final name: a model over 2 GB records its weights file by name
+            # ("level{K}.onnx.data"), so the int8 file and its weights must be written as they will be called.
+            int8_dir = out / f".level{level}.int8"
+            int8_dir.mkdir()
+            int8_path = int8_dir / onnx_path.name
+            quantize.quantize_int8(onnx_path, int8_path)
+            metadata["precision"] = "int8"
+            int8_model = onnx.load(str(int8_path))
+            set_metadata(int8_model, encode_metadata(metadata))
+            save_onnx(int8_model, int8_path)
+            int8_session = ort_session(int8_path)
+            checks["onnxruntime_fp32"] = checks.pop("onnxruntime")
+            checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,
+                                           job.batches, tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)",
+                                           "PyTorch fp32")
+            knn = quantize.int8_knn(session, int8_session, cfg, metadata, options.knn_train_samples,
+                                    options.knn_test_samples)
+            # The int8 file (and its weights, if any) takes the place of the fp32 file and its weights.
+            for name in (onnx_path.name, external_data_name(onnx_path)):
+                (out / name).unlink(missing_ok=True)
+                if (int8_dir / name).is_file():
+                    os.replace(int8_dir / name, out / name)
+            shutil.rmtree(int8_dir)
+            session = int8_session
+
+        job.onnx_path, job.session, job.metadata = onnx_path, session, metadata
+        figures = checks["onnxruntime"]["batches"][f"batch_{job.batches[-1]}"]["tokens"]
+        if knn and "skipped" not in knn:
+            job.notes.append(f"k-NN top-1 fp32 {knn['fp32_top1']:.2f}% int8 {knn['int8_top1']:.2f}%")
+            if knn["int8_top1"] < knn["fp32_top1"] - 0.5:
+                job.notes.append(f"WARNING: int8 loses {knn['fp32_top1'] - knn['int8_top1']:.2f} points of k-NN "
+                                 f"top-1 ({knn['test_samples']} test images); compare before deploying it")
+        onnx_bytes = sum(p.stat().st_size for p in (onnx_path, out / external_data_name(onnx_path)) if p.is_file())
+        job.headline = (f"level {level}: {onnx_path.name} ({metadata['precision']}, {onnx_bytes / 1e6:.2f} MB), "
+                        f"tokens max abs err {figures['max_abs_err']:.2e}, min cosine {figures['min_cosine']:.6f}")
+        job.entry.update({
+            "onnx": onnx_path.name,
+            "metadata": metadata,
+            "verification": checks,
+            "int8_knn": knn,
+            "exporter": exporter,
+            "opset": opset,
+            "dynamic_batch": options.dynamic,
+            "batch": None if options.dynamic else job.batch,
+            "simplified": options.simplify,
+            "fused_attention": fused,
+            "patch_embed_matmul": any(node.name == fuse.PATCH_EMBED_NODE for node in onnx_model.graph.node),
+            "onnx_bytes": onnx_bytes,  # with the external weights file of a model over 2 GB
+        })

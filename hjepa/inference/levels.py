@@ -1,0 +1,54 @@
+"""``--level`` in one place: the syntax (``K``, ``"0,2"``, ``"all"``, a list) and the check against the levels a
+model, export or runtime has, with one message format for every command and library entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hjepa.errors import OptionError
+
+LevelSpec = int | str | Sequence[int]
+
+
+class LevelError(OptionError):
+    """A level that is not a level number, a list or ``all``, or that the model / export does not have."""
+
+
+def check_level(level: object, available: Sequence[int], where: str = "this model") -> int:
+    """``level`` as an int when it is one of ``available``; otherwise LevelError naming ``where`` and the levels."""
+    is_int = isinstance(level, (int, np.integer)) and not isinstance(level, bool)
+    if not is_int or int(level) not in available:  # type: ignore[call-overload]
+        raise LevelError(f"level {level!r} is not in {where}; available levels: {sorted(available)}")
+    return int(level)  # type: ignore[call-overload]
+
+
+def level_syntax(levels: LevelSpec) -> list[int] | None:
+    """The level numbers ``levels`` names, unchecked; ``None`` for ``"all"``. ``"1"`` -> [1], ``"0,2"`` -> [0, 2]."""
+    if isinstance(levels, str):
+        text = levels.strip().lower()
+        if text == "all":
+            return None
+        try:
+            picked = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise LevelError(f"level {levels!r} is not a level number, a comma-separated list or 'all'") from None
+    elif isinstance(levels, (int, np.integer)) and not isinstance(levels, bool):
+        picked = [int(levels)]
+    elif isinstance(levels, Sequence):
+        picked = list(levels)
+    else:
+        raise LevelError(f"level {levels!r} is not a level number, a comma-separated list or 'all'")
+    if not picked:
+        raise LevelError("no level given: pass a level number, a comma-separated list or 'all'")
+    return picked
+
+
+def parse_levels(levels: LevelSpec, available: Sequence[int], where: str = "this model") -> list[int]:
+    """``"all"`` -> every level in ``available``; an int, ``"1"``, ``"0,2"`` or a list -> those levels, each checked
+    against ``available`` (repeats dropped, order kept). Errors are LevelError naming ``where`` and the levels."""
+    picked = level_syntax(levels)
+    if picked is None:
+        return sorted(available)
+    return list(dict.fromkeys(check_level(level, available, where) for level in picked))
