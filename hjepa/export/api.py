@@ -162,7 +162,7 @@ def export(
         entries = {}
         for level in targets:
             entries[level] = _export_one(model, cfg, level, stage.path, options, img_size, stats, sha, trt, say)
-        manifest = build_manifest(path.absolute(), sha, cfg, entries)
+        manifest = build_manifest(path.absolute(), sha, cfg, entries, stage.files())
         write_json(manifest, stage.path / MANIFEST_NAME)
         final = stage.commit()
     say(f"export written to {final}")
