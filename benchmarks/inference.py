@@ -42,7 +42,7 @@ from hjepa.export.fuse import fuse_for_cpu, op_counts  # noqa: E402
 from hjepa.export.onnx_export import save_onnx, set_metadata, trace_onnx  # noqa: E402
 from hjepa.export.quantize import int8_knn, quantize_int8  # noqa: E402
 from hjepa.export.verify import compare, ort_session, sample_inputs  # noqa: E402
-from hjepa.models import build_model  # noqa: E402
+from hjepa.train.model import build_training_model  # noqa: E402
 
 SETTINGS = {
     "quickstart": ("fashion-mnist", []),
@@ -150,7 +150,7 @@ def bench_setting(name: str, args: argparse.Namespace, notes: list[str]) -> tupl
     preset, overrides = SETTINGS[name]
     cfg = load_config(preset, overrides)
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_training_model(cfg).eval()
     if name == "quickstart" and args.checkpoint:
         from hjepa.train.checkpoint import load_model
 

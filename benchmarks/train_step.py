@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from hjepa.config import load_config  # noqa: E402
 from hjepa.data import batch_generator  # noqa: E402
 from hjepa.masks import MaskBatch, build_mask_generator  # noqa: E402
-from hjepa.models import build_model  # noqa: E402
 from hjepa.train.loop import compile_runner, masks_to  # noqa: E402
+from hjepa.train.model import build_training_model  # noqa: E402
 from hjepa.train.optim import build_optimizer  # noqa: E402
 from hjepa.train.schedules import build_schedules  # noqa: E402
 from hjepa.train.step import train_step  # noqa: E402
@@ -88,7 +88,7 @@ class Setting:
         cfg = load_config(preset, [*sets, "train.steps=1000"])
         torch.manual_seed(0)
         self.name, self.device, self.compile, self.cfg = name, device, compile_model, cfg
-        self.model = build_model(cfg).to(device)
+        self.model = build_training_model(cfg).to(device)
         self.schedules = build_schedules(cfg)
         self.model.set_momentum_schedule(self.schedules.momentum)
         self.optimizer = build_optimizer(self.model, cfg.optim, device)

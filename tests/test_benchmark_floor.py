@@ -14,7 +14,7 @@ from hjepa.data import dataset_stats
 from hjepa.export import build_level_encoder
 from hjepa.export.fuse import PATCH_EMBED_NODE
 from hjepa.export.verify import ort_session
-from hjepa.models import build_model
+from hjepa.train.model import build_training_model
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from gemm_floor import floor_model, floor_runner, save_floor_models, weight_gemms  # noqa: E402
@@ -22,7 +22,7 @@ from gemm_floor import floor_model, floor_runner, save_floor_models, weight_gemm
 
 def level_encoder(level: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(load_config("digits-debug")).eval()  # width 32, 2 blocks, 16 px, patch 4 (4x4 grid)
+    model = build_training_model(load_config("digits-debug")).eval()  # width 32, 2 blocks, 16 px, patch 4 (4x4 grid)
     return build_level_encoder(model, level, *dataset_stats("digits"))
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from hjepa.evaluation.cache import FeatureCache, file_sha256
 from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
+from hjepa.inference.cache import FeatureCache, file_sha256
 
 
 def make_features(rows=6, dim=4):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
 from hjepa.evaluation.run import evaluate, parse_levels
 from hjepa.evaluation.sources import resolve_source
-from hjepa.serve.runtime import RuntimeUnavailableError
+from hjepa.inference.runtime import RuntimeUnavailableError
 from hjepa.train.checkpoint import load_model
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
-from hjepa.evaluation.cache import file_sha256
 from hjepa.export import METADATA_KEYS, ExportError, build_level_encoder, export, read_manifest, read_metadata
 from hjepa.export.verify import compare, ort_session
+from hjepa.inference.cache import file_sha256
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.train.checkpoint import load_checkpoint, load_model
 

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from hjepa.config import load_config
-from hjepa.models import HJEPA, ViTEncoder, build_model, ema_update, momentum_schedule, pool_tokens
+from hjepa.models import HJEPA, ViTEncoder, ema_update, momentum_schedule, pool_tokens
 from hjepa.models.hamiltonian import Potential, hamiltonian_energy, leapfrog
+from hjepa.train.model import build_training_model
 
 
 def small_config(**model_overrides):
@@ -38,7 +39,7 @@ def test_forward_shapes_every_level_and_predictor(num_levels, predictor):
     cfg = small_config(num_levels=num_levels, predictor=predictor, img_size=size)
     cfg.masks.num_targets = [2]
     cfg.masks.target_scale = (0.1, 0.15)
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     masks = make_masks(cfg, model)
     out = model(torch.randn(3, 3, size, size), masks)
     assert torch.isfinite(out["loss"])
@@ -76,7 +77,7 @@ def test_gathered_tokens_equal_encoder_on_selected_tokens():
 def test_ema_moves_target_by_the_scheduled_amount():
     torch.manual_seed(0)
     cfg = small_config()
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     with torch.no_grad():
         for p in model.context_encoder.parameters():
             p.add_(1.0)
@@ -90,7 +91,7 @@ def test_ema_moves_target_by_the_scheduled_amount():
 
 def test_ema_target_heads_follow_context_heads_and_layernorm_targets_have_no_parameters():
     torch.manual_seed(0)
-    model = build_model(small_config(target_heads="ema", head_dim=16))
+    model = build_training_model(small_config(target_heads="ema", head_dim=16))
     with torch.no_grad():
         model.context_heads[0].proj.weight.add_(1.0)
     before = model.target_heads[0].proj.weight.clone()
@@ -98,14 +99,14 @@ def test_ema_target_heads_follow_context_heads_and_layernorm_targets_have_no_par
     model.update_target(0)
     expected = 0.5 * before + 0.5 * model.context_heads[0].proj.weight
     torch.testing.assert_close(model.target_heads[0].proj.weight, expected)
-    plain = build_model(small_config())
+    plain = build_training_model(small_config())
     assert sum(p.numel() for p in plain.target_heads.parameters()) == 0
     tokens, _ = plain.extract_features(torch.randn(2, 3, 32, 32), 1)
     torch.testing.assert_close(tokens.mean(-1), torch.zeros(2, 16), atol=1e-5, rtol=0)  # layer-normed
     with pytest.raises(ValueError, match="head_dim"):
-        build_model(small_config(head_dim=16))
+        build_training_model(small_config(head_dim=16))
     with pytest.raises(ValueError, match="target_heads"):
-        build_model(small_config(target_heads="shared"))
+        build_training_model(small_config(target_heads="shared"))
 
 
 def test_ema_copies_non_float_buffers():
@@ -132,7 +133,7 @@ def test_momentum_schedules():
 def test_no_gradient_reaches_the_target_side(predictor, target_heads):
     torch.manual_seed(0)
     cfg = small_config(predictor=predictor, num_levels=2, target_heads=target_heads)
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     out = model(torch.randn(2, 3, 32, 32), make_masks(cfg, model, batch=2))
     out["loss"].backward()
     for name, param in model.named_parameters():
@@ -170,11 +171,11 @@ def test_level_pooling_on_a_hand_made_grid():
 def test_grid_not_divisible_by_levels_is_an_error_naming_sizes():
     cfg = small_config(num_levels=4, img_size=24)  # 6x6 grid, needs divisibility by 8
     with pytest.raises(ValueError, match="6x6.*8"):
-        build_model(cfg)
+        build_training_model(cfg)
 
 
 def test_parameter_summary():
-    model = build_model(small_config())
+    model = build_training_model(small_config())
     summary = model.parameter_summary()
     assert summary["context_encoder"] == summary["target_encoder"] > 0
     assert summary["trainable"] == sum(summary[k] for k in ("context_encoder", "predictor", "context_heads"))
@@ -187,7 +188,7 @@ def test_joint_and_per_block_prediction_agree_with_one_block():
     torch.manual_seed(0)
     cfg = small_config(num_levels=1)
     cfg.masks.num_targets = [1]
-    model = build_model(cfg).eval()
+    model = build_training_model(cfg).eval()
     masks = make_masks(cfg, model, batch=2)
     images = torch.randn(2, 3, 32, 32)
     joint = model(images, masks)["loss"]
@@ -198,4 +199,4 @@ def test_joint_and_per_block_prediction_agree_with_one_block():
     masks = make_masks(cfg, model, batch=2)
     assert torch.isfinite(model(images, masks)["loss"])
     with pytest.raises(ValueError, match="predictor_batching"):
-        build_model(small_config(predictor_batching="both"))
+        build_training_model(small_config(predictor_batching="both"))

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hjepa.models import build_model
 from hjepa.models.hamiltonian import Potential, hamiltonian_energy, leapfrog
+from hjepa.train.model import build_training_model
 from tests.test_models import make_masks, small_config
 
 
@@ -27,7 +27,7 @@ def test_level_targets_are_layer_normed_means_of_their_patch_cells(generator: st
     cfg = small_config(num_levels=3)  # 8x8 patch grid
     cfg.masks.generator = generator
     cfg.masks.num_targets = [2, 1, 1]
-    model = build_model(cfg).eval()
+    model = build_training_model(cfg).eval()
     model.loss_fn = capture = _CaptureLoss()
     masks = make_masks(cfg, model, batch=3, seed=4)
     images = torch.randn(3, 3, 32, 32)
@@ -68,7 +68,7 @@ def test_extract_features_ignore_the_train_mode_of_the_module() -> None:
     # Presets train with drop_path_rate=0.1: in train mode the target encoder would drop residual branches at
     # random, so features must be computed as in forward's target pass (eval mode), whatever the module's mode.
     torch.manual_seed(0)
-    model = build_model(small_config(num_levels=2, drop_path_rate=0.5))
+    model = build_training_model(small_config(num_levels=2, drop_path_rate=0.5))
     images = torch.randn(4, 3, 32, 32)
     model.eval()
     reference = model.extract_features(images, 1)

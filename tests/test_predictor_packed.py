@@ -7,7 +7,7 @@ import torch
 from timm.layers import DropPath
 
 from hjepa.masks import query_layout
-from hjepa.models import build_model
+from hjepa.train.model import build_training_model
 from tests.test_models import make_masks, small_config
 
 
@@ -44,7 +44,7 @@ def test_packed_prediction_equals_joint_loss_and_gradients(num_levels):
     torch.manual_seed(0)
     cfg = small_config(num_levels=num_levels, predictor_depth=2)
     cfg.masks.num_targets = [4] if num_levels == 1 else [3, 2, 1]
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     masks = make_masks(cfg, model, batch=4, seed=3).with_queries()  # as the training loop does, on the CPU
     flat = torch.cat([idx.flatten(1) for idx in masks.target_idx], dim=1)
     assert masks.queries.inverse.shape == flat.shape
@@ -67,7 +67,7 @@ def test_packed_predictor_with_duplicates_matches_padded_sequences_directly():
     # Queries repeated on purpose: every one of the three copies must get the padded forward's answer.
     torch.manual_seed(0)
     cfg = small_config(num_levels=1, predictor_depth=3)
-    model = build_model(cfg).eval()
+    model = build_training_model(cfg).eval()
     predictor = model.predictor
     context = torch.randn(2, 5, 32)
     context_idx = torch.tensor([[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]])
@@ -84,9 +84,9 @@ def test_packed_masks_with_fewer_levels_than_the_model_and_stochastic_depth():
     # A two-level model fed single-level masks repeats the blocks: the layout is then made on the fly.
     torch.manual_seed(0)
     cfg = small_config(num_levels=2, predictor_depth=2, predictor_drop_path=0.5)
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     one_level = small_config(num_levels=1)
-    masks = make_masks(one_level, build_model(one_level), batch=3)
+    masks = make_masks(one_level, build_training_model(one_level), batch=3)
     images = torch.randn(3, 3, 32, 32)
     model.train()
     loss = model(images, masks)["loss"]
@@ -100,7 +100,7 @@ def test_packed_masks_with_fewer_levels_than_the_model_and_stochastic_depth():
 
 def test_mask_batch_moves_its_layout():
     cfg = small_config(num_levels=1)
-    masks = make_masks(cfg, build_model(cfg), batch=2)
+    masks = make_masks(cfg, build_training_model(cfg), batch=2)
     assert masks.queries is None and masks.to("cpu").queries is None
     masks = masks.with_queries()
     moved = masks.to("cpu")
@@ -113,7 +113,7 @@ def test_cross_predictor_same_predictions_in_every_layout_and_stochastic_depth_p
     torch.manual_seed(0)
     cfg = small_config(num_levels=2, predictor="cross", predictor_depth=2)
     cfg.masks.num_targets = [3, 2]
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     masks = make_masks(cfg, model, batch=4, seed=5)
     images = torch.randn(4, 3, 32, 32)
     losses = {}
@@ -131,7 +131,7 @@ def test_cross_predictor_same_predictions_in_every_layout_and_stochastic_depth_p
     torch.testing.assert_close(both[:, :1], alone, rtol=1e-5, atol=1e-6)
     # Stochastic depth drops whole samples: at p=1 every residual branch is dropped and queries pass unchanged.
     cfg = small_config(num_levels=1, predictor="cross", predictor_depth=2, predictor_drop_path=1.0)
-    dropped = build_model(cfg).predictor.train()
+    dropped = build_training_model(cfg).predictor.train()
     for block in dropped.blocks:  # the rates ramp from 0: make every block drop
         block.drop_path = DropPath(1.0)
     layout = query_layout([torch.tensor([[[5, 6]], [[7, 8]]])], num_context=4, num_patches=64)
@@ -146,7 +146,7 @@ def test_packed_under_bf16_autocast_matches_joint(predictor):
     torch.manual_seed(0)
     cfg = small_config(num_levels=2, predictor_depth=2, predictor=predictor)
     cfg.masks.num_targets = [3, 2]
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     masks = make_masks(cfg, model, batch=4, seed=1).with_queries()
     images = torch.randn(4, 3, 32, 32)
     losses = {}
@@ -161,6 +161,6 @@ def test_packed_under_bf16_autocast_matches_joint(predictor):
 
 def test_only_a_packing_model_asks_for_the_layout():
     # The training loop builds the layout only when the model will use it (2 ms per batch of 256 at 224/16).
-    assert build_model(small_config(num_levels=1)).packs_queries
-    assert not build_model(small_config(num_levels=1, predictor_batching="joint")).packs_queries
-    assert not build_model(small_config(num_levels=1, predictor="hamiltonian")).packs_queries
+    assert build_training_model(small_config(num_levels=1)).packs_queries
+    assert not build_training_model(small_config(num_levels=1, predictor_batching="joint")).packs_queries
+    assert not build_training_model(small_config(num_levels=1, predictor="hamiltonian")).packs_queries

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from hjepa.inference import BACKENDS
 from hjepa.serve import ImageError, Views, build_gallery, open_runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
-from hjepa.serve.runtime import BACKENDS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 pytestmark = pytest.mark.filterwarnings(
@@ -63,7 +63,7 @@ def test_masks_are_drawn_and_follow_the_seed(views) -> None:
     plain = np.asarray(Image.open(COFFEE).convert("RGB"))
     multiblock, hierarchical, stats = views.masks(plain, seed=0)
     assert multiblock.shape == hierarchical.shape == (128, 128, 3)
-    from hjepa.serve.images import center_crop_resize
+    from hjepa.inference.images import center_crop_resize
 
     assert not np.array_equal(multiblock, center_crop_resize(plain, 128))
     assert set(stats) == {"multiblock", "hierarchical"} and stats["hierarchical"]["grid"] == [4, 4]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hjepa.serve.images import (
+from hjepa.inference.images import (
     ImageError,
     batch_to_list,
     center_crop_resize,

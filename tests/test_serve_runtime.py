@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from hjepa.serve import RuntimeSourceError, RuntimeUnavailableError, TorchRuntime, open_runtime, runtime_tensorrt
-from hjepa.serve.runtime import BACKENDS
-from hjepa.serve.runtime_onnx import choose_providers
+from hjepa.inference import BACKENDS, runtime_tensorrt
+from hjepa.inference.runtime_onnx import choose_providers
+from hjepa.serve import RuntimeSourceError, RuntimeUnavailableError, TorchRuntime, open_runtime
 from hjepa.train.checkpoint import CheckpointError
 
 

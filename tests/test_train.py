@@ -137,15 +137,15 @@ def test_garbage_file_is_reported_as_corrupt_not_unsafe(tmp_path):
 def test_compiled_model_serves_batches_of_every_shape_without_recompiling():
     # Context length and distinct-query counts change every batch; one dynamic graph must serve them all (with duck
     # shaping, sizes equal by chance in the first batch were tied together and later batches recompiled).
-    from hjepa.models import build_model
     from hjepa.train.loop import compile_runner
+    from hjepa.train.model import build_training_model
     from tests.test_models import make_masks, small_config
 
     torch._dynamo.reset()
     torch.manual_seed(0)
     cfg = small_config(num_levels=2, predictor_depth=1)
     cfg.masks.num_targets = [3, 2]
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     runner = compile_runner(model, backend="eager")  # dynamo's guards are what recompiles; no C++ compiler needed
     images = torch.randn(4, 3, 32, 32)
     masks = make_masks(cfg, model, batch=4, seed=0).with_queries()
@@ -162,12 +162,12 @@ def test_compiled_model_serves_batches_of_every_shape_without_recompiling():
 
 
 def test_optimizer_is_fused_on_the_cpu_and_steps_like_the_per_parameter_loop():
-    from hjepa.models import build_model
+    from hjepa.train.model import build_training_model
     from hjepa.train.optim import build_optimizer, parameter_groups, set_hyperparameters
 
     cfg = load_config("digits-debug")
     torch.manual_seed(0)
-    fused_model, loop_model = build_model(cfg), build_model(cfg)
+    fused_model, loop_model = build_training_model(cfg), build_training_model(cfg)
     loop_model.load_state_dict(fused_model.state_dict())
     initial = [p.detach().clone() for p in fused_model.parameters()]
     fused = build_optimizer(fused_model, cfg.optim, torch.device("cpu"))

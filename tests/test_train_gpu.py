@@ -9,9 +9,9 @@ import torch
 from hjepa.config import load_config
 from hjepa.data import PretrainAugment, batch_generator
 from hjepa.masks import build_mask_generator
-from hjepa.models import build_model
 from hjepa.train import train
 from hjepa.train.loop import masks_to
+from hjepa.train.model import build_training_model
 from hjepa.train.optim import build_optimizer
 from hjepa.train.schedules import build_schedules
 from hjepa.train.step import train_step
@@ -32,7 +32,7 @@ def test_train_step_makes_no_host_syncs(regularizer):
     device = torch.device("cuda")
     sets = ["train.steps=10", f"loss.regularizer={regularizer}", "loss.regularizer_weight=[0.1]"]
     cfg = load_config("digits-debug", sets)
-    model = build_model(cfg).to(device)
+    model = build_training_model(cfg).to(device)
     schedules = build_schedules(cfg)
     model.set_momentum_schedule(schedules.momentum)
     optimizer = build_optimizer(model, cfg.optim, device)
@@ -53,7 +53,7 @@ def test_train_step_makes_no_host_syncs(regularizer):
 def test_bf16_autocast_keeps_losses_in_float32():
     device = torch.device("cuda")
     cfg = load_config("digits-debug")
-    model = build_model(cfg).to(device)
+    model = build_training_model(cfg).to(device)
     generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
     masks = generator(8, batch_generator(0, 0)).to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -66,7 +66,7 @@ def test_the_loops_per_step_path_makes_no_host_syncs():
     included) copied over, on-device augmentation, the step. A blocking copy of pageable masks would sync."""
     device = torch.device("cuda")
     cfg = load_config("digits-debug", ["train.steps=10"])
-    model = build_model(cfg).to(device)
+    model = build_training_model(cfg).to(device)
     assert model.packs_queries
     schedules = build_schedules(cfg)
     model.set_momentum_schedule(schedules.momentum)

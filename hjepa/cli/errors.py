@@ -28,7 +28,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     try:
-        from hjepa.serve.runtime import RuntimeUnavailableError
+        from hjepa.inference.runtime import RuntimeUnavailableError
 
         types.append(RuntimeUnavailableError)
     except ImportError:

@@ -13,8 +13,9 @@ from hjepa.cli.errors import user_errors
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--level", default="all", show_default=True, help="Level index (0 = patch tokens) or 'all'.")
 @click.option("--format", "formats", multiple=True, default=("onnx",), show_default=True,
-              type=click.Choice(["onnx", "trt", "triton"]),
-              help="onnx; trt (TensorRT engine, needs an NVIDIA GPU); triton (model repository). Repeatable: "
+              type=click.Choice(["onnx", "trt", "triton", "hjepa"]),
+              help="onnx; trt (TensorRT engine, needs an NVIDIA GPU); triton (model repository); hjepa (encoder-only "
+                   "artifact: encoder.safetensors + encoder.json, a SOURCE for export / eval / serve). Repeatable: "
                    "--format trt --format triton puts the engines in the Triton repository.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: exports/<run name>). A previous export there is replaced; "
@@ -48,7 +49,8 @@ def main(
     uint8_input: bool,
     fuse: bool,
 ) -> None:
-    """Export CHECKPOINT (a .pt file or a run directory) to OUT/level{K}.onnx and OUT/manifest.json.
+    """Export CHECKPOINT (a .pt file, a run directory or an encoder artifact) to OUT/level{K}.onnx and OUT/manifest.json
+    (--format hjepa: OUT/encoder.safetensors + OUT/encoder.json).
 
     Every file is compared with PyTorch on onnxruntime (TensorRT engines with onnxruntime) before it is kept.
     """

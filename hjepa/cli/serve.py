@@ -16,7 +16,7 @@ BACKEND_CHOICES = (
     "onnxruntime:cuda",
     "onnxruntime:tensorrt",
     "tensorrt",
-)  # kept equal to hjepa.serve.runtime.BACKENDS (a test checks) so --help needs no torch
+)  # kept equal to hjepa.inference.BACKENDS (a test checks) so --help needs no torch
 
 
 @click.command("serve")

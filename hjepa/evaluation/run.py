@@ -14,7 +14,6 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ from tqdm.auto import tqdm
 from hjepa.config import EvalConfig
 from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
 from hjepa.device import resolve_device
-from hjepa.evaluation.cache import FeatureCache
-from hjepa.evaluation.features import spread_subset
-from hjepa.evaluation.knn import knn_evaluate
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
+from hjepa.inference.cache import FeatureCache
+from hjepa.inference.features import spread_subset
+from hjepa.inference.knn import knn_evaluate
 
 PROTOCOLS = ("knn", "linear")
 CLASSIFIERS = ("sgd", "logreg")
@@ -74,20 +73,26 @@ def load_split(
 
 @torch.no_grad()
 def extract_pooled(
-    source: EvalSource, data: ImageDataset, level: int, batch_size: int, progress: bool = True, desc: str = ""
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of ``data`` -> (pooled level features float32 ``[N, D]``, labels long ``[N]``), both on the CPU.
+    source: EvalSource, data: ImageDataset, levels: Sequence[int], batch_size: int, progress: bool = True,
+    desc: str = "",
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Every image of ``data`` -> per level ``(pooled features float32 [N, D], labels long [N])``, on the CPU.
 
-    Streams batches (image folders are decoded batch by batch, never held whole) through the source's transform.
+    One encoder pass serves every level in ``levels`` (pooled vectors only: no token map reaches the host). Streams
+    batches (image folders are decoded batch by batch, never held whole) through the source's transform.
     """
+    levels = list(levels)
     transform = source.transform()
-    features, labels = [], []
+    features: dict[int, list[torch.Tensor]] = {k: [] for k in levels}
+    labels = []
     total = math.ceil(len(data) / batch_size)
     for images, batch_labels in tqdm(iterate_eval(data, batch_size), total=total, desc=desc, disable=not progress,
                                      leave=False):
-        features.append(source.embed_pooled(transform(images), level))
+        for k, pooled in source.embed_pooled_levels(transform(images), levels).items():
+            features[k].append(pooled)
         labels.append(batch_labels.long().cpu())
-    return torch.cat(features), torch.cat(labels)
+    all_labels = torch.cat(labels)
+    return {k: (torch.cat(chunks), all_labels) for k, chunks in features.items()}
 
 
 def _cache_extra(
@@ -116,28 +121,44 @@ def split_features(
     data: ImageDataset,
     dataset: str,
     split: str,
-    level: int,
+    levels: Sequence[int],
     cache: FeatureCache | None,
     extra: str,
     batch_size: int,
     progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Features and labels of one split at one level, from the cache when it holds them.
+) -> dict[int, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+    """Features and labels of one split at every level in ``levels``: from the cache where it holds them, the rest
+    from ONE encoder pass over the split.
 
-    Returns ``(features [N, D], labels [N], info)`` with ``info = {"cache": "hit" | "miss" | "off", "seconds",
-    "file", "count", "dim"}`` for the report.
+    Returns ``{level: (features [N, D], labels [N], info)}`` with ``info = {"cache": "hit" | "miss" | "off",
+    "seconds", "file", "count", "dim"}`` for the report; the seconds of a shared pass are split evenly between the
+    levels it computed.
     """
-    tic = time.perf_counter()
-    compute = partial(extract_pooled, source, data, level, batch_size, progress, f"level {level} {split}")
-    if cache is None:
-        (features, labels), status, file = compute(), "off", None
-    else:
-        key = cache.key(source.source_hash, level, dataset, split, extra)
-        features, labels, hit = cache.get_or_compute(key, compute)
-        status, file = ("hit" if hit else "miss"), str(cache.path(key))
-    info = {"cache": status, "seconds": time.perf_counter() - tic, "file": file, "count": int(features.shape[0]),
-            "dim": int(features.shape[1])}
-    return features, labels, info
+    out: dict[int, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
+    keys = {level: cache.key(source.source_hash, level, dataset, split, extra) for level in levels} if cache else {}
+    missing = []
+    for level in levels:
+        tic = time.perf_counter()
+        cached = cache.load(keys[level]) if cache is not None else None
+        if cached is None:
+            missing.append(level)
+            continue
+        info = {"cache": "hit", "seconds": time.perf_counter() - tic, "file": str(cache.path(keys[level]))}
+        out[level] = (*cached, info)
+    if missing:
+        tic = time.perf_counter()
+        names = ",".join(str(level) for level in missing)
+        computed = extract_pooled(source, data, missing, batch_size, progress, f"level {names} {split}")
+        seconds = (time.perf_counter() - tic) / len(missing)
+        for level, (features, labels) in computed.items():
+            file = None
+            if cache is not None:
+                file = str(cache.store(keys[level], features, labels))
+            info = {"cache": "miss" if cache is not None else "off", "seconds": seconds, "file": file}
+            out[level] = (features, labels, info)
+    for features, _, info in out.values():
+        info.update(count=int(features.shape[0]), dim=int(features.shape[1]))
+    return {level: out[level] for level in levels}
 
 
 def evaluate(
@@ -210,11 +231,13 @@ def evaluate(
         timings[name] = 0.0
     extras = {split: _cache_extra(source, data, data_dir, full_size, limits[split]) if cache is not None else ""
               for split, (data, full_size) in splits.items()}  # computed once: it reads every pixel or file stat
+    per_split = {split: split_features(source, data, dataset, split, chosen_levels, cache, extras[split], batch_size,
+                                       progress)
+                 for split, (data, _) in splits.items()}  # one encoder pass per split serves every level
     for level in chosen_levels:
         arrays, feature_info[level] = {}, {}
-        for split, (data, _) in splits.items():
-            features, labels, info = split_features(source, data, dataset, split, level, cache, extras[split],
-                                                    batch_size, progress)
+        for split in splits:
+            features, labels, info = per_split[split][level]
             timings["extract_s"] += info["seconds"]
             arrays[split], feature_info[level][split] = (features, labels), info
 

@@ -2,7 +2,7 @@
 
 ``resolve_source`` turns a path (checkpoint ``.pt`` or run directory, ``.onnx`` file, export directory with
 ``manifest.json``, TensorRT ``.engine``) or ``random_init=CONFIG`` into an :class:`EvalSource`: a serving runtime
-(``hjepa.serve.runtime``) that embeds normalised images at a level, the preprocessing the model expects (image size,
+(``hjepa.inference``) that embeds normalised images at a level, the preprocessing the model expects (image size,
 mean / std read from the artifact, never guessed from the dataset being evaluated) and a stable hash of the weights
 that keys the feature cache.
 """
@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hjepa.config import load_config
 from hjepa.data import EvalTransform
-from hjepa.evaluation.cache import file_sha256
-from hjepa.serve.runtime import Runtime, RuntimeUnavailableError, open_runtime, source_kind
+from hjepa.inference import Runtime, RuntimeUnavailableError, file_sha256, open_runtime, source_kind
+from hjepa.inference.runtime_torch import TorchRuntime
+from hjepa.models import build_model
 
 RANDOM_INIT_SEED = 0
 
@@ -72,6 +74,12 @@ class EvalSource:
         _, pooled = self.runtime.embed_preprocessed(images, level, batch_size=images.shape[0])
         return torch.from_numpy(pooled)
 
+    def embed_pooled_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
+        """Normalised float ``[B, 3, S, S]`` -> per level pooled features float32 ``[B, D]`` on the CPU, from one
+        encoder pass where the back-end allows; token maps are never copied to the host."""
+        out = self.runtime.embed_levels(images, levels, with_tokens=False)
+        return {level: torch.from_numpy(pooled) for level, (_, pooled) in out.items()}
+
     def describe(self) -> dict:
         """JSON-ready facts for the report: kind, backend, hash and the model's metadata."""
         return {
@@ -93,10 +101,6 @@ def _require_tensorrt(path: Path) -> None:
 
 def random_init_source(config: str, device: str = "auto", seed: int = RANDOM_INIT_SEED) -> EvalSource:
     """The baseline row: ``build_model(load_config(config))`` with weights drawn from ``seed``, never trained."""
-    from hjepa.config import load_config
-    from hjepa.models import build_model
-    from hjepa.serve.runtime_torch import TorchRuntime
-
     cfg = load_config(config)
     # fork_rng: seeding must not disturb the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):

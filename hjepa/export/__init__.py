@@ -4,11 +4,19 @@
 ``OUT/manifest.json`` and optionally ``OUT/triton/``; ``export_level`` does one level. See ``hjepa-export --help``.
 """
 
-from hjepa.export.api import FORMATS, ExportOptions, default_out_dir, export, export_level, parse_levels
+from hjepa.export.api import (
+    FORMATS,
+    ExportOptions,
+    build_level_encoder,
+    default_out_dir,
+    export,
+    export_level,
+    parse_levels,
+)
 from hjepa.export.errors import ExportError
-from hjepa.export.level_encoder import LevelEncoder, build_level_encoder
 from hjepa.export.manifest import METADATA_KEYS, read_manifest, read_metadata
 from hjepa.export.verify import Tolerance, tolerance_for
+from hjepa.models.level_encoder import LevelEncoder
 
 __all__ = [
     "FORMATS",

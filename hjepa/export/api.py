@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +21,6 @@ import torch
 from hjepa.config import Config
 from hjepa.export import fuse, quantize, tensorrt_build, triton
 from hjepa.export.errors import ExportError
-from hjepa.export.level_encoder import build_level_encoder, check_img_size
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, encode_metadata, level_metadata, write_json
 from hjepa.export.onnx_export import (
     check_opset,
@@ -33,9 +32,15 @@ from hjepa.export.onnx_export import (
 )
 from hjepa.export.staging import StagedDirectory
 from hjepa.export.verify import ort_runner, ort_session, sample_inputs, tolerance_for, torch_runner, verify
+from hjepa.inference.artifact import SPEC_NAME as ARTIFACT_SPEC
+from hjepa.inference.artifact import WEIGHTS_NAME as ARTIFACT_WEIGHTS
+from hjepa.inference.artifact import is_artifact, load_source_model, write_artifact
+from hjepa.inference.checkpoint import checkpoint_file
+from hjepa.models import level_encoder
 from hjepa.models.hierarchy import level_grid
+from hjepa.models.level_encoder import LevelEncoder
 
-FORMATS = ("onnx", "trt", "triton")
+FORMATS = ("onnx", "trt", "triton", "hjepa")
 TIMING_CACHE = "tensorrt.timing.cache"
 Log = Callable[[str], None]
 
@@ -110,10 +115,34 @@ def parse_levels(levels: int | str, num_levels: int) -> list[int]:
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """The ``.pt`` file a checkpoint argument names (a file, a run directory or its ``checkpoints/``)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
-    return path
+    return checkpoint_file(checkpoint)
+
+
+def check_img_size(img_size: int, patch_size: int, level: int) -> None:
+    """Raise ``ExportError`` unless ``img_size`` gives whole level-k cells."""
+    factor = patch_size * 2**level
+    if img_size <= 0 or img_size % factor:
+        raise ExportError(
+            f"image size {img_size} is not usable for level {level}: it must be a positive multiple of "
+            f"patch_size * 2^{level} = {factor} (e.g. {max(factor, img_size // factor * factor)})"
+        )
+
+
+def build_level_encoder(
+    model: torch.nn.Module,
+    level: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    img_size: int | None = None,
+    uint8_input: bool = False,
+    half: bool = False,
+) -> LevelEncoder:
+    """``hjepa.models.level_encoder.build_level_encoder`` with the level and image size checked first, as
+    ``ExportError`` naming what would work."""
+    if not 0 <= level < model.num_levels:
+        raise ExportError(f"level {level} does not exist; this checkpoint has levels 0..{model.num_levels - 1}")
+    check_img_size(img_size or model.config.model.img_size, model.config.model.patch_size, level)
+    return level_encoder.build_level_encoder(model, level, mean, std, img_size, uint8_input, half)
 
 
 def default_out_dir(checkpoint: Path, cfg: Config) -> Path:
@@ -135,16 +164,13 @@ def export(
     Writes ``level{K}.onnx`` per level (``level{K}.engine`` + ``.engine.json`` for trt, ``triton/`` for triton)
     and ``manifest.json``. Raises ``ExportError`` / ``CheckpointError`` with nothing left on disk.
     """
-    from hjepa.data import dataset_stats
-    from hjepa.evaluation.cache import file_sha256
-    from hjepa.train.checkpoint import load_model
-
     options = options or ExportOptions()
     options.validate()
     say = log or (lambda message: None)
     level_syntax(levels)
-    path = resolve_checkpoint(checkpoint)
-    model, cfg, _ = load_model(path, "cpu")
+    path = Path(checkpoint) if is_artifact(checkpoint) else resolve_checkpoint(checkpoint)
+    loaded = load_source_model(path, "cpu")
+    model, cfg = loaded.model, loaded.config
     targets = parse_levels(levels, model.num_levels)
     img_size = options.img_size or cfg.model.img_size
     for level in sorted(targets, reverse=True):  # the deepest level has the strictest size rule: report that one
@@ -153,16 +179,24 @@ def export(
     trt = tensorrt_build.require_tensorrt() if "trt" in options.formats else None
     if options.simplify:
         _require_onnxslim()
-    stats = dataset_stats(cfg.data.dataset)
-    sha = file_sha256(path)
+    stats = (loaded.mean, loaded.std)  # they travel with the model, never looked up by dataset name
+    sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
+    onnx_levels = targets if set(options.formats) - {"hjepa"} else []  # --format hjepa alone: no ONNX
     with StagedDirectory(out_dir or default_out_dir(path, cfg)) as stage:
         previous_cache = stage.previous(TIMING_CACHE)
         if trt is not None and previous_cache is not None:
             (stage.path / TIMING_CACHE).write_bytes(previous_cache.read_bytes())
         entries = {}
-        for level in targets:
+        for level in onnx_levels:
             entries[level] = _export_one(model, cfg, level, stage.path, options, img_size, stats, sha, trt, say)
+        artifact = None
+        if "hjepa" in options.formats:  # the encoder-only artifact: every level, whatever --level says
+            artifact = {"spec": ARTIFACT_SPEC, "weights": ARTIFACT_WEIGHTS,
+                        "levels": write_artifact(loaded, stage.path)["feature"]["levels"]}
+            say(f"encoder artifact: {ARTIFACT_SPEC} + {ARTIFACT_WEIGHTS} (levels {artifact['levels']})")
         manifest = build_manifest(path.absolute(), sha, cfg, entries, stage.files())
+        if artifact is not None:
+            manifest["artifact"] = artifact
         write_json(manifest, stage.path / MANIFEST_NAME)
         final = stage.commit()
     say(f"export written to {final}")

@@ -20,9 +20,8 @@ import torch.nn as nn
 
 from hjepa.export.errors import ExportError
 from hjepa.export.files import atomic_write
+from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("tokens", "pooled")
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 20
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter targets opset >= 18; onnxruntime 1.2x runs up to 23

@@ -48,6 +48,9 @@ def listed_files(manifest: dict[str, Any]) -> set[str]:
             owned |= {entry["engine"], f"{entry['engine']}.json", _LEGACY_TIMING_CACHE}
         if isinstance(entry.get("triton"), str):
             owned |= {f"{entry['triton']}/{name}" for name in _LEGACY_TRITON_FILES}
+    artifact = manifest.get("artifact")
+    if isinstance(artifact, dict):
+        owned |= {artifact[key] for key in ("spec", "weights") if isinstance(artifact.get(key), str)}
     return owned
 
 

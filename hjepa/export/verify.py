@@ -19,7 +19,8 @@ import torch
 
 from hjepa.config import ExportConfig
 from hjepa.export.errors import ExportError
-from hjepa.export.onnx_export import INPUT_NAME, OUTPUT_NAMES
+from hjepa.inference import sessions
+from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
 
 RunFn = Callable[[np.ndarray], Sequence[np.ndarray]]  # input batch -> (tokens [B, N_k, D], pooled [B, D])
 
@@ -118,19 +119,9 @@ def verify(
 
 
 def ort_session(path: str | Path | bytes, threads: int | None = None, spinning: bool = True) -> Any:
-    """An onnxruntime CPU session with ``threads`` intra-op threads (default: torch's thread count). ``spinning=False``
-    lets idle threads sleep, like torch under ``OMP_WAIT_POLICY=PASSIVE``: on a shared machine spinning threads steal
-    the cores other work is timed on."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: onnxruntime warns about fp16 kernels it substitutes on the CPU
-    model = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    """An onnxruntime CPU session with ``threads`` intra-op threads (default: torch's thread count); see
+    :func:`hjepa.inference.sessions.ort_session`."""
+    return sessions.ort_session(path, threads=threads or sessions.default_threads(), spinning=spinning)
 
 
 def ort_runner(session: Any) -> RunFn:

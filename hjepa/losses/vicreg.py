@@ -44,6 +44,7 @@ class VICRegLoss(nn.Module):
     """VICReg loss; ``forward(x, y=None)`` returns ``{'loss', 'invariance', 'variance', 'covariance'}``."""
 
     pairwise = True  # CombinedLoss passes the (detached) targets as y
+    accepts_single_view = True  # forward(x) alone: variance + covariance (the multi-view loss's regulariser)
 
     def __init__(
         self,

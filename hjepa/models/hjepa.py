@@ -9,6 +9,7 @@ cell of a block is whole and counts. No gradient reaches the target side, so the
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,8 @@ import torch.nn as nn
 from hjepa.config import Config
 from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.models.ema import ema_update
-from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks, pool_tokens
+from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks
+from hjepa.models.level_encoder import level_features
 from hjepa.models.predictor import PREDICTORS, gather_tokens
 from hjepa.models.vit import ViTEncoder
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 class HJEPA(nn.Module):
     """``forward(images [B, 3, H, W], masks: MaskBatch, step) -> {'loss', parts..., 'target_pooled' [B, D_h]}``."""
 
-    def __init__(self, cfg: Config, loss_fn: nn.Module) -> None:
+    def __init__(self, cfg: Config, loss_fn: nn.Module | None = None) -> None:
         super().__init__()
         model_cfg = cfg.model
         self.config = cfg
@@ -112,6 +114,9 @@ class HJEPA(nn.Module):
             with torch.no_grad():
                 block_targets = gather_tokens(target_tokens, idx.flatten(1)).reshape(pred.shape)
                 targets.append(self.target_heads[level](pool_blocks(block_targets, shape, level)))
+        if self.loss_fn is None:
+            raise RuntimeError("this model was built without a loss (inference only); train one built by "
+                               "hjepa.train.model.build_training_model")
         out = self.loss_fn(predictions, targets, step=step)
         out["target_pooled"] = target_pooled
         return out
@@ -159,13 +164,21 @@ class HJEPA(nn.Module):
     @torch.no_grad()
     def extract_features(self, images: torch.Tensor, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Target-encoder features: level tokens ``[B, N_k, D_h]`` and their mean ``[B, D_h]``."""
-        if not 0 <= level < self.num_levels:
-            raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
+        tokens, pooled = self.extract_levels(images, [level])[level]
+        return tokens, pooled
+
+    @torch.no_grad()
+    def extract_levels(
+        self, images: torch.Tensor, levels: Sequence[int], with_tokens: bool = True
+    ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor]]:
+        """Every level in ``levels`` from one target-encoder pass: ``{k: (tokens [B, N_k, D_h] | None, [B, D_h])}``
+        (the ``LevelEncoder`` path, :func:`hjepa.models.level_encoder.level_features`)."""
+        for level in levels:
+            if not 0 <= level < self.num_levels:
+                raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
         # As in forward's target pass: in train mode the encoder's stochastic depth would make features random.
         self.target_encoder.eval()
-        tokens = self.target_encoder(images)
-        tokens = self.target_heads[level](pool_tokens(tokens, self.grid, level))
-        return tokens, tokens.mean(1)
+        return level_features(self.target_encoder, self.target_heads, self.grid, images, levels, with_tokens)
 
     def level_grid(self, level: int) -> tuple[int, int]:
         return level_grid(self.grid, level)
@@ -195,10 +208,3 @@ class HJEPA(nn.Module):
         summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
         summary["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return summary
-
-
-def build_model(cfg: Config) -> HJEPA:
-    """Build the full model (with its loss) from a resolved config."""
-    from hjepa.losses import build_loss
-
-    return HJEPA(cfg, build_loss(cfg.loss, cfg.model.num_levels))

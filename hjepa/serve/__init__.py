@@ -4,12 +4,18 @@
 ``build_app(runtime, gallery)`` -> ``gr.Blocks``. Gradio, onnxruntime and TensorRT are imported only when used.
 """
 
+from hjepa.inference import (
+    BACKENDS,
+    Runtime,
+    RuntimeMetadata,
+    RuntimeSourceError,
+    RuntimeUnavailableError,
+    open_runtime,
+)
+from hjepa.inference.images import ImageError
+from hjepa.inference.runtime_torch import TorchRuntime
 from hjepa.serve.gallery import Gallery, Neighbour, build_gallery
-from hjepa.serve.images import ImageError
 from hjepa.serve.maps import colourise, cosine_similarity_map, pca_rgb, similarity_overlay, upscale_nearest
-from hjepa.serve.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
-from hjepa.serve.runtime import BACKENDS, Runtime, open_runtime
-from hjepa.serve.runtime_torch import TorchRuntime
 from hjepa.serve.views import Views
 
 __all__ = [

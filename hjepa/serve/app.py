@@ -22,9 +22,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from hjepa.inference.images import DEFAULT_MAX_PIXELS, too_many_pixels
+from hjepa.inference.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
-from hjepa.serve.images import DEFAULT_MAX_PIXELS, too_many_pixels
-from hjepa.serve.runtime import Runtime
 from hjepa.serve.views import Views, stats_markdown
 
 # Local fonts only: Gradio's default theme pulls its fonts from Google, and the app must make no outside requests.

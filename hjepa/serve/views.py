@@ -19,9 +19,7 @@ import numpy as np
 import torch
 
 from hjepa.config import MaskConfig
-from hjepa.masks import HierarchicalMaskGenerator, MultiBlockMaskGenerator, draw_masks, mask_statistics
-from hjepa.serve.gallery import Gallery, thumbnail
-from hjepa.serve.images import (
+from hjepa.inference.images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     ImageInput,
@@ -31,8 +29,10 @@ from hjepa.serve.images import (
     to_rgb_array,
     unit_to_cell,
 )
+from hjepa.inference.runtime import Runtime
+from hjepa.masks import HierarchicalMaskGenerator, MultiBlockMaskGenerator, draw_masks, mask_statistics
+from hjepa.serve.gallery import Gallery, thumbnail
 from hjepa.serve.maps import cosine_similarity_map, pca_rgb, similarity_overlay, upscale_nearest
-from hjepa.serve.runtime import Runtime
 
 _CACHE_ENTRIES = 16
 

@@ -10,7 +10,6 @@ import os
 import pickle
 import random
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,14 @@ import torch
 import torch.nn as nn
 
 import hjepa
-from hjepa.config import Config, ConfigError
-
-FORMAT = "hjepa-checkpoint-v1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, unsafe, or from another architecture."""
+from hjepa.config import Config
+from hjepa.inference.checkpoint import (  # noqa: F401  (re-exported: the training side's names)
+    FORMAT,
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    load_model_state,
+)
 
 
 def rng_state() -> dict[str, Any]:
@@ -145,63 +145,13 @@ def save_checkpoint(
     return last
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely (no arbitrary unpickling) and check its format."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file or a run directory)")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or not ours
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (not a torch.save archive)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} holds objects that are not safe to load: {reason}") from None
-    except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
-        reason = f"{type(exc).__name__}: {exc}"[:200]
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an hjepa checkpoint (no '{FORMAT}' format tag)")
-    return state
-
-
-def checkpoint_config(state: dict[str, Any]) -> Config:
-    try:
-        return Config.from_dict(state["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
-
-
-def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load weights, refusing a checkpoint from another architecture with the first mismatches named."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    shapes = [
-        f"{k}: {tuple(state_dict[k].shape)} in {source} vs {tuple(v.shape)} in model"
-        for k, v in own.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        problems = []
-        if shapes:
-            problems.append("shape mismatch " + "; ".join(shapes[:3]))
-        if missing:
-            problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{source} is from another architecture: " + "; ".join(problems))
-    model.load_state_dict(state_dict)
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained with and load its weights; returns (model, config, state)."""
-    from hjepa.models import build_model
+    """Rebuild the training model (with its loss) a checkpoint was trained with and load its weights; returns
+    (model, config, state). Inference reads only the encoder: ``hjepa.inference.checkpoint``."""
+    from hjepa.train.model import build_training_model
 
     state = load_checkpoint(path)
     cfg = checkpoint_config(state)
-    model = build_model(cfg)
+    model = build_training_model(cfg)
     load_model_state(model, state["model"], source=str(path))
     return model.to(device).eval(), cfg, state

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,27 +9,13 @@ import torch
 
 import hjepa
 from hjepa.config import Config
-from hjepa.data import dataset_stats
-from hjepa.serve.metadata import RuntimeMetadata
-from hjepa.serve.runtime import Runtime, resolve_torch_device
+from hjepa.inference import artifact
+from hjepa.inference.hashing import model_identity
+from hjepa.inference.metadata import RuntimeMetadata
+from hjepa.inference.runtime import RUNTIMES, Runtime, resolve_torch_device
 
 
-def checkpoint_file(path: Path) -> Path:
-    """The ``.pt`` file a checkpoint path means (a run directory means its ``checkpoints/last.pt``)."""
-    if path.is_dir():
-        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
-    return path
-
-
-def model_identity(model: torch.nn.Module) -> str:
-    """SHA-256 over the parameters and buffers of a live model (for caches; no file to hash)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
+@RUNTIMES.register("torch")
 class TorchRuntime(Runtime):
     """Target encoder + level heads of an ``HJEPA`` model, run with PyTorch on ``device``.
 
@@ -47,6 +32,7 @@ class TorchRuntime(Runtime):
         source: str = "<live model>",
         hjepa_version: str | None = None,
         max_batch: int = 64,
+        normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> None:
         super().__init__()
         self.device = resolve_torch_device(device) if isinstance(device, str) else torch.device(device)
@@ -56,7 +42,8 @@ class TorchRuntime(Runtime):
         self.max_batch = int(max_batch)
         self.identity = identity or model_identity(model)
         self.backend = f"torch[{self.device}]"
-        mean, std = dataset_stats(cfg.data.dataset)
+        # Mean / std travel with the model (the artifact's spec); a live model has its config's.
+        mean, std = normalisation or artifact.normalisation(cfg)
         levels = range(model.num_levels)
         self.metadata = RuntimeMetadata(
             img_size=cfg.model.img_size,
@@ -75,21 +62,20 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", max_batch: int = 64) -> TorchRuntime:
-        """Load a checkpoint (``.pt`` or run directory); errors are ``CheckpointError`` naming the path."""
-        from hjepa.evaluation.cache import file_sha256
-        from hjepa.train.checkpoint import load_model
-
+        """Load a checkpoint (``.pt`` or run directory) or an encoder artifact (directory with ``encoder.json``);
+        errors are ``CheckpointError`` naming the path."""
         path = Path(path)
         torch_device = resolve_torch_device(device)
-        model, cfg, state = load_model(path, torch_device)
+        loaded = artifact.load_source_model(path, torch_device)
         return cls(
-            model,
-            cfg,
+            loaded.model,
+            loaded.config,
             torch_device,
-            identity=file_sha256(checkpoint_file(path)),
+            identity=loaded.source_sha256,
             source=str(path),
-            hjepa_version=state.get("hjepa_version"),
+            hjepa_version=loaded.hjepa_version,
             max_batch=max_batch,
+            normalisation=(loaded.mean, loaded.std),
         )
 
     @classmethod
@@ -103,3 +89,15 @@ class TorchRuntime(Runtime):
         tokens, pooled = self.model.extract_features(images, level)
         # .cpu() is the sync point, so the caller's timing covers the whole GPU run.
         return tokens.float().cpu().numpy(), pooled.float().cpu().numpy()
+
+    @torch.no_grad()
+    def _forward_levels(
+        self, batch: np.ndarray, levels: list[int], with_tokens: bool
+    ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
+        """Every level from one encoder pass; token maps stay on the device unless asked for."""
+        images = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        out = self.model.extract_levels(images, levels, with_tokens=with_tokens)
+        return {
+            level: (None if tokens is None else tokens.float().cpu().numpy(), pooled.float().cpu().numpy())
+            for level, (tokens, pooled) in out.items()
+        }

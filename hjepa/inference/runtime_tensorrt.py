@@ -1,6 +1,6 @@
 """``TensorRTRuntime``: serialized TensorRT engines run through the TensorRT 10/11 tensor-address API.
 
-Each level's engine is an ``hjepa.export.tensorrt_build.EngineRunner``, the runner export verification uses too:
+Each level's engine is an ``hjepa.inference.tensorrt_engine.EngineRunner``, the runner export verification uses too:
 buffers are torch CUDA tensors (no pycuda), ``set_input_shape`` fixes the batch, ``set_tensor_address`` binds every
 I/O tensor, ``execute_async_v3`` runs on torch's current stream. A serialized engine has no room for metadata; it is
 read from its sidecar ``level{K}.engine.json``, the export's ``manifest.json`` or the ``.onnx`` file beside it.
@@ -21,14 +21,15 @@ import numpy as np
 import torch
 
 from hjepa.device import DeviceUnavailableError, resolve_device
-from hjepa.serve.metadata import (
+from hjepa.inference.metadata import (
     RuntimeSourceError,
     RuntimeUnavailableError,
     decode_props,
     metadata_from_levels,
     read_manifest,
 )
-from hjepa.serve.runtime import Runtime
+from hjepa.inference.runtime import RUNTIMES, Runtime
+from hjepa.inference.tensorrt_engine import EngineRunner
 
 
 def import_tensorrt() -> ModuleType:
@@ -70,6 +71,7 @@ def tensorrt_usable(device: str = "auto") -> bool:
     return True
 
 
+@RUNTIMES.register("tensorrt")
 class TensorRTRuntime(Runtime):
     """One ``EngineRunner`` (deserialized engine and execution context) per served level."""
 
@@ -84,10 +86,6 @@ class TensorRTRuntime(Runtime):
         super().__init__()
         trt = import_tensorrt()
         self.device = cuda_device(device)
-        # Imported here rather than at the top: hjepa.export loads the whole exporter (onnx, torch.onnx), seconds
-        # that opening an export with onnxruntime, which also imports this module, should not pay.
-        from hjepa.export.tensorrt_build import EngineRunner
-
         # A bad engine is the user's source (RuntimeSourceError); a failed execution is not (RuntimeError).
         self.runners = {
             level: EngineRunner(trt, path, device=self.device, label=f"level {level}",
@@ -101,6 +99,8 @@ class TensorRTRuntime(Runtime):
         # Profile 0's largest batch bounds every chunk.
         self.max_batch = max(1, min(runner.max_batch for runner in self.runners.values()))
         self.backend = "tensorrt"
+
+    usable = staticmethod(tensorrt_usable)
 
     @staticmethod
     def has_engines(directory: Path) -> bool:
@@ -173,12 +173,12 @@ def engine_metadata(engine_path: Path) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    from hjepa.evaluation.cache import file_sha256
+    from hjepa.inference.cache import file_sha256
 
     return file_sha256(path)
 
 
 def _config_or_none(config: dict[str, Any] | None) -> Any:
-    from hjepa.serve.runtime_onnx import _config_or_none as convert
+    from hjepa.inference.runtime_onnx import _config_or_none as convert
 
     return convert(config)

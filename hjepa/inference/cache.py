@@ -21,20 +21,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from hjepa.inference.hashing import file_sha256  # noqa: F401  (re-exported: caches key on it)
+
 _FORMAT = "hjepa-features"
 _VERSION = "1"
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in ``chunk_bytes`` pieces so large checkpoints never sit in memory."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot hash {path}: no such file")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:
@@ -103,6 +93,14 @@ class FeatureCache:
             raise
         return path
 
+    def store(self, key: str, features: Tensor, labels: Tensor) -> Path | None:
+        """:meth:`save`, but a failed write only warns (features already computed are never thrown away)."""
+        try:
+            return self.save(key, features, labels)
+        except OSError as error:  # a full disk or a read-only cache
+            warnings.warn(f"cannot write feature cache {self.path(key)}: {error}; continuing without it", stacklevel=2)
+            return None
+
     def get_or_compute(self, key: str, fn: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, bool]:
         """Loads ``key`` or computes it with ``fn()`` and stores it (a failed store only warns).
         Returns ``(features, labels, hit)``."""
@@ -110,10 +108,7 @@ class FeatureCache:
         if cached is not None:
             return cached[0], cached[1], True
         features, labels = fn()
-        try:
-            self.save(key, features, labels)
-        except OSError as error:  # a full disk or a read-only cache must not throw away features already computed
-            warnings.warn(f"cannot write feature cache {self.path(key)}: {error}; continuing without it", stacklevel=2)
+        self.store(key, features, labels)
         return features, labels, False
 
 

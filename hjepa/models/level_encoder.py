@@ -1,8 +1,10 @@
-"""``LevelEncoder``: the exportable inference path of one hierarchy level.
+"""``LevelEncoder``: the one inference path from images to level-k features.
 
-Image batch -> target encoder -> 2^k x 2^k average pooling -> level-k target head -> ``(tokens, pooled)``. This is
-exactly ``HJEPA.extract_features(images, level)``, as a standalone module that owns copies of only the weights the
-level needs (the context encoder, predictor and other heads are not exported).
+Image batch -> target encoder -> 2^k x 2^k average pooling -> level-k target head -> ``(tokens, pooled)``.
+``level_features`` is that maths, for any set of levels from ONE encoder pass; ``HJEPA.extract_features``,
+``LevelEncoder`` (export, serving, evaluation) and the encoder artifact all call it, so there is no second copy.
+A standalone ``LevelEncoder`` owns only the weights inference needs (the context encoder, predictor and training
+heads are not part of it); ``build_level_encoder`` makes one on copies of a model's weights, for export.
 
 Options:
 - ``img_size`` other than the trained size: the positional embeddings are fixed 2-D sin-cos values, so they are
@@ -23,7 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hjepa.export.errors import ExportError
 from hjepa.models.hierarchy import pool_tokens
 from hjepa.models.pos_embed import sincos_2d
 
@@ -59,36 +60,54 @@ def half_except_layernorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def check_img_size(img_size: int, patch_size: int, level: int) -> None:
-    """Raise ``ExportError`` unless ``img_size`` gives whole level-k cells."""
-    factor = patch_size * 2**level
-    if img_size <= 0 or img_size % factor:
-        raise ExportError(
-            f"image size {img_size} is not usable for level {level}: it must be a positive multiple of "
-            f"patch_size * 2^{level} = {factor} (e.g. {max(factor, img_size // factor * factor)})"
-        )
+def level_features(
+    encoder: nn.Module,
+    heads: dict[int, nn.Module] | Sequence[nn.Module],
+    grid: tuple[int, int],
+    images: torch.Tensor,
+    levels: Sequence[int],
+    with_tokens: bool = True,
+) -> dict[int, tuple[torch.Tensor | None, torch.Tensor]]:
+    """One encoder pass -> per level ``k`` in ``levels``: ``(tokens [B, N_k, D] or None, pooled [B, D])``.
+
+    ``heads[k]`` is the level-k target head; ``grid`` the encoder's patch grid for ``images``. ``with_tokens=False``
+    keeps only the pooled vectors (the token maps of a large batch are most of the memory traffic).
+    """
+    tokens = encoder(images)  # [B, N, D]: the expensive part, shared by every level
+    out: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+    for level in levels:
+        level_tokens = heads[level](pool_tokens(tokens, grid, level))
+        out[level] = (level_tokens if with_tokens else None, level_tokens.mean(1))
+    return out
 
 
 class LevelEncoder(nn.Module):
-    """``forward(images) -> (tokens [B, N_k, D], pooled [B, D])``, both float32.
+    """``forward(images) -> (tokens [B, N_k, D], pooled [B, D])`` at ``level``, both float32.
 
     ``images``: float32 ``[B, 3, S, S]`` already normalised, or with ``uint8_input`` uint8 ``[B, S, S, 3]``.
-    ``N_k = (S / patch / 2^k)^2``; ``D`` is the head width. ``pooled`` is the mean of the tokens.
+    ``N_k = (S / patch / 2^k)^2``; ``D`` is the head width. ``pooled`` is the mean of the tokens. ``head`` is the
+    level-``level`` head; ``heads`` (optional) maps more levels to their heads, for :meth:`features`.
     """
 
     def __init__(
         self,
         encoder: nn.Module,
-        head: nn.Module,
+        head: nn.Module | None,
         level: int,
         grid: tuple[int, int],
         mean: Sequence[float],
         std: Sequence[float],
         uint8_input: bool = False,
+        heads: dict[int, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = head
+        heads = dict(heads or {})
+        if head is not None:
+            heads[level] = head
+        self.head = heads[level]
+        # Every head, by level, for features(); the exported graph only ever reaches self.head.
+        self.level_heads = nn.ModuleDict({str(k): heads[k] for k in sorted(heads) if k != level})
         self.level = level
         self.grid = grid
         self.uint8_input = uint8_input
@@ -96,15 +115,34 @@ class LevelEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     @property
+    def levels(self) -> list[int]:
+        """The levels this module has heads for."""
+        return sorted([self.level, *(int(k) for k in self.level_heads)])
+
+    def heads(self) -> dict[int, nn.Module]:
+        return {self.level: self.head, **{int(k): head for k, head in self.level_heads.items()}}
+
+    @property
     def compute_dtype(self) -> torch.dtype:
         return self.encoder.vit.patch_embed.proj.weight.dtype
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         if self.uint8_input:
             # Same arithmetic as EvalTransform (x / 255 - mean) / std, so both input formats agree to float rounding.
             images = (images.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        tokens = self.encoder(images.to(self.compute_dtype))
-        tokens = self.head(pool_tokens(tokens, self.grid, self.level)).float()
+        return images.to(self.compute_dtype)
+
+    def features(
+        self, images: torch.Tensor, levels: Sequence[int], with_tokens: bool = True
+    ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor]]:
+        """Several levels from one encoder pass (see :func:`level_features`), float32."""
+        out = level_features(self.encoder, self.heads(), self.grid, self._inputs(images), levels, with_tokens)
+        return {k: (None if t is None else t.float(), p.float()) for k, (t, p) in out.items()}
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, _ = level_features(self.encoder, {self.level: self.head}, self.grid, self._inputs(images),
+                                   [self.level])[self.level]
+        tokens = tokens.float()
         return tokens, tokens.mean(1)
 
 
@@ -127,14 +165,13 @@ def build_level_encoder(
 ) -> LevelEncoder:
     """A ``LevelEncoder`` for ``level`` of an ``HJEPA`` model, on copies of its target encoder and level head.
 
-    ``img_size`` defaults to the trained size; ``model`` itself is never modified.
+    ``img_size`` defaults to the trained size; ``model`` itself is never modified. ``level`` and ``img_size`` are
+    checked at the edge (``hjepa.export``); here a bad one is a bug.
     """
     if not 0 <= level < model.num_levels:
-        raise ExportError(f"level {level} does not exist; this checkpoint has levels 0..{model.num_levels - 1}")
-    trained_size = model.config.model.img_size
-    patch_size = model.config.model.patch_size
+        raise ValueError(f"level {level} does not exist; this model has levels 0..{model.num_levels - 1}")
+    trained_size = model.target_encoder.grid[0] * model.target_encoder.vit.patch_embed.patch_size[0]
     img_size = trained_size if img_size is None else img_size
-    check_img_size(img_size, patch_size, level)
     encoder = copy.deepcopy(model.target_encoder).float().eval()
     head = copy.deepcopy(model.target_heads[level]).float().eval()
     if img_size != trained_size:

@@ -1,34 +1,34 @@
 """One runtime interface over PyTorch checkpoints, ONNX models (onnxruntime) and TensorRT engines.
 
-``open_runtime(source)`` looks at what ``source`` is and returns a :class:`Runtime`; every back-end preprocesses the
-same way (center square at the model size, normalised with the mean / std recorded in the artifact) and answers
-``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])`` as float32 numpy arrays, in chunks of
-``max_batch`` images. Back-end modules are imported only when a source needs them, so importing this module pulls
-in neither onnxruntime nor TensorRT.
+``hjepa.inference.open.open_runtime(source)`` looks at what ``source`` is and returns a :class:`Runtime`; every
+back-end preprocesses the same way (center square at the model size, normalised with the mean / std recorded in
+the artifact) and answers ``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])`` as float32 numpy arrays,
+in chunks of ``max_batch`` images; ``embed_levels`` answers several levels at once (one encoder pass where the
+back-end allows). Back-ends register in ``RUNTIMES``; importing this module pulls in neither onnxruntime nor TensorRT.
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from hjepa.device import DeviceUnavailableError, check_device_name, resolve_device
-from hjepa.serve.images import batch_to_list, center_crop_resize, to_rgb_array
-from hjepa.serve.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+from hjepa.device import DeviceUnavailableError, resolve_device
+from hjepa.inference.images import batch_to_list, center_crop_resize, to_rgb_array
+from hjepa.inference.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+from hjepa.registry import Registry
 
 if TYPE_CHECKING:
     from hjepa.config import Config
 
-__all__ = ["Runtime", "RuntimeMetadata", "RuntimeSourceError", "RuntimeUnavailableError", "open_runtime"]
+__all__ = ["RUNTIMES", "Runtime", "RuntimeMetadata", "RuntimeSourceError", "RuntimeUnavailableError"]
 
-BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# Runtime kinds by name ("torch", "onnxruntime", "tensorrt"): each back-end file registers its class, and
+# hjepa.inference.open imports those files. A new back-end is one new file and one line there.
+RUNTIMES = Registry("runtime")
 
 
 class Runtime(ABC):
@@ -66,7 +66,7 @@ class Runtime(ABC):
         return int(level)
 
     def crop(self, images: Any) -> np.ndarray:
-        """Images (see :func:`hjepa.serve.images.batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
+        """Images (see :func:`hjepa.inference.images.batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
         items = batch_to_list(images)
         if not items:
             raise ValueError("no images to embed")
@@ -112,6 +112,45 @@ class Runtime(ABC):
             pooled.append(np.asarray(part_pooled, np.float32))
         return np.concatenate(tokens), np.concatenate(pooled)
 
+    def embed_levels(
+        self, batch: np.ndarray | torch.Tensor, levels: list[int], with_tokens: bool = False
+    ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
+        """Normalised float ``[B, 3, S, S]`` -> ``{level: (tokens [B, N_k, D] or None, pooled [B, D])}``.
+
+        Levels are checked by the caller (:meth:`check_level`). A back-end that computes every level from one encoder
+        pass (PyTorch) overrides :meth:`_forward_levels`; one file per level (ONNX, TensorRT) runs each in turn.
+        ``with_tokens=False`` keeps only the pooled vectors, so token maps are not copied to the host.
+        """
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().float().cpu().numpy()
+        size = self.metadata.img_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"expected a normalised batch [B, 3, {size}, {size}], got {tuple(batch.shape)}")
+        chunk = self.max_batch
+        parts: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {level: ([], []) for level in levels}
+        for start in range(0, batch.shape[0], chunk):
+            part = np.ascontiguousarray(batch[start : start + chunk], np.float32)
+            with self._forward_lock:
+                out = self._forward_levels(part, levels, with_tokens)
+            for level, (tokens, pooled) in out.items():
+                if with_tokens:
+                    parts[level][0].append(np.asarray(tokens, np.float32))
+                parts[level][1].append(np.asarray(pooled, np.float32))
+        return {
+            level: (np.concatenate(tokens) if with_tokens else None, np.concatenate(pooled))
+            for level, (tokens, pooled) in parts.items()
+        }
+
+    def _forward_levels(
+        self, batch: np.ndarray, levels: list[int], with_tokens: bool
+    ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
+        """One chunk at several levels; by default one ``_forward`` per level."""
+        out = {}
+        for level in levels:
+            tokens, pooled = self._forward(batch, level)
+            out[level] = (tokens if with_tokens else None, pooled)
+        return out
+
     def to_pixels(self, batch: np.ndarray) -> np.ndarray:
         """Normalised float32 ``[B, 3, S, S]`` -> uint8 ``[B, S, S, 3]``: for models that normalise inside
         (``input_format == "uint8_nhwc"``). Exact for batches made by :meth:`preprocess`."""
@@ -132,80 +171,6 @@ class Runtime(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(source={self.source!r}, backend={self.backend!r}, levels={self.levels})"
-
-
-def parse_backend(backend: str) -> tuple[str, str | None]:
-    """``"onnxruntime:cuda"`` -> ``("onnxruntime", "cuda")``; an unknown name lists the valid ones."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    family, _, provider = backend.partition(":")
-    return family, provider or None
-
-
-def source_kind(path: Path) -> str:
-    """``"checkpoint"``, ``"onnx"``, ``"export"`` (a directory with manifest.json) or ``"engine"``."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist; expected a checkpoint (.pt or run directory), an .onnx file, an export "
-            "directory with manifest.json, or a TensorRT .engine"
-        )
-    if path.is_dir():
-        if (path / "manifest.json").is_file():
-            return "export"
-        if (path / "checkpoints" / "last.pt").is_file() or (path / "last.pt").is_file():
-            return "checkpoint"
-        raise RuntimeSourceError(
-            f"directory {path} holds neither manifest.json (an export) nor checkpoints/last.pt (a training run)"
-        )
-    suffix = path.suffix.lower()
-    if suffix in CHECKPOINT_SUFFIXES:
-        return "checkpoint"
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix in ENGINE_SUFFIXES:
-        return "engine"
-    raise RuntimeSourceError(
-        f"{path.name} is not a model this app can serve: expected {', '.join(CHECKPOINT_SUFFIXES)} (checkpoint), "
-        f".onnx, {', '.join(ENGINE_SUFFIXES)} (TensorRT) or an export / run directory"
-    )
-
-
-def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto") -> Runtime:
-    """Open ``source`` with the right back-end.
-
-    ``source``: a checkpoint (``.pt`` or a run directory) -> PyTorch; an ``.onnx`` file or an export directory
-    (``manifest.json``) -> onnxruntime, or its TensorRT engines when ``backend="tensorrt"`` (``"auto"`` picks them
-    when TensorRT and CUDA are present); an ``.engine`` file -> TensorRT. ``backend``: one of ``BACKENDS``;
-    ``onnxruntime:cpu|cuda|tensorrt`` forces an execution provider. ``device``: ``auto``, ``cpu``, ``cuda[:N]``.
-    """
-    path = Path(source).expanduser()
-    family, provider = parse_backend(backend)
-    check_device_name(device)
-    kind = source_kind(path)
-    if kind == "checkpoint":
-        if family not in ("auto", "torch"):
-            raise ValueError(f"{path} is a PyTorch checkpoint; backend {backend!r} needs an export (hjepa-export)")
-        from hjepa.serve.runtime_torch import TorchRuntime
-
-        return TorchRuntime.from_checkpoint(path, device=device)
-    if family == "torch":
-        raise ValueError(f"backend 'torch' needs a checkpoint, but {path} is an exported model ({kind})")
-    if kind == "engine" or (kind == "export" and family == "tensorrt"):
-        if family == "onnxruntime":
-            raise ValueError(f"{path} is a TensorRT engine; onnxruntime needs the .onnx file")
-        from hjepa.serve.runtime_tensorrt import TensorRTRuntime
-
-        return TensorRTRuntime.open(path, device=device)
-    if kind == "export" and family == "auto":
-        from hjepa.serve.runtime_tensorrt import TensorRTRuntime, tensorrt_usable
-
-        if tensorrt_usable(device) and TensorRTRuntime.has_engines(path):
-            return TensorRTRuntime.open(path, device=device)
-    if family == "tensorrt":  # a single .onnx file
-        raise ValueError(f"{path} is an ONNX model; backend 'tensorrt' needs an .engine (or onnxruntime:tensorrt)")
-    from hjepa.serve.runtime_onnx import OnnxRuntime
-
-    return OnnxRuntime.open(path, provider=provider, device=device)
 
 
 def resolve_torch_device(device: str) -> torch.device:

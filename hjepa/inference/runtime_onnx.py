@@ -13,57 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from hjepa.serve.metadata import (
+from hjepa.inference.hashing import file_sha256
+from hjepa.inference.metadata import (
     RuntimeSourceError,
-    RuntimeUnavailableError,
     decode_props,
     metadata_from_levels,
     read_manifest,
 )
-from hjepa.serve.runtime import Runtime
-
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-INPUT_NAME = "images"
-OUTPUT_NAMES = ["tokens", "pooled"]
-
-
-def choose_providers(provider: str | None, device: str, available: list[str]) -> list[str]:
-    """Execution providers to ask onnxruntime for, best first, CPU last.
-
-    ``provider`` (``cpu`` | ``cuda`` | ``tensorrt``) forces one; otherwise ``device="cpu"`` means CPU only and
-    ``auto`` / ``cuda`` take TensorRT and CUDA when available. A forced provider that is absent is an error naming
-    the ones present.
-    """
-    if provider is not None:
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown onnxruntime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
-        wanted = PROVIDERS[provider]
-        if wanted not in available:
-            hint = " (install onnxruntime-gpu with a matching CUDA / TensorRT)" if provider != "cpu" else ""
-            raise RuntimeUnavailableError(
-                f"onnxruntime here has no {wanted}; available providers: {', '.join(available)}{hint}"
-            )
-        return [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
-    if device == "cpu":
-        return [PROVIDERS["cpu"]]
-    gpu = [PROVIDERS[name] for name in ("tensorrt", "cuda") if PROVIDERS[name] in available]
-    if device.startswith("cuda") and not gpu:
-        raise RuntimeUnavailableError(
-            f"device {device!r} asked for, but onnxruntime offers only {', '.join(available)} (install onnxruntime-gpu)"
-        )
-    return [*gpu, PROVIDERS["cpu"]]
+from hjepa.inference.runtime import RUNTIMES, Runtime
+from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES, choose_providers, ort_session
 
 
 def _file_digest(paths: list[Path]) -> str:
-    from hjepa.evaluation.cache import file_sha256
-
     return hashlib.sha256("".join(file_sha256(path) for path in paths).encode()).hexdigest()
 
 
+@RUNTIMES.register("onnxruntime")
 class OnnxRuntime(Runtime):
     """One onnxruntime ``InferenceSession`` per served level; inputs ``images``, outputs ``tokens`` and ``pooled``."""
 
@@ -76,16 +41,12 @@ class OnnxRuntime(Runtime):
         source: str | None = None,
     ) -> None:
         super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initializers etc. are noise for a user
         self.sessions: dict[int, Any] = {}
         read_metadata: dict[int, dict[str, Any]] = {}
         paths: list[Path] = []
         for level, path in files.items():
             try:
-                session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+                session = ort_session(path, providers)
             except Exception as exc:  # onnxruntime raises its own InvalidProtobuf / Fail / NoSuchFile types
                 message = f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})"
                 raise RuntimeSourceError(message[:400]) from None
@@ -122,7 +83,7 @@ class OnnxRuntime(Runtime):
         if inputs != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
             raise RuntimeSourceError(
                 f"{path} has inputs {inputs} and outputs {outputs}; an hjepa export has input '{INPUT_NAME}' and "
-                f"outputs {OUTPUT_NAMES}"
+                f"outputs {list(OUTPUT_NAMES)}"
             )
 
     @staticmethod
@@ -169,7 +130,7 @@ class OnnxRuntime(Runtime):
             padding = np.zeros((self.fixed_batch - count, *batch.shape[1:]), batch.dtype)
             batch = np.concatenate([batch, padding])
         feed = self.to_pixels(batch) if self.uint8_input else batch
-        tokens, pooled = self.sessions[level].run(OUTPUT_NAMES, {INPUT_NAME: feed})
+        tokens, pooled = self.sessions[level].run(list(OUTPUT_NAMES), {INPUT_NAME: feed})
         return tokens[:count], pooled[:count]
 
 

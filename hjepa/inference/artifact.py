@@ -1,0 +1,194 @@
+"""The encoder artifact: what inference needs, travelling with the weights (as timm's ``pretrained_cfg`` and
+nanoGPT's ``model_args`` do).
+
+On disk: a directory holding ``encoder.safetensors`` (the target encoder and the target-side level heads, nothing
+of training) and ``encoder.json``::
+
+    {"format": "hjepa-encoder-v1",
+     "architecture": {"family": "hjepa-vit", "embed_dim", "depth", "num_heads", "patch_size", "img_size",
+                      "class_token": false, "pos_embed": "sincos-2d" | "table", "num_levels", "head": ...},
+     "preprocessing": {"img_size", "mean", "std"},          # [0, 1] pixel units, per channel
+     "feature": {"recipe": ..., "levels": [...]},           # how a level-k feature is made from the tokens
+     "provenance": {"source", "source_sha256", "config_name", "licence", "hjepa_version", "created"},
+     "config": {...}}                                       # the resolved training config, when there is one
+
+Mean / std and image size are read from here by every runtime, never looked up by dataset name. A foreign ViT
+(the later ``hjepa-import``) writes the same two files: no class token, ``pos_embed: "table"`` when it stores its
+position table (then a ``target_encoder.pos_embed`` tensor is in the weights), its own mean / std and licence.
+``load_source_model`` opens either an artifact or a training checkpoint and returns the same :class:`LoadedModel`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+import hjepa
+from hjepa.config import Config, ConfigError
+from hjepa.data import DATASET_STATS, dataset_stats
+from hjepa.inference.checkpoint import (
+    CheckpointError,
+    check_state,
+    checkpoint_config,
+    checkpoint_file,
+    inference_state,
+    load_checkpoint,
+)
+from hjepa.inference.hashing import file_sha256
+from hjepa.models import build_model
+
+ARTIFACT_FORMAT = "hjepa-encoder-v1"
+SPEC_NAME = "encoder.json"
+WEIGHTS_NAME = "encoder.safetensors"
+FEATURE_RECIPE = (
+    "level k: target-encoder patch tokens, averaged over 2^k x 2^k cells, through the level-k target head; "
+    "pooled = mean over the level-k grid"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference and the facts that travel with it."""
+
+    model: nn.Module
+    config: Config
+    spec: dict[str, Any]
+    source_sha256: str
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.spec["preprocessing"]["mean"])  # type: ignore[return-value]
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.spec["preprocessing"]["std"])  # type: ignore[return-value]
+
+    @property
+    def hjepa_version(self) -> str | None:
+        return self.spec["provenance"].get("hjepa_version")
+
+
+def is_artifact(path: str | Path) -> bool:
+    """A directory holding ``encoder.json`` (or that file itself)."""
+    path = Path(path)
+    return (path.is_dir() and (path / SPEC_NAME).is_file()) or (path.is_file() and path.name == SPEC_NAME)
+
+
+def normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean / std a checkpoint's model was trained with: the config's dataset statistics. Used once, when an
+    artifact is made from a checkpoint; after that they travel in ``encoder.json``."""
+    name = cfg.data.dataset
+    mean, std = dataset_stats(name if name in DATASET_STATS else "imagefolder")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def make_spec(
+    model: nn.Module, cfg: Config, source: str, source_sha256: str, hjepa_version: str | None = None,
+    licence: str | None = None,
+) -> dict[str, Any]:
+    """The ``encoder.json`` document of an hjepa model trained with ``cfg``."""
+    mean, std = normalisation(cfg)
+    encoder = model.target_encoder
+    heads = "layernorm" if cfg.model.target_heads == "layernorm" else "linear+layernorm"
+    return {
+        "format": ARTIFACT_FORMAT,
+        "architecture": {
+            "family": "hjepa-vit",
+            "embed_dim": int(encoder.embed_dim),
+            "depth": len(encoder.vit.blocks),
+            "num_heads": int(encoder.vit.blocks[0].attn.num_heads),
+            "patch_size": int(cfg.model.patch_size),
+            "img_size": int(cfg.model.img_size),
+            "class_token": False,
+            "pos_embed": "sincos-2d",
+            "num_levels": int(model.num_levels),
+            "head": heads,
+            "head_dim": int(model.target_heads[0].out_features) if hasattr(model.target_heads[0], "out_features")
+            else int(encoder.embed_dim),
+        },
+        "preprocessing": {"img_size": int(cfg.model.img_size), "mean": list(mean), "std": list(std)},
+        "feature": {"recipe": FEATURE_RECIPE, "levels": list(range(model.num_levels))},
+        "provenance": {
+            "source": source,
+            "source_sha256": source_sha256,
+            "config_name": cfg.name,
+            "dataset": cfg.data.dataset,
+            "licence": licence,
+            "hjepa_version": hjepa_version or hjepa.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "config": cfg.to_dict(),
+    }
+
+
+def write_artifact(loaded: LoadedModel, directory: Path) -> dict[str, Any]:
+    """``directory/encoder.safetensors`` + ``directory/encoder.json`` (the directory must exist); returns the spec."""
+    weights = {k: v.detach().cpu().contiguous() for k, v in inference_state(loaded.model.state_dict()).items()}
+    save_file(weights, str(directory / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
+    (directory / SPEC_NAME).write_text(json.dumps(loaded.spec, indent=2) + "\n")
+    return loaded.spec
+
+
+def read_spec(directory: Path) -> dict[str, Any]:
+    """``encoder.json`` of an artifact directory, checked for what inference reads."""
+    path = directory / SPEC_NAME
+    try:
+        spec = json.loads(path.read_text())
+        fmt = spec["format"]
+        spec["preprocessing"]["mean"], spec["preprocessing"]["std"]  # noqa: B018  (must exist)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{path} is not a readable hjepa encoder artifact ({reason})") from None
+    if fmt != ARTIFACT_FORMAT:
+        raise CheckpointError(f"{path} has format {fmt!r}; this version reads {ARTIFACT_FORMAT!r}")
+    return spec
+
+
+def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """An encoder artifact directory (or its ``encoder.json``) -> :class:`LoadedModel`."""
+    directory = Path(path)
+    directory = directory.parent if directory.is_file() else directory
+    spec = read_spec(directory)
+    family = spec.get("architecture", {}).get("family")
+    if family != "hjepa-vit" or not spec.get("config"):
+        raise CheckpointError(f"{directory}: encoder family {family!r} cannot be built by this version of hjepa")
+    try:
+        cfg = Config.from_dict(spec["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{directory}/{SPEC_NAME} holds an invalid config: {exc}") from None
+    model = build_model(cfg)
+    weights_path = directory / WEIGHTS_NAME
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{weights_path} is unreadable ({type(exc).__name__}: {exc})"[:300]) from None
+    check_state(inference_state(model.state_dict()), weights, source=str(weights_path))
+    model.load_state_dict(weights, strict=False)
+    return LoadedModel(model.to(device).eval(), cfg, spec, file_sha256(weights_path))
+
+
+def load_source_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A training checkpoint (``.pt`` or run directory) or an encoder artifact -> :class:`LoadedModel` with only
+    the inference weights loaded (target encoder and level heads)."""
+    if is_artifact(path):
+        return load_artifact(path, device)
+    file = checkpoint_file(path)
+    state = load_checkpoint(file)
+    cfg = checkpoint_config(state)
+    try:
+        model = build_model(cfg)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} describes a model this version cannot build: {exc}") from None
+    weights = inference_state(state["model"])
+    check_state(inference_state(model.state_dict()), weights, source=str(path))
+    model.load_state_dict(weights, strict=False)
+    sha = file_sha256(file)
+    spec = make_spec(model, cfg, str(file), sha, state.get("hjepa_version"))
+    return LoadedModel(model.to(device).eval(), cfg, spec, sha)

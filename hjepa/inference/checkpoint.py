@@ -1,0 +1,101 @@
+"""Reading training checkpoints for inference: safe loading (no arbitrary unpickling), format check, weights.
+
+A checkpoint is a dict of tensors and plain values written by ``hjepa.train.checkpoint.save_checkpoint`` and read
+back with ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is
+rejected. Inference needs only the target encoder and the target-side level heads (``inference_state``), which
+``hjepa.inference.artifact.load_source_model`` loads into the architecture built without a loss; the training side
+(resume, diagnostics) keeps the full model (``hjepa.train.checkpoint.load_model``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from hjepa.config import Config, ConfigError
+from hjepa.errors import HJEPAError
+
+FORMAT = "hjepa-checkpoint-v1"
+
+
+class CheckpointError(HJEPAError, ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, unsafe, or from another architecture."""
+
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The ``.pt`` file a checkpoint path means (a run directory means its ``checkpoints/last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (no arbitrary unpickling) and check its format."""
+    path = checkpoint_file(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file or a run directory)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or not ours
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (not a torch.save archive)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} holds objects that are not safe to load: {reason}") from None
+    except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an hjepa checkpoint (no '{FORMAT}' format tag)")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any]) -> Config:
+    try:
+        return Config.from_dict(state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load weights, refusing a checkpoint from another architecture with the first mismatches named."""
+    check_state(model.state_dict(), state_dict, source)
+    model.load_state_dict(state_dict)
+
+
+def check_state(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise ``CheckpointError`` naming the first mismatches unless ``state_dict`` has exactly ``own``'s keys and
+    shapes."""
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: {tuple(state_dict[k].shape)} in {source} vs {tuple(v.shape)} in model"
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        problems = []
+        if shapes:
+            problems.append("shape mismatch " + "; ".join(shapes[:3]))
+        if missing:
+            problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source} is from another architecture: " + "; ".join(problems))
+
+
+
+# Weights inference reads: the target encoder and the target-side heads. The rest (context encoder, predictor,
+# projectors, the loss's buffers) is training state.
+INFERENCE_PREFIXES = ("target_encoder.", "target_heads.")
+
+
+def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The part of a model state dict that inference needs (see ``INFERENCE_PREFIXES``)."""
+    return {k: v for k, v in state_dict.items() if k.startswith(INFERENCE_PREFIXES)}

@@ -1,0 +1,80 @@
+"""onnxruntime session set-up, in one place: execution providers, threads, and the I/O names of an hjepa model.
+
+Export verification, the int8 check, the benchmarks and the serving runtime all open sessions here, so thread
+counts, spinning and log levels are set the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hjepa.inference.metadata import RuntimeUnavailableError
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("tokens", "pooled")
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def choose_providers(provider: str | None, device: str, available: list[str]) -> list[str]:
+    """Execution providers to ask onnxruntime for, best first, CPU last.
+
+    ``provider`` (``cpu`` | ``cuda`` | ``tensorrt``) forces one; otherwise ``device="cpu"`` means CPU only and
+    ``auto`` / ``cuda`` take TensorRT and CUDA when available. A forced provider that is absent is an error naming
+    the ones present.
+    """
+    if provider is not None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown onnxruntime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
+        wanted = PROVIDERS[provider]
+        if wanted not in available:
+            hint = " (install onnxruntime-gpu with a matching CUDA / TensorRT)" if provider != "cpu" else ""
+            raise RuntimeUnavailableError(
+                f"onnxruntime here has no {wanted}; available providers: {', '.join(available)}{hint}"
+            )
+        return [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
+    if device == "cpu":
+        return [PROVIDERS["cpu"]]
+    gpu = [PROVIDERS[name] for name in ("tensorrt", "cuda") if PROVIDERS[name] in available]
+    if device.startswith("cuda") and not gpu:
+        raise RuntimeUnavailableError(
+            f"device {device!r} asked for, but onnxruntime offers only {', '.join(available)} (install onnxruntime-gpu)"
+        )
+    return [*gpu, PROVIDERS["cpu"]]
+
+
+def ort_session(
+    model: str | Path | bytes,
+    providers: list[str] | None = None,
+    threads: int | None = None,
+    spinning: bool = True,
+) -> Any:
+    """An onnxruntime ``InferenceSession`` on ``providers`` (default CPU only).
+
+    ``threads``: intra-op threads (default: onnxruntime's own choice for a served model, given as torch's thread
+    count by callers that time against torch). ``spinning=False`` lets idle threads sleep, like torch under
+    ``OMP_WAIT_POLICY=PASSIVE``: on a shared machine spinning threads steal the cores other work is timed on.
+    Errors-only logging: onnxruntime warns about unused initializers and fp16 kernels it substitutes on the CPU.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=providers or [PROVIDERS["cpu"]])
+
+
+def default_threads() -> int:
+    """torch's intra-op thread count: what export verification gives onnxruntime, so both use the same cores."""
+    return torch.get_num_threads()
