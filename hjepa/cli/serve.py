@@ -69,6 +69,20 @@ BACKEND_CHOICES = (
     type=click.FloatRange(min=0, min_open=True),
     help="Uploads larger than this are refused with a message.",
 )
+@click.option(
+    "--max-megapixels",
+    default=40.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Pictures of more pixels are refused with a message before they are decoded (JPEGs are decoded reduced).",
+)
+@click.option(
+    "--concurrency",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Model computations run at once, over all endpoints and sessions; the rest wait in one queue.",
+)
 def main(
     source: str,
     host: str,
@@ -81,6 +95,8 @@ def main(
     backend: str,
     device: str,
     max_upload_mb: float,
+    max_megapixels: float,
+    concurrency: int,
 ) -> None:
     """Serve SOURCE (a checkpoint .pt or run directory, an .onnx file, an export directory or a TensorRT .engine)
     as a Gradio app: masks, per-level PCA feature maps, patch similarity and nearest neighbours.
@@ -102,7 +118,8 @@ def main(
                 gallery.features(runtime, level)
         from hjepa.serve.app import build_app, launch_app
 
-        demo = build_app(runtime, gallery, max_upload_mb=max_upload_mb)
+        demo = build_app(runtime, gallery, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels,
+                         concurrency=concurrency)
     try:
         url = launch_app(demo, host=host, port=port or None, max_upload_mb=max_upload_mb, block=False, quiet=True)
     except OSError:  # Gradio's "Cannot find empty port", which also covers an address this machine does not have

@@ -116,6 +116,8 @@ def export(
         for fmt in formats:
             if not fmt.per_level:
                 fmt.export_model(loaded, stage.path, manifest, say)
+        # Every file this export wrote (the non-level formats' too), so a later re-export replaces only its own.
+        manifest["files"] = sorted({*stage.files(), *manifest.get("files", []), MANIFEST_NAME})
         write_json(manifest, stage.path / MANIFEST_NAME)
         final = stage.commit()
     say(f"export written to {final}")

@@ -9,6 +9,7 @@ the manifest: an imported encoder's licence goes with every file made from it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,18 @@ def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     return {key: json.loads(props[key]) for key in METADATA_KEYS if key in props}
 
 
-def build_manifest(checkpoint: Path, checkpoint_sha256: str, cfg: Config, levels: dict[int, dict]) -> dict[str, Any]:
-    """The ``manifest.json`` document: source checkpoint, resolved config and one entry per level."""
+def build_manifest(
+    checkpoint: Path, checkpoint_sha256: str, cfg: Config, levels: dict[int, dict], files: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The ``manifest.json`` document: source checkpoint, resolved config, one entry per level, and ``files``: every
+    file of the export as a relative POSIX path (``manifest.json`` included). A re-export replaces only those."""
     return {
         "hjepa_version": hjepa.__version__,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256,
         "config": cfg.to_dict(),
         "levels": {str(level): entry for level, entry in sorted(levels.items())},
+        "files": sorted({*files, MANIFEST_NAME}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

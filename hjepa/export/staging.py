@@ -1,32 +1,38 @@
 """An output directory that appears complete or not at all.
 
 Everything is written into a hidden sibling ``.NAME.partial-XXXX`` in the same parent folder (same file system, so
-the final ``rename`` is atomic), and renamed to ``NAME`` only when the whole export has been verified. On any error
-the partial folder, and any parent folders this export created, are removed. An existing export in ``NAME`` (a
-folder with ``manifest.json`` and only the files an export writes) is replaced; any other non-empty folder is
-refused rather than overwritten.
+the final ``rename`` is atomic), and renamed to ``NAME`` only when the whole export has been verified. On any error,
+Ctrl-C or SIGTERM the partial folder, and any parent folders this export created, are removed. An existing export
+in ``NAME`` (a folder with ``manifest.json`` holding only the files that manifest lists) is replaced; any other
+non-empty folder is refused rather than overwritten.
+
+A SIGKILL (or a power cut) leaves the staging folder behind. Each one holds a lock file that its export keeps
+locked (``flock``) while it runs; the kernel drops the lock when the process dies however it dies, so the next
+export into ``NAME`` removes every sibling staging folder whose lock nobody holds, and leaves running exports alone.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import fcntl
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
+from typing import Any
 
 from hjepa.export.errors import ExportError
 from hjepa.export.files import file_mode
 from hjepa.export.manifest import MANIFEST_NAME
+from hjepa.export.ownership import export_files, foreign_paths
 
-# What an export writes at its top level (api.py, triton.py, tensorrt_build.py): only these may be replaced.
-EXPORT_FILES = (MANIFEST_NAME, "level*.onnx", "level*.onnx.data", "level*.engine", "level*.engine.json",
-                "tensorrt.timing.cache", "triton", "encoder.json", "encoder.safetensors")
-
-
-def _export_file(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in EXPORT_FILES)
+LOCK_NAME = ".lock"  # inside each staging / backup folder; removed before the folder becomes the export
+# A staging folder without a lock file was made by an hjepa older than the locks (or is a split second old):
+# it counts as abandoned once nothing has changed in it for this long.
+UNLOCKED_STALE_AFTER_S = 600.0
 
 
 def _reason(exc: OSError) -> str:
@@ -41,6 +47,8 @@ class StagedDirectory:
         self.path: Path | None = None
         self._created: list[Path] = []
         self._committed = False
+        self._lock: int | None = None
+        self._previous_sigterm: Any = None
 
     def check(self) -> None:
         """Refuse targets that are files or non-empty folders that are not hjepa exports."""
@@ -55,17 +63,53 @@ class StagedDirectory:
                 f"output directory {target} is not empty and holds no hjepa export (no {MANIFEST_NAME}); "
                 "choose a new or empty directory with --out"
             )
-        # The previous export is replaced as a whole: anything else in the folder (notes, the checkpoint itself)
-        # would be deleted with it, so it stops the export instead.
-        foreign = sorted(p.name for p in target.iterdir() if not _export_file(p.name)) if target.is_dir() else []
+        # The previous export is replaced as a whole: anything its manifest does not list (notes, the checkpoint,
+        # a backup called levels_backup.onnx, a hand-made triton/prod_model/) would be deleted with it, so it stops
+        # the export instead.
+        foreign = foreign_paths(target) if target.is_dir() and any(target.iterdir()) else []
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise ExportError(
-                f"output directory {target} holds files that are not part of its hjepa export ({shown}); a new "
-                "export replaces the folder as a whole, so move them elsewhere or choose another --out"
+                f"output directory {target} holds files that its previous export's {MANIFEST_NAME} does not list "
+                f"({shown}); a new export replaces the folder as a whole, so move them elsewhere or choose another "
+                "--out"
             )
 
+    def _siblings(self) -> list[Path]:
+        """Staging and backup folders of exports into this target (running, finished or killed)."""
+        parent, name = self.target.parent, self.target.name
+        if not parent.is_dir():
+            return []
+        prefixes = (f".{name}.partial-", f".{name}.old-")
+        return sorted(p for p in parent.iterdir() if p.name.startswith(prefixes) and p.is_dir() and not p.is_symlink())
+
+    def remove_stale(self) -> list[Path]:
+        """Remove the staging and backup folders that killed exports into this target left; returns them.
+
+        A backup whose export was killed between moving the old export aside and moving the new one in is put back
+        first, so a kill never loses the previous export.
+        """
+        removed = []
+        for folder in self._siblings():
+            lock = _try_lock(folder / LOCK_NAME)
+            if lock is None:  # a running export holds it, or the folder is too young to judge
+                continue
+            try:
+                previous = folder / "previous"
+                backup = folder.name.startswith(f".{self.target.name}.old-")
+                if backup and previous.is_dir() and not self.target.exists():
+                    os.replace(previous, self.target)
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+            except OSError:
+                continue
+            finally:
+                if lock != _UNLOCKED:
+                    os.close(lock)
+        return removed
+
     def __enter__(self) -> StagedDirectory:
+        self.remove_stale()  # first: it may put a previous export back, which check() must then see
         self.check()
         parent = self.target.parent
         missing = [p for p in [parent, *parent.parents] if not p.exists()]
@@ -73,11 +117,33 @@ class StagedDirectory:
             parent.mkdir(parents=True, exist_ok=True)
             self._created = missing  # deepest first, the order to remove them in
             self.path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.target.name}.partial-"))
+            self._lock = _hold_lock(self.path / LOCK_NAME)
             self.path.chmod(file_mode(directory=True))
         except OSError as exc:
             self._remove_created()
             raise ExportError(f"cannot write the export to {self.target}: {_reason(exc)} ({parent})") from None
+        self._handle_sigterm()
         return self
+
+    def _handle_sigterm(self) -> None:
+        """Make SIGTERM (``kill``, a container stop, a job scheduler) unwind like Ctrl-C, so ``__exit__`` removes the
+        staging folder; its default action ends the process on the spot and leaves the folder behind. Only from the
+        main thread (the only one Python lets set handlers) and only over the default action, never over a handler
+        the application installed."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def interrupt(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"export stopped by {signal.Signals(signum).name}")
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
+
+    def files(self) -> list[str]:
+        """The files written so far, as relative POSIX paths (what ``manifest.json`` lists), less the lock file."""
+        assert self.path is not None, "files() outside the with block"
+        return [name for name in export_files(self.path) if name != LOCK_NAME]
 
     def previous(self, name: str) -> Path | None:
         """A file of the export being replaced (e.g. a timing cache worth reusing), if there is one."""
@@ -87,10 +153,12 @@ class StagedDirectory:
     def commit(self) -> Path:
         """Move the finished folder into place, replacing a previous export; returns the final path."""
         assert self.path is not None, "commit() outside the with block"
-        backup = None
+        backup, backup_lock = None, None
         try:
+            (self.path / LOCK_NAME).unlink()  # not part of the export; the open descriptor keeps the lock held
             if self.target.exists():
                 backup = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}.old-"))
+                backup_lock = _hold_lock(backup / LOCK_NAME)
                 os.replace(self.target, backup / "previous")
             os.replace(self.path, self.target)
         except OSError as exc:
@@ -100,6 +168,8 @@ class StagedDirectory:
         finally:
             if backup is not None:
                 shutil.rmtree(backup, ignore_errors=True)
+            if backup_lock is not None:
+                os.close(backup_lock)
         self._committed = True
         return self.target
 
@@ -117,5 +187,47 @@ class StagedDirectory:
     ) -> None:
         if self.path is not None and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
         if not self._committed:
             self._remove_created()
+
+
+_UNLOCKED = -1  # _try_lock's answer for an old folder that has no lock file at all
+
+
+def _hold_lock(path: Path) -> int:
+    """Create ``path`` and lock it for as long as the returned descriptor stays open (or the process lives)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _try_lock(path: Path) -> int | None:
+    """A descriptor holding the lock of an abandoned folder's ``path``; ``_UNLOCKED`` for an abandoned folder with no
+    lock file; None when the folder's export is still running (or may be: a young folder without a lock)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        try:
+            idle = time.time() - path.parent.stat().st_mtime
+        except OSError:
+            return None
+        return _UNLOCKED if idle > UNLOCKED_STALE_AFTER_S else None
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

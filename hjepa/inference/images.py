@@ -7,6 +7,7 @@ resizing the center square of the shorter side does), so a click on the original
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,32 @@ from hjepa.errors import HJEPAError
 
 ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# The app's default bound on decoded pixels per upload: a 40-megapixel photo is 120 MB as RGB and about 0.5 GB at the
+# peak of decoding and converting it; the model itself sees a few hundred pixels a side.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 class ImageError(HJEPAError, ValueError):
     """An input that is not a readable image, or is too large; the message names the file and the limit."""
 
 
-def read_image(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
-    """Decode an image file to uint8 RGB ``[H, W, 3]``; not an image, or over ``max_bytes``, raises ImageError."""
+def read_image(
+    path: str | Path, max_bytes: int | None = None, max_pixels: int | None = None, min_side: int | None = None
+) -> np.ndarray:
+    """Decode an image file to uint8 RGB ``[H, W, 3]``; see :func:`decode_image` for the limits."""
+    return decode_image(path, max_bytes, max_pixels, min_side)[0]
+
+
+def decode_image(
+    path: str | Path, max_bytes: int | None = None, max_pixels: int | None = None, min_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image file to uint8 RGB ``[h, w, 3]``; returns it and the picture's full upright ``(H, W)``.
+
+    A file over ``max_bytes``, or whose decoded picture would hold more than ``max_pixels`` pixels, raises
+    ImageError before any pixel is decoded: a 0.5 MB PNG can declare 13000 x 13000 pixels, 0.5 GB decoded. With
+    ``min_side``, a JPEG is decoded at a reduced scale (1/2, 1/4 or 1/8, done inside the decoder) that keeps its
+    shorter side at least ``min_side``, so ``(h, w)`` can be smaller than ``(H, W)``; clicks are in ``(H, W)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path} does not exist or is not a file")
@@ -35,15 +54,33 @@ def read_image(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
     if max_bytes is not None and size > max_bytes:
         raise ImageError(f"{path.name} is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.1f} MB upload limit")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            stored = image.size
+            if min_side is not None and image.format == "JPEG" and min(image.size) > min_side:
+                scale = min(image.size) / min_side
+                image.draft(image.mode, (math.ceil(image.width / scale), math.ceil(image.height / scale)))
+            check_pixels(path.name, image.size, max_pixels)
+            drafted = image.size
             image.load()
             # Cameras store pictures sideways with an EXIF orientation; browsers show them upright, so clicks come
             # in the upright frame and the model must see that frame too.
-            return to_rgb_array(_upright(image))
+            array = to_rgb_array(_upright(image))
     except Image.DecompressionBombError as exc:
         raise ImageError(too_many_pixels(path.name, exc)) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageError(f"{path.name} is not an image this app can read ({type(exc).__name__}: {exc})"[:300]) from None
+    turned = array.shape[:2] != (drafted[1], drafted[0])
+    return array, (stored[0], stored[1]) if turned else (stored[1], stored[0])
+
+
+def check_pixels(name: str, size: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse a ``(width, height)`` picture above ``max_pixels`` with a message naming the sizes (ImageError)."""
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{name} is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels), over this server's limit "
+            f"of {max_pixels / 1e6:g} megapixels; send a smaller picture"
+        )
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -61,6 +61,7 @@ class OnnxRuntime(Runtime):
                 props = {**per_level_metadata[level], **props}  # the file's own metadata wins over the manifest
             read_metadata[level] = props
             self._check_io(session, path)
+            self._check_input_shape(session, path, props)
             self.sessions[level] = session
             paths.append(path)
         self.source = source or str(paths[0])
@@ -83,6 +84,27 @@ class OnnxRuntime(Runtime):
             raise RuntimeSourceError(
                 f"{path} has inputs {inputs} and outputs {outputs}; an hjepa export has input '{INPUT_NAME}' and "
                 f"outputs {list(OUTPUT_NAMES)}"
+            )
+
+    @staticmethod
+    def _check_input_shape(session: Any, path: Path, props: dict[str, Any]) -> None:
+        """The graph must take the images its metadata describes: every later call would otherwise fail inside
+        onnxruntime with its own long message (a file edited after export, or metadata copied from another)."""
+        size, input_format = props.get("img_size"), props.get("input_format", "float_nchw")
+        if not isinstance(size, int) or input_format not in ("float_nchw", "uint8_nhwc"):
+            return  # missing or malformed metadata is reported, with the key, by metadata_from_levels
+        arg = session.get_inputs()[0]
+        uint8 = input_format == "uint8_nhwc"
+        expected = ["batch", size, size, 3] if uint8 else ["batch", 3, size, size]
+        dims_agree = len(arg.shape) == 4 and all(
+            not isinstance(have, int) or have == want for have, want in zip(arg.shape[1:], expected[1:], strict=True)
+        )
+        if not dims_agree or (arg.type == "tensor(uint8)") != uint8:
+            shown = "[" + ", ".join(str(d) for d in arg.shape) + "]"
+            raise RuntimeSourceError(
+                f"{path}: its graph takes {arg.type} images of shape {shown}, but its metadata says {size} px "
+                f"{input_format} ([{', '.join(str(d) for d in expected)}]); the file was changed after export: "
+                "export it again with hjepa-export"
             )
 
     @classmethod

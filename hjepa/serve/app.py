@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
-from hjepa.inference.images import too_many_pixels
+from hjepa.inference.images import DEFAULT_MAX_PIXELS, too_many_pixels
 from hjepa.inference.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
 from hjepa.serve.views import Views, stats_markdown
@@ -29,6 +31,13 @@ from hjepa.serve.views import Views, stats_markdown
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
 CSS = "#status p { margin: 0; } .pca-map img, .mask-view img { image-rendering: pixelated; }"
+# Every model-bound event joins this concurrency group: at most `concurrency` of them run at once across all
+# sessions and endpoints (the rest wait in Gradio's queue), which bounds the server's memory.
+MODEL_QUEUE = "model"
+DEFAULT_CONCURRENCY = 2
+# Gradio deletes the answer files this app wrote once they are an hour old, checking every hour: each answer is a
+# file of its own (see `answer_picture`), so without this the cache folder grows with every request.
+DELETE_CACHE = (3600, 3600)
 
 
 def example_files() -> list[Path]:
@@ -65,6 +74,19 @@ def guard_uploads(component: gr.Image, max_bytes: int | None) -> gr.Image:
     return component
 
 
+def answer_picture(array: np.ndarray) -> Image.Image:
+    """A picture for one answer, with a PNG text chunk unique to it.
+
+    Gradio saves a returned picture to ``CACHE/<hash of its PNG bytes>/image.png`` with a plain truncating write,
+    so two requests answering with the same picture (the same upload sent twice at once) wrote one file together
+    while it was being served: empty or cut answers, "Too little data for declared Content-Length". Unique bytes
+    give each answer its own file.
+    """
+    picture = Image.fromarray(array)
+    picture.info["hjepa-answer"] = uuid.uuid4().hex  # Gradio copies text entries of .info into the PNG
+    return picture
+
+
 def _as_gradio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn``; a user-facing error (bad image, click outside the crop, unknown level) becomes ``gr.Error``."""
 
@@ -93,10 +115,20 @@ def build_app(
     max_upload_mb: float = 10.0,
     display_size: int = 256,
     title: str = "H-JEPA explorer",
+    max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> gr.Blocks:
-    """The app for ``runtime`` (neighbours from ``gallery`` when given); launch it with :func:`launch_app`."""
+    """The app for ``runtime`` (neighbours from ``gallery`` when given); launch it with :func:`launch_app`.
+
+    Uploads over ``max_upload_mb`` or ``max_megapixels`` are refused with a message before they are decoded, and at
+    most ``concurrency`` model computations run at once (one queue for every endpoint and session).
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     max_bytes = int(max_upload_mb * 2**20)
-    views = Views(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes)
+    max_pixels = int(max_megapixels * 1e6)
+    views = Views(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes, max_pixels=max_pixels)
+    queue = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": concurrency}
     levels = runtime.levels
     meta = runtime.metadata
 
@@ -105,26 +137,28 @@ def build_app(
         if image is None:
             return (*[None] * len(levels), "no image yet: upload one or pick an example", {})
         maps, status, details = views.embed(image)
-        return (*maps, status, details)
+        return (*[answer_picture(picture) for picture in maps], status, details)
 
     @_as_gradio_errors
     def masks(image: str | None, seed: float) -> tuple[Any, Any, str]:
         if image is None:
             return None, None, ""
         multiblock, hierarchical, stats = views.masks(image, _whole_number(seed, "seed"))
-        return multiblock, hierarchical, stats_markdown(stats)
+        return answer_picture(multiblock), answer_picture(hierarchical), stats_markdown(stats)
 
     @_as_gradio_errors
     def similarity(image: str | None, level: int, x: float | None, y: float | None) -> tuple[Any, str]:
         if image is None:
             return None, "no image yet"
-        return views.similarity(image, _whole_number(level, "level"), x, y)
+        overlay, status = views.similarity(image, _whole_number(level, "level"), x, y)
+        return answer_picture(overlay), status
 
     @_as_gradio_errors
     def neighbours(image: str | None, level: int, k: float) -> tuple[Any, str]:
         if image is None or gallery is None:
             return [], "no image yet" if image is None else "no gallery"
-        return views.neighbours(image, _whole_number(level, "level"), _whole_number(k, "k"))
+        items, status = views.neighbours(image, _whole_number(level, "level"), _whole_number(k, "k"))
+        return [(answer_picture(thumb), caption) for thumb, caption in items], status
 
     def select_point(evt: gr.SelectData) -> tuple[float, float]:
         return float(evt.index[0]), float(evt.index[1])
@@ -135,7 +169,7 @@ def build_app(
     def similarity_of_new_image(image: str | None, level: int) -> tuple[Any, str, None]:
         return (*similarity(image, level, None, None), None)  # a new picture forgets the old click
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         source = "/".join(Path(runtime.source).parts[-3:])  # enough to recognise the run, no home directory
         gr.Markdown(f"## {title}\n`{source}` · {runtime.describe()}")
         with gr.Row():
@@ -215,20 +249,22 @@ def build_app(
         # A new image: every panel, the similarity for the center patch (the old click is forgotten). /embed, /masks
         # and /neighbours are steps of this chain; /similarity is the hidden button, with the pixel as two numbers.
         (
-            image.change(embed, [image], embed_outputs, api_name="embed")
-            .success(masks, *mask_io, api_name="masks")
-            .success(similarity_of_new_image, [image, level], [similarity_map, status, point], api_visibility="private")
-            .success(neighbours, *neighbour_io, api_name="neighbours")
+            image.change(embed, [image], embed_outputs, api_name="embed", **queue)
+            .success(masks, *mask_io, api_name="masks", **queue)
+            .success(similarity_of_new_image, [image, level], [similarity_map, status, point],
+                     api_visibility="private", **queue)
+            .success(neighbours, *neighbour_io, api_name="neighbours", **queue)
         )
-        similarity_api.click(similarity, [image, level, x, y], [similarity_map, status], api_name="similarity")
+        similarity_api.click(similarity, [image, level, x, y], [similarity_map, status], api_name="similarity",
+                             **queue)
         image.select(select_point, None, point, api_visibility="private").success(
-            similarity_at, *similarity_io, api_visibility="private"
+            similarity_at, *similarity_io, api_visibility="private", **queue
         )
-        level.change(similarity_at, *similarity_io, api_visibility="private").success(
-            neighbours, *neighbour_io, api_visibility="private"
+        level.change(similarity_at, *similarity_io, api_visibility="private", **queue).success(
+            neighbours, *neighbour_io, api_visibility="private", **queue
         )
-        seed.release(masks, *mask_io, api_visibility="private")
-        k.release(neighbours, *neighbour_io, api_visibility="private")
+        seed.release(masks, *mask_io, api_visibility="private", **queue)
+        k.release(neighbours, *neighbour_io, api_visibility="private", **queue)
     return demo
 
 

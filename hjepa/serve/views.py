@@ -20,11 +20,12 @@ import torch
 
 from hjepa.config import MaskConfig
 from hjepa.inference.images import (
+    DEFAULT_MAX_PIXELS,
     ImageError,
     ImageInput,
     center_crop_resize,
+    decode_image,
     point_to_unit,
-    read_image,
     to_rgb_array,
     unit_to_cell,
 )
@@ -39,7 +40,9 @@ _CACHE_ENTRIES = 16
 class Views:
     """The app's computations over ``runtime`` (and ``gallery`` for neighbours); pictures are ``display_size`` px.
 
-    ``max_upload_bytes`` bounds image files handed in by path (uploads); larger files raise ``ImageError``.
+    ``max_upload_bytes`` and ``max_pixels`` bound image files handed in by path (uploads): larger files, or pictures
+    of more pixels, raise ``ImageError`` before they are decoded. JPEGs are decoded at the smallest of 1, 1/2, 1/4,
+    1/8 scale that keeps twice the model and display sizes (nothing shown or embedded needs more).
     """
 
     def __init__(
@@ -48,12 +51,15 @@ class Views:
         gallery: Gallery | None = None,
         display_size: int = 256,
         max_upload_bytes: int | None = 10 * 2**20,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.runtime = runtime
         self.gallery = gallery
         self.display_size = int(display_size)
         self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = max_pixels
         meta = runtime.metadata
+        self.min_side = 2 * max(meta.img_size, self.display_size)
         self.patch_grid = (meta.img_size // meta.patch_size, meta.img_size // meta.patch_size)
         self.mask_config = runtime.config.masks if runtime.config is not None else MaskConfig()
         self._tokens: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
@@ -62,11 +68,17 @@ class Views:
     # Step 0. Inputs: any image -> uint8 [H, W, 3]; its digest keys the token cache.
     def load(self, image: ImageInput | None) -> np.ndarray:
         """Path / PIL / array -> uint8 ``[H, W, 3]``; None or an unreadable or oversized file raises ImageError."""
+        return self.load_sized(image)[0]
+
+    def load_sized(self, image: ImageInput | None) -> tuple[np.ndarray, tuple[int, int]]:
+        """``load`` and the picture's full ``(height, width)``, the frame clicks come in (a JPEG may be decoded
+        smaller)."""
         if image is None:
             raise ImageError("no image: upload one or pick an example")
         if isinstance(image, str) or hasattr(image, "__fspath__"):
-            return read_image(image, self.max_upload_bytes)
-        return to_rgb_array(image)
+            return decode_image(image, self.max_upload_bytes, self.max_pixels, self.min_side)
+        array = to_rgb_array(image)
+        return array, (array.shape[0], array.shape[1])
 
     def tokens(self, image: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(tokens ``[N_k, D]``, pooled ``[D]``, latency ms) of one image at ``level``; cached per image and level."""
@@ -134,8 +146,7 @@ class Views:
     ) -> tuple[np.ndarray, str]:
         """Cosine-similarity map of the level-``level`` cell under pixel ``(x, y)`` of the original image (the
         center when not given) over the center crop, uint8 ``[display, display, 3]``; and a status line."""
-        array = self.load(image)
-        height, width = array.shape[:2]
+        array, (height, width) = self.load_sized(image)
         if x is None or y is None:
             unit = (0.5, 0.5)
         else:
