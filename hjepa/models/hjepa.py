@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from hjepa.masks import MaskBatch
 
 
+def parameter_counts(model: nn.Module, parts: dict[str, nn.Module]) -> dict[str, int]:
+    """Parameters per named part, plus ``trainable`` over the whole model."""
+    summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+    summary["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return summary
+
+
 class HJEPA(nn.Module):
     """``forward(images [B, 3, H, W], masks: MaskBatch, step) -> {'loss', parts..., 'target_pooled' [B, D_h]}``."""
 
@@ -205,6 +212,4 @@ class HJEPA(nn.Module):
             "context_heads": self.context_heads,
             "target_heads": self.target_heads,
         }
-        summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
-        summary["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return summary
+        return parameter_counts(self, parts)

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from hjepa.config import Config, ConfigError
 from hjepa.models.hierarchy import TargetNorm, check_levels, pool_tokens
-from hjepa.models.hjepa import HJEPA
+from hjepa.models.hjepa import HJEPA, parameter_counts
 from hjepa.models.view_predictor import VIEW_PREDICTORS
 from hjepa.models.vit import ViTEncoder
 
@@ -125,6 +125,4 @@ class MultiViewJEPA(nn.Module):
             "projectors": self.projectors,
             "predictors": self.predictors,
         }
-        summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
-        summary["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return summary
+        return parameter_counts(self, parts)
