@@ -65,6 +65,12 @@ class ModelConfig:
     # packed: all blocks of an image in one sequence, each distinct query once | joint: the same without dedup or
     # packing (a reference for packed) | per_block: I-JEPA's layout, one sequence per block with the context repeated
     predictor_batching: str = "packed"
+    # masked: I-JEPA masked-block prediction (masks.*, model.predictor*) | multiview: LeJEPA-style prediction of the
+    # global views' mean embedding from every view (data.num_*_views, model.view_predictor, model.projector_*)
+    objective: str = "masked"
+    view_predictor: str = "none"  # multiview: none (LeJEPA) | mlp (residual MLP) | hamiltonian (model.hamiltonian.*)
+    projector_hidden: int = 512  # multiview: per-level MLP projector from pooled features to the loss's embedding
+    projector_dim: int = 128
     hamiltonian: HamiltonianConfig = field(default_factory=HamiltonianConfig)
 
 
@@ -110,6 +116,11 @@ class DataConfig:
     num_workers: int = 0
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = True
+    # multiview objective: global views are model.img_size crops at crop_scale; local views are smaller crops
+    num_global_views: int = 2
+    num_local_views: int = 0
+    local_img_size: int = 16
+    local_crop_scale: tuple[float, float] = (0.05, 0.3)
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 
@@ -141,6 +152,7 @@ class TrainConfig:
     knn_every: int = 0  # 0 disables the online k-NN monitor
     knn_train_samples: int = 5000
     knn_test_samples: int = 1000
+    knn_split: str = "test"  # test | val: queries from a validation split carved from train (for choosing settings)
     out_dir: str = "runs/default"
     progress: bool = True
 

@@ -5,18 +5,20 @@ from click.testing import CliRunner
 from hjepa.demo import main
 
 
-def test_demo_trains_and_compares_with_random_init(tmp_path):
+def test_demo_trains_and_compares_with_random_init_and_pixels(tmp_path):
     out = tmp_path / "run"
     args = ["--config", "digits-debug", "--set", f"train.out_dir={out}", "--train-bank", "300"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "demo.json").read_text())
-    trained, baseline = summary["knn_trained"], summary["knn_random_init"]
-    assert trained["train_bank"] == baseline["train_bank"] == 300
-    assert trained["test"] == baseline["test"] == 360  # the whole digits test split
+    trained, baseline, pixels = summary["knn_trained"], summary["knn_random_init"], summary["knn_pixels"]
+    assert trained["train_bank"] == baseline["train_bank"] == pixels["train_bank"] == 300
+    assert trained["test"] == baseline["test"] == pixels["test"] == 360  # the whole digits test split
+    assert pixels["top1"] > 80  # centred raw pixels of 8x8 digits are a strong baseline
     assert 0 <= trained["top1"] <= trained["top5"] <= 100
     assert summary["gain_points"] == round(trained["top1"] - baseline["top1"], 2)
-    assert "random init" in result.output and str(out) in result.output
+    assert summary["over_pixels_points"] == round(trained["top1"] - pixels["top1"], 2)
+    assert "random init" in result.output and "raw pixels" in result.output and str(out) in result.output
     assert (out / "checkpoints" / "last.pt").is_file()
 
 

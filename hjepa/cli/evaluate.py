@@ -19,6 +19,9 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("source", required=False),
         click.option("--random-init", "random_init", metavar="CONFIG", default=None,
                      help="Evaluate an untrained model built from CONFIG (preset or YAML; seed 0) instead of SOURCE."),
+        click.option("--baseline", "baselines", multiple=True, type=click.Choice(["pixels", "random-init"]),
+                     help="Add a baseline row, repeatable: pixels (the same preprocessing, no encoder) or random-init "
+                          "(SOURCE's architecture, untrained); same splits and protocol."),
         click.option("--dataset", required=True, help=DATASET_HELP),
         click.option("--data-dir", default=None, help="Dataset location (default: the dataset's own)."),
         click.option("--download", is_flag=True, help="Download the dataset if it can fetch itself (cifar100)."),
@@ -52,8 +55,8 @@ def _probe_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (), **options: Any) -> None:
     """Evaluate, then print a summary, the per-level table and where the report went."""
+    from hjepa.evaluation.baselines import comparison_rows, evaluate_with_baselines
     from hjepa.evaluation.report import format_table, report_rows
-    from hjepa.evaluation.run import evaluate
 
     if (source is None) == (options.get("random_init") is None):
         raise click.UsageError("give either SOURCE (checkpoint, .onnx, export directory, .engine) or "
@@ -65,8 +68,8 @@ def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (
         warnings.simplefilter("default")
         try:
             with user_errors():
-                report = evaluate(source, protocols=protocols, cache_dir=None if no_cache else cache_dir,
-                                  ks=list(ks) or None, **options)
+                report = evaluate_with_baselines(source, protocols=protocols, ks=list(ks) or None,
+                                                 cache_dir=None if no_cache else cache_dir, **options)
         finally:
             for message in dict.fromkeys(str(warning.message) for warning in caught):
                 click.echo(f"warning: {message}", err=True)
@@ -76,7 +79,9 @@ def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (
     for level, per_split in report["features"].items():
         parts = [f"{split} {info['cache']} ({info['seconds']:.2f} s)" for split, info in per_split.items()]
         click.echo(f"features level {level}: " + ", ".join(parts))
-    click.echo(format_table(report_rows(report)))
+    baselines = report.get("baselines") or {}
+    click.echo(format_table(comparison_rows(report, "random-init" if options.get("random_init") else "model")
+                            if baselines else report_rows(report)))
     for level, results in report["levels"].items():
         for k, accuracy in results.get("knn", {}).items():
             if "k_used" in accuracy:

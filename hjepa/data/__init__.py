@@ -13,6 +13,7 @@ from hjepa.data.base import (
 from hjepa.data.factory import build_dataset
 from hjepa.data.imagefolder import ImageFolderDataset
 from hjepa.data.loader import TrainBatches, batch_generator, iterate_eval
+from hjepa.data.multiview import MultiViewAugment, Views
 from hjepa.data.transforms import EvalTransform, PretrainAugment
 
 __all__ = [
@@ -24,7 +25,9 @@ __all__ = [
     "EvalTransform",
     "ImageDataset",
     "ImageFolderDataset",
+    "MultiViewAugment",
     "PretrainAugment",
+    "Views",
     "TensorImageDataset",
     "TrainBatches",
     "batch_generator",

@@ -3,7 +3,14 @@
 
 from hjepa.losses.barlow import BarlowTwinsLoss
 from hjepa.losses.combined import CombinedLoss, HierarchicalCombinedLoss
-from hjepa.losses.factory import REGULARIZERS, build_loss, build_regularizer, regularizer_names
+from hjepa.losses.factory import (
+    REGULARIZERS,
+    build_loss,
+    build_multiview_loss,
+    build_regularizer,
+    regularizer_names,
+)
+from hjepa.losses.multiview import MultiViewLoss
 from hjepa.losses.prediction import HJEPALoss
 from hjepa.losses.sigreg import SIGRegLoss
 from hjepa.losses.vicreg import VICRegLoss
@@ -14,9 +21,11 @@ __all__ = [
     "CombinedLoss",
     "HJEPALoss",
     "HierarchicalCombinedLoss",
+    "MultiViewLoss",
     "SIGRegLoss",
     "VICRegLoss",
     "build_loss",
+    "build_multiview_loss",
     "build_regularizer",
     "regularizer_names",
 ]

@@ -11,6 +11,7 @@ from torch import nn
 from hjepa.config import ConfigError, LossConfig
 from hjepa.losses.barlow import BarlowTwinsLoss
 from hjepa.losses.combined import CombinedLoss, expand_per_level
+from hjepa.losses.multiview import MultiViewLoss
 from hjepa.losses.prediction import PREDICTION_LOSSES, HJEPALoss
 from hjepa.losses.sigreg import SIGRegLoss
 from hjepa.losses.vicreg import VICRegLoss
@@ -61,3 +62,19 @@ def build_loss(cfg: LossConfig, num_levels: int) -> nn.Module:
         level_weights=level_weights,
     )
     return CombinedLoss(prediction, build_regularizer(cfg), regularizer_weights)
+
+
+def build_multiview_loss(cfg: LossConfig, num_levels: int) -> MultiViewLoss:
+    """``MultiViewLoss`` for ``num_levels`` levels: ``loss.regularizer`` (required) weighted by
+    ``loss.regularizer_weight`` (LeJEPA's lambda, per level), levels by ``loss.level_weights``."""
+    if cfg.regularizer == "none":
+        raise ConfigError("model.objective=multiview needs loss.regularizer (sigreg, vicreg or barlow): without one "
+                          "the views' embeddings collapse to a constant")
+    level_weights = [1.0] * num_levels if cfg.level_weights is None else list(cfg.level_weights)
+    if len(level_weights) != num_levels:
+        raise ConfigError(f"loss.level_weights has {len(level_weights)} values but the model has {num_levels} levels")
+    try:
+        weights = expand_per_level(cfg.regularizer_weight, num_levels, "loss.regularizer_weight")
+        return MultiViewLoss(build_regularizer(cfg), weights, level_weights)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

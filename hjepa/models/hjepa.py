@@ -197,8 +197,17 @@ class HJEPA(nn.Module):
         return summary
 
 
-def build_model(cfg: Config) -> HJEPA:
-    """Build the full model (with its loss) from a resolved config."""
-    from hjepa.losses import build_loss
+OBJECTIVES = ("masked", "multiview")
 
-    return HJEPA(cfg, build_loss(cfg.loss, cfg.model.num_levels))
+
+def build_model(cfg: Config) -> nn.Module:
+    """Build the full model (with its loss) for ``cfg.model.objective`` from a resolved config."""
+    from hjepa.losses import build_loss, build_multiview_loss
+
+    if cfg.model.objective == "masked":
+        return HJEPA(cfg, build_loss(cfg.loss, cfg.model.num_levels))
+    if cfg.model.objective == "multiview":
+        from hjepa.models.multiview import MultiViewJEPA  # it borrows HJEPA's inference methods
+
+        return MultiViewJEPA(cfg, build_multiview_loss(cfg.loss, cfg.model.num_levels))
+    raise ValueError(f"unknown model.objective {cfg.model.objective!r}; valid: {', '.join(OBJECTIVES)}")

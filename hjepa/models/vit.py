@@ -50,7 +50,9 @@ def grid_size(cfg: ModelConfig) -> tuple[int, int]:
 class ViTEncoder(nn.Module):
     """Patch embedding + fixed sin-cos positions + timm transformer blocks + final norm.
 
-    ``forward(images [B, C, H, W], token_idx [B, K] | None) -> tokens [B, K or N, D]``.
+    ``forward(images [B, C, H, W], token_idx [B, K] | None) -> tokens [B, K or N, D]``. Images of another size
+    than ``img_size`` (multi-crop local views) are accepted when their sides are multiples of the patch size; their
+    positions are the sin-cos table spread over the same extent as the full grid (see ``sincos_2d``'s ``span``).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -72,15 +74,31 @@ class ViTEncoder(nn.Module):
             pos_embed="none",
             drop_path_rate=cfg.drop_path_rate,
         )
+        self.vit.patch_embed.strict_img_size = False  # local views are smaller; forward checks divisibility
+        self.patch_size = cfg.patch_size
         self.register_buffer("pos_embed", sincos_2d(dim, self.grid)[None], persistent=False)
+        self._other_grids: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    def positions(self, height: int, width: int) -> torch.Tensor:
+        """``[1, N, D]`` position table for an image of ``height x width`` pixels."""
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
+        grid = (height // self.patch_size, width // self.patch_size)
+        if grid == self.grid:
+            return self.pos_embed
+        table = self._other_grids.get(grid)
+        if table is None or table.device != self.pos_embed.device:
+            table = sincos_2d(self.embed_dim, grid, span=self.grid)[None].to(self.pos_embed.device)
+            self._other_grids[grid] = table
+        return table
+
     def forward(self, images: torch.Tensor, token_idx: torch.Tensor | None = None) -> torch.Tensor:
         x = self.vit.patch_embed(images)  # [B, N, D]
-        x = x + self.pos_embed.to(x.dtype)
+        x = x + self.positions(images.shape[-2], images.shape[-1]).to(x.dtype)
         if token_idx is not None:
             x = torch.gather(x, 1, token_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = self.vit.blocks(x)

@@ -9,9 +9,24 @@ from hjepa.data import EvalTransform, build_dataset
 from hjepa.evaluation.features import extract_features, spread_arrays
 from hjepa.evaluation.knn import knn_evaluate
 
+VALIDATION_FRACTION = 1 / 6  # 10,000 of Fashion-MNIST's 60,000 train images, the size of its test split
+VALIDATION_SEED = 1234
+
+
+def validation_split(total: int, fraction: float = VALIDATION_FRACTION,
+                     seed: int = VALIDATION_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(bank indices, validation indices)`` of a train split of ``total`` images: a fixed random ``fraction`` held
+    out (at least one image, at most all but one), the same for every run, so settings are chosen without the test
+    split. The training itself sees the held-out images, unlabelled, as self-supervised methods do."""
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    count = min(max(1, round(total * fraction)), total - 1)
+    return order[count:].sort().values, order[:count].sort().values
+
 
 class KnnMonitor:
     """Embeds fixed subsets of the train split (the memory bank) and the test split, then runs weighted k-NN.
+    With ``train.knn_split: val`` the queries come from a validation split carved from train (``validation_split``)
+    and the bank from the rest of train, for choosing settings without touching the test split.
 
     ``train_samples`` / ``test_samples``: images taken evenly from each split; ``None`` takes the whole split.
     """
@@ -27,13 +42,18 @@ class KnnMonitor:
         self.cfg = cfg
         self.device = device
         self.progress = progress
-        splits = []
-        for split, count in (("train", train_samples), ("test", test_samples)):
-            dataset = build_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.data.download)
-            splits.append(spread_arrays(dataset, count))  # a folder dataset decodes only the subset
-            self.num_classes = dataset.num_classes
-            self.transform = EvalTransform(cfg.model.img_size, mean=dataset.mean, std=dataset.std)
-        self.train_split, self.test_split = splits
+        if cfg.train.knn_split not in ("test", "val"):
+            raise ValueError(f"train.knn_split must be 'test' or 'val', got {cfg.train.knn_split!r}")
+        train = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
+        if cfg.train.knn_split == "val":  # choosing settings: bank and queries both from the train split
+            bank_idx, val_idx = validation_split(len(train))
+            held_out, train = train.subset(val_idx), train.subset(bank_idx)
+        else:
+            held_out = build_dataset(cfg.data.dataset, "test", cfg.data.data_dir, cfg.data.download)
+        # A folder dataset decodes only the spread subset.
+        self.train_split, self.test_split = spread_arrays(train, train_samples), spread_arrays(held_out, test_samples)
+        self.num_classes = train.num_classes
+        self.transform = EvalTransform(cfg.model.img_size, mean=train.mean, std=train.std)
 
     @property
     def sizes(self) -> tuple[int, int]:

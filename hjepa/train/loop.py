@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from hjepa import dist
 from hjepa.config import Config, ConfigError, config_differences
-from hjepa.data import PretrainAugment, TrainBatches, batch_generator, build_dataset
+from hjepa.data import MultiViewAugment, PretrainAugment, TrainBatches, batch_generator, build_dataset
 from hjepa.device import resolve_device
 from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA, build_model
@@ -68,6 +68,17 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     knn: dict | None = None
     model: HJEPA | None = None
+
+
+def build_augment(cfg: Config, mean: tuple[float, ...], std: tuple[float, ...]) -> PretrainAugment | MultiViewAugment:
+    """The training augmentation: one crop per image (masked objective) or the global + local views (multiview)."""
+    data = cfg.data
+    if cfg.model.objective == "multiview":
+        return MultiViewAugment(
+            cfg.model.img_size, data.num_global_views, data.num_local_views, data.local_img_size,
+            crop_scale=data.crop_scale, local_crop_scale=data.local_crop_scale, hflip=data.hflip, mean=mean, std=std,
+        )
+    return PretrainAugment(cfg.model.img_size, crop_scale=data.crop_scale, hflip=data.hflip, mean=mean, std=std)
 
 
 def seed_everything(seed: int) -> None:
@@ -168,10 +179,10 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     if cfg.train.compile:
         runner = compile_runner(runner)
 
-    mask_generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
-    augment = PretrainAugment(
-        cfg.model.img_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip, mean=dataset.mean, std=dataset.std
-    )
+    augment = build_augment(cfg, dataset.mean, dataset.std)
+    # The multi-view objective has no masks: its views are the augmentation's output.
+    mask_generator = (build_mask_generator(cfg.masks, model.grid, model.num_levels)
+                      if cfg.model.objective == "masked" else None)
     batches = TrainBatches(
         dataset,
         cfg.data.batch_size,
@@ -212,10 +223,12 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
         if step >= (cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)):
             break
         # Masks are identical on every rank (seeded by step only); augmentation differs per rank.
-        masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu"))
-        if model.packs_queries:
-            masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
-        masks = masks_to(masks, device)
+        masks = None
+        if mask_generator is not None:
+            masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu"))
+            if model.packs_queries:
+                masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
+            masks = masks_to(masks, device)
         aug_gen = batch_generator(cfg.train.seed * 7919 + dist.rank(), step, images.device)
         images = augment(images.to(device, non_blocking=True), aug_gen)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # drop path draws from the global RNG
@@ -258,7 +271,8 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
             window, window_steps, timed_steps, data_time, window_start = {}, 0, 0, 0.0, time.perf_counter()
         if monitor is not None and (done % cfg.train.knn_every == 0 or done == cfg.train.steps):
             knn_result = monitor(model)
-            logger.log(done, {f"knn_top1_k{k}": v["top1"] for k, v in knn_result.items()})
+            prefix = "knn_top1" if cfg.train.knn_split == "test" else "knn_val_top1"
+            logger.log(done, {f"{prefix}_k{k}": v["top1"] for k, v in knn_result.items()})
         if main and (done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at)):
             save_checkpoint(
                 ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,

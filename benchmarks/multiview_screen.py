@@ -1,0 +1,178 @@
+"""Fast screening of multi-view (LeJEPA-style) settings on Fashion-MNIST, on a validation split carved from train.
+
+The loop of ``model.objective=multiview`` reduced to what a screening run needs (hjepa's ViT encoder and batched
+crops, SIGReg or VICReg on an MLP projector, LeJEPA's (1 - lambda) prediction + lambda regulariser with the centre of
+the global views as the target; one level, no predictor), so a setting can be tried in a few minutes. Validation:
+the train split's images are permuted with a fixed seed; the first 10,000 are the validation split (queries: the
+first ``--val`` of them), the bank ``--bank`` images spread over the other 50,000. The test split is never read.
+k-NN is DINO's (k=20, T=0.07) on the level-0 pooled feature (the level norm of each token, then the mean), the
+feature hjepa exports. Settings chosen here were then confirmed with ``hjepa-train`` and ``benchmarks/learning.py``.
+
+    python benchmarks/multiview_screen.py --name p16 --patch 16 --steps 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hjepa.config import ModelConfig
+from hjepa.data import EvalTransform, PretrainAugment, build_dataset
+from hjepa.evaluation.knn import knn_evaluate
+from hjepa.losses.sigreg import SIGRegLoss
+from hjepa.models.pos_embed import sincos_2d
+from hjepa.models.vit import ViTEncoder
+
+RESULTS = Path(__file__).parent / "results" / "multiview_screen"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="screen")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--minutes", type=float, default=0, help="stop early after this many minutes (0: never)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--dim", type=int, default=192)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=3)
+    p.add_argument("--patch", type=int, default=8)
+    p.add_argument("--img", type=int, default=32)
+    p.add_argument("--globals", type=int, default=2)
+    p.add_argument("--locals", type=int, default=0)
+    p.add_argument("--local_img", type=int, default=16)
+    p.add_argument("--gscale", type=float, nargs=2, default=[0.3, 1.0])
+    p.add_argument("--lscale", type=float, nargs=2, default=[0.05, 0.3])
+    p.add_argument("--lam", type=float, default=0.05)
+    p.add_argument("--reg", default="sigreg", choices=["sigreg", "vicreg"])
+    p.add_argument("--proj", type=int, default=128, help="projector output width (0: no projector)")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--wd", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--eval_every", type=int, default=300)
+    p.add_argument("--feat", default="ln_mean", choices=["ln_mean", "mean"])
+    p.add_argument("--ema", type=float, default=0.0, help="evaluate an EMA copy of the encoder with this momentum")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bank", type=int, default=10000)
+    p.add_argument("--val", type=int, default=2000)
+    return p.parse_args()
+
+
+def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
+    a = parse_args()
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(2)
+    dataset = build_dataset("fashion-mnist", "train")
+    images, labels = dataset.tensors()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1234))
+    val_idx, train_idx = order[:10000], order[10000:]
+    train_images = images[train_idx]
+    bank_sel = train_idx[torch.linspace(0, len(train_idx) - 1, a.bank).long()]
+    val_sel = val_idx[: a.val]
+
+    cfg = ModelConfig(encoder="custom", embed_dim=a.dim, depth=a.depth, num_heads=a.heads, img_size=a.img,
+                      patch_size=a.patch, num_levels=1)
+    encoder = ViTEncoder(cfg)
+    full_grid = encoder.grid
+    local_pos = sincos_2d(a.dim, (a.local_img // a.patch,) * 2, span=full_grid)[None]
+    ema_encoder = copy.deepcopy(encoder) if a.ema else None
+
+    def encode(x: torch.Tensor, pos: torch.Tensor | None = None, which: nn.Module | None = None) -> torch.Tensor:
+        which = which or encoder
+        tokens = which.vit.patch_embed(x) + (which.pos_embed if pos is None else pos)
+        return which.vit.norm(which.vit.blocks(tokens))
+
+    def pooled(tokens: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(tokens, tokens.shape[-1:]).mean(1) if a.feat == "ln_mean" else tokens.mean(1)
+
+    if a.proj:
+        projector: nn.Module = nn.Sequential(
+            nn.Linear(a.dim, a.hidden), nn.BatchNorm1d(a.hidden), nn.GELU(),
+            nn.Linear(a.hidden, a.hidden), nn.BatchNorm1d(a.hidden), nn.GELU(), nn.Linear(a.hidden, a.proj))
+    else:
+        projector = nn.Identity()
+    params = list(encoder.parameters()) + list(projector.parameters())
+    optimizer = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.wd, fused=True)
+    sigreg = SIGRegLoss(num_slices=256)
+    global_view = PretrainAugment(a.img, crop_scale=tuple(a.gscale), mean=dataset.mean, std=dataset.std)
+    local_view = PretrainAugment(a.local_img, crop_scale=tuple(a.lscale), mean=dataset.mean, std=dataset.std)
+    evaluate = EvalTransform(a.img, mean=dataset.mean, std=dataset.std)
+
+    def vicreg(z: torch.Tensor) -> torch.Tensor:
+        z = z - z.mean(0)
+        variance = F.relu(1 - torch.sqrt(z.var(0) + 1e-4)).mean()
+        cov = (z.T @ z) / (len(z) - 1)
+        return 25 * variance + (cov - torch.diag(torch.diag(cov))).square().sum() / z.shape[1]
+
+    @torch.no_grad()
+    def knn() -> tuple[float, float]:
+        encoder.eval()
+
+        def features(idx: torch.Tensor) -> torch.Tensor:
+            return torch.cat([pooled(encode(evaluate(images[idx[i:i + 500]]), which=ema_encoder))
+                              for i in range(0, len(idx), 500)])
+
+        bank, val = features(bank_sel), features(val_sel)
+        encoder.train()
+        result = knn_evaluate(bank, labels[bank_sel], val, labels[val_sel], ks=[20], temperature=0.07,
+                              num_classes=10)
+        centred = val - val.mean(0)
+        eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / len(centred)).clamp_min(0)
+        return result[20]["top1"], float(eigenvalues.sum() ** 2 / eigenvalues.square().sum())
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / a.warmup)
+        return a.lr * warm * (0.5 * (1 + math.cos(math.pi * min(1.0, step / a.steps))) * 0.99 + 0.01)
+
+    history, started, seen = [], time.time(), 0
+    generator = torch.Generator().manual_seed(a.seed)
+    for step in range(a.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        x = train_images[torch.randint(0, len(train_images), (a.batch,), generator=generator)]
+        globals_ = [global_view(x, generator) for _ in range(a.globals)]
+        locals_ = [local_view(x, generator) for _ in range(a.locals)]
+        z_global = projector(pooled(encode(torch.cat(globals_)))).view(a.globals, a.batch, -1)
+        z = z_global
+        if a.locals:
+            z_local = projector(pooled(encode(torch.cat(locals_), local_pos))).view(a.locals, a.batch, -1)
+            z = torch.cat([z_global, z_local])
+        prediction = (z - z_global.mean(0)).square().mean()
+        if a.reg == "sigreg":
+            regularizer = torch.stack([sigreg(view, step=step)["loss"] for view in z]).mean()
+        else:
+            regularizer = torch.stack([vicreg(view) for view in z]).mean()
+        loss = (1 - a.lam) * prediction + a.lam * regularizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if ema_encoder is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema_encoder.parameters()), list(encoder.parameters()), 1 - a.ema)
+        seen += a.batch
+        if (step + 1) % 20 == 0:
+            print(f"step {step + 1} loss {loss.item():.4f} pred {prediction.item():.4f} reg {regularizer.item():.4f} "
+                  f"{seen / (time.time() - started):.0f} img/s", flush=True)
+        last = step + 1 == a.steps or (a.minutes and time.time() - started > a.minutes * 60)
+        if (step + 1) % a.eval_every == 0 or last:
+            accuracy, ratio = knn()
+            minutes = (time.time() - started) / 60
+            history.append({"step": step + 1, "knn_val": accuracy, "participation_ratio": ratio, "minutes": minutes})
+            print(f"EVAL step {step + 1} knn_val {accuracy:.2f} pr {ratio:.1f} at {minutes:.1f} min", flush=True)
+        if last:
+            break
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{a.name}.json").write_text(json.dumps({"args": vars(a), "history": history}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Multi-view (multi-crop) augmentation for the multi-view objective: global and local views of every image, batched.
+
+``MultiViewAugment(images uint8 [B, C, H, W], generator) -> Views``: ``num_global`` random resized crops at
+``img_size`` (scale ``crop_scale``) and ``num_local`` smaller crops at ``local_img_size`` (scale
+``local_crop_scale``), each with its own crop and flip per image, all drawn from one seeded generator in a fixed
+order (globals first), so the views of a step are a pure function of ``(seed, step)``. Every view goes through
+:class:`PretrainAugment`, one ``grid_sample`` per view on the images' device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from hjepa.data.base import IMAGENET_MEAN, IMAGENET_STD
+from hjepa.data.transforms import PretrainAugment
+
+
+@dataclass
+class Views:
+    """``globals_ [V_g, B, 3, S, S]`` and ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views)."""
+
+    globals_: torch.Tensor
+    locals_: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.globals_.device
+
+    @property
+    def num_global(self) -> int:
+        return self.globals_.shape[0]
+
+    @property
+    def num_local(self) -> int:
+        return 0 if self.locals_ is None else self.locals_.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.globals_.shape[1]
+
+
+class MultiViewAugment:
+    """Global + local random resized crops with horizontal flips and normalisation; see the module docstring."""
+
+    def __init__(
+        self,
+        img_size: int,
+        num_global: int = 2,
+        num_local: int = 0,
+        local_img_size: int = 16,
+        crop_scale: tuple[float, float] = (0.3, 1.0),
+        local_crop_scale: tuple[float, float] = (0.05, 0.3),
+        hflip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if num_global < 1:
+            raise ValueError(f"data.num_global_views must be at least 1, got {num_global}")
+        if num_local < 0:
+            raise ValueError(f"data.num_local_views must be >= 0, got {num_local}")
+        self.num_global, self.num_local = num_global, num_local
+        self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std)
+        self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> Views:
+        globals_ = torch.stack([self.global_view(images, generator) for _ in range(self.num_global)])
+        locals_ = None
+        if self.num_local:
+            locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])
+        return Views(globals_, locals_)

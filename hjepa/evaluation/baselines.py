@@ -1,0 +1,148 @@
+"""Baseline rows for every evaluation: raw pixels and the same architecture at random initialisation.
+
+``pixels``: the images through exactly the preprocessing the evaluated model gets (its image size, mean and std),
+then flattened, with each image's mean subtracted; no encoder. k-NN then compares images by the cosine of their
+centred pixels, the usual "raw pixels" row (e.g. 85 % k-NN on Fashion-MNIST), and the linear probe runs on the
+same vectors. ``random-init``: the evaluated model's own config built with seed-0 weights, never trained.
+
+``evaluate_with_baselines`` runs ``evaluate`` for the source and then for each baseline with the same dataset,
+splits, limits and protocol, and returns the source's report with ``report["baselines"][name]`` = that baseline's
+report; ``comparison_rows`` lays the rows side by side for the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hjepa.data import EvalTransform, dataset_stats
+from hjepa.evaluation.report import report_rows
+from hjepa.evaluation.sources import EvalSource, random_init_source, resolve_source
+
+BASELINES = ("pixels", "random-init")
+
+
+@dataclass
+class _PixelMetadata:
+    img_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    precision: str = "pixels"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"img_size": self.img_size, "mean": list(self.mean), "std": list(self.std)}
+
+
+class _PixelRuntime:
+    """The part of a runtime the evaluation reads: metadata, levels, back-end name."""
+
+    backend = "pixels"
+    levels = [0]
+
+    def __init__(self, metadata: _PixelMetadata) -> None:
+        self.metadata = metadata
+
+
+class PixelSource(EvalSource):
+    """Raw pixels as a feature source (one "level", 0): ``[B, 3, S, S]`` normalised -> ``[B, 3*S*S]`` centred."""
+
+    def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        metadata = _PixelMetadata(int(img_size), tuple(float(m) for m in mean), tuple(float(s) for s in std))
+        digest = hashlib.sha256(json.dumps({"pixels": metadata.to_dict()}, sort_keys=True).encode()).hexdigest()
+        super().__init__(runtime=_PixelRuntime(metadata), kind="pixels", name="pixels", source_hash=digest)
+
+    @property
+    def levels(self) -> list[int]:
+        return [0]
+
+    @property
+    def backend(self) -> str:
+        return "pixels"
+
+    def transform(self) -> EvalTransform:
+        meta = self.runtime.metadata
+        return EvalTransform(meta.img_size, mean=meta.mean, std=meta.std)
+
+    def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
+        flat = images.detach().float().flatten(1).cpu()
+        return flat - flat.mean(1, keepdim=True)
+
+    def describe(self) -> dict:
+        return {"kind": "pixels", "backend": "pixels", "source_hash": self.source_hash,
+                "model": self.runtime.metadata.to_dict()}
+
+
+def pixel_source_like(source: EvalSource | None, dataset: str) -> PixelSource:
+    """Pixels preprocessed as ``source`` preprocesses (or, without a source, at the dataset's stats and 32 px)."""
+    if source is not None:
+        meta = source.runtime.metadata
+        return PixelSource(meta.img_size, meta.mean, meta.std)
+    mean, std = dataset_stats(dataset)
+    return PixelSource(32, mean, std)
+
+
+def random_init_like(source: EvalSource, device: str = "auto") -> EvalSource:
+    """The source's own architecture (its saved config) at seed-0 initialisation."""
+    config = getattr(source.runtime, "config", None)
+    if config is None:
+        raise ValueError(f"the random-init baseline needs the model's config, which {source.name} does not carry; "
+                         "give --random-init CONFIG as its own run instead")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        config.to_yaml(path)
+        baseline = random_init_source(str(path), device=device)
+    baseline.name = "random-init"
+    return baseline
+
+
+def evaluate_with_baselines(
+    source: str | Path | EvalSource | None,
+    dataset: str,
+    baselines: Sequence[str] = (),
+    out: str | Path | None = None,
+    random_init: str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """``evaluate`` of ``source`` (or ``random_init=CONFIG``) plus each baseline on the same splits and protocol;
+    the JSON report at ``out`` holds them all (``report["baselines"]``)."""
+    from hjepa.evaluation.report import check_report_path, write_report
+    from hjepa.evaluation.run import evaluate
+
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline {unknown[0]!r}; valid: {', '.join(BASELINES)}")
+    if out is not None:
+        check_report_path(out)
+    if not isinstance(source, EvalSource):
+        source = resolve_source(source, random_init=random_init, backend=backend, device=device)
+    report = evaluate(source, dataset, cache_dir=cache_dir, **options)
+    report["baselines"] = {}
+    for name in dict.fromkeys(baselines):
+        if name == "pixels":
+            baseline, levels, cache = pixel_source_like(source, dataset), [0], None  # pixels are cheap; no cache
+        else:
+            if source.kind == "random-init":
+                continue  # the source itself is the random-init row
+            baseline, levels, cache = random_init_like(source, device), options.get("levels", "all"), cache_dir
+        report["baselines"][name] = evaluate(baseline, dataset, cache_dir=cache, **{**options, "levels": levels})
+    if out is not None:
+        write_report(out, report)
+    return report
+
+
+def comparison_rows(report: dict[str, Any], source_label: str = "model") -> list[dict[str, Any]]:
+    """The source's rows then each baseline's, with a first column ``features`` naming whose row it is."""
+    rows = [{"features": source_label, **row} for row in report_rows(report)]
+    for name, baseline in report.get("baselines", {}).items():
+        rows += [{"features": name, **row} for row in report_rows(baseline)]
+    return rows

@@ -1,0 +1,74 @@
+"""Multi-view prediction loss (LeJEPA, Balestriero & LeCun, 2025) per hierarchy level.
+
+For level h, with z_v ``[B, K]`` the projected embedding of view v (V views, the first V_g global), c the mean of the
+global views' embeddings, p_v = P(z_v) the predictor's output (P = identity without a predictor), lambda_h the
+regulariser weight and w_h the level weight::
+
+    c        = 1/V_g sum_{v < V_g} z_v                                  (gradient flows into c, as in LeJEPA)
+    L_pred,h = 1/V sum_v mean_{b, k} (p_v - c)^2
+    L_reg,h  = 1/V sum_v R(z_v)             R unary (SIGReg: R(z_v, step)); pairwise R (VICReg, Barlow): R(z_v, sg(c))
+    loss     = sum_h w_h ((1 - lambda_h) L_pred,h + lambda_h L_reg,h)
+
+Nothing but the regulariser keeps the embeddings from collapsing to a constant, so lambda_h > 0 is required. All
+parts are computed in float32. Keys: ``loss``, ``loss_prediction``, ``loss_regularizer``, ``pred_h{i}``,
+``reg_h{i}`` and the regulariser's other parts (``reg_h0_statistic_max``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class MultiViewLoss(nn.Module):
+    """See the module docstring. ``forward(embeddings, predictions, num_global, step)`` with per level
+    ``embeddings[h] [V, B, K]`` (globals first) and ``predictions[h] [V, B, K]``."""
+
+    def __init__(self, regularizer: nn.Module, regularizer_weights: Sequence[float], level_weights: Sequence[float]):
+        super().__init__()
+        if not all(0 < w <= 1 for w in regularizer_weights):
+            raise ValueError(
+                f"the multiview objective needs loss.regularizer_weight in (0, 1] (lambda of LeJEPA's "
+                f"(1 - lambda) * prediction + lambda * regulariser), got {list(regularizer_weights)}"
+            )
+        self.regularizer = regularizer
+        self.regularizer_weights = [float(w) for w in regularizer_weights]
+        self.level_weights = [float(w) for w in level_weights]
+
+    def forward(
+        self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0
+    ) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        total = prediction_total = regularizer_total = None
+        with torch.autocast(device_type=embeddings[0].device.type, enabled=False):
+            for level, (z, p) in enumerate(zip(embeddings, predictions, strict=True)):
+                z, p = z.float(), p.float()
+                center = z[:num_global].mean(0)  # [B, K]
+                prediction = (p - center).square().mean()
+                parts = [self._regularize(view, center, step) for view in z]
+                regularizer = torch.stack([part["loss"] for part in parts]).mean()
+                lam, weight = self.regularizer_weights[level], self.level_weights[level]
+                level_loss = weight * ((1 - lam) * prediction + lam * regularizer)
+                out[f"pred_h{level}"] = prediction.detach()
+                out[f"reg_h{level}"] = regularizer.detach()
+                for key in parts[0]:
+                    if key != "loss":
+                        out[f"reg_h{level}_{key}"] = torch.stack([part[key].detach() for part in parts]).mean()
+                total = level_loss if total is None else total + level_loss
+                weighted_prediction = weight * (1 - lam) * prediction.detach()
+                weighted_regularizer = weight * lam * regularizer.detach()
+                prediction_total = (weighted_prediction if prediction_total is None
+                                    else prediction_total + weighted_prediction)
+                regularizer_total = (weighted_regularizer if regularizer_total is None
+                                     else regularizer_total + weighted_regularizer)
+        out["loss"] = total
+        out["loss_prediction"] = prediction_total
+        out["loss_regularizer"] = regularizer_total
+        return out
+
+    def _regularize(self, view: Tensor, center: Tensor, step: int) -> dict[str, Tensor]:
+        if getattr(self.regularizer, "pairwise", True):
+            return self.regularizer(view, center.detach())
+        return self.regularizer(view, step=step)

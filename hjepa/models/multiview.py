@@ -1,0 +1,129 @@
+"""The multi-view JEPA model (LeJEPA's recipe on hjepa's hierarchy): views of one image predict their common centre.
+
+Per view the encoder runs on the whole view (global views at ``img_size``, local views smaller, with the position
+table spread over the same extent). Per level k the view's embedding is exactly the feature that inference exports:
+the level-k tokens (2^k x 2^k average pools) through the parameter-free target norm, averaged over the grid. A
+per-level MLP projector maps it to the loss's space, an optional predictor maps each view's projection towards the
+centre of the global views, and SIGReg (or VICReg / Barlow Twins) on the projections keeps them from collapsing.
+
+The target encoder is kept as in the masked objective so export, evaluation and serving read the same fields: an
+EMA copy of the encoder with the configured momentum schedule (momentum 0, the multi-view presets' setting, makes it
+the trained encoder itself; a positive momentum gives a weight average).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from hjepa.config import Config
+from hjepa.models.hierarchy import TargetNorm, check_levels, pool_tokens
+from hjepa.models.hjepa import HJEPA
+from hjepa.models.view_predictor import VIEW_PREDICTORS
+from hjepa.models.vit import ViTEncoder
+
+if TYPE_CHECKING:
+    from hjepa.data.multiview import Views
+
+
+def projector(dim: int, hidden: int, out: int) -> nn.Sequential:
+    """LeJEPA's / VICReg's expander: (Linear, BatchNorm, GELU) x 2, then Linear; ``[N, dim] -> [N, out]``."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+        nn.Linear(hidden, out),
+    )
+
+
+class MultiViewJEPA(nn.Module):
+    """``forward(views: Views, masks=None, step) -> {'loss', parts..., 'target_pooled' [B, D]}``."""
+
+    objective = "multiview"
+    packs_queries = False  # no mask layout to prepare
+    ema_heads = False
+
+    # The inference side is the masked model's, field for field: the same functions serve both objectives.
+    extract_features = HJEPA.extract_features
+    level_grid = HJEPA.level_grid
+    set_momentum_schedule = HJEPA.set_momentum_schedule
+    update_target = HJEPA.update_target
+    embed_dim = HJEPA.embed_dim
+
+    def __init__(self, cfg: Config, loss_fn: nn.Module) -> None:
+        super().__init__()
+        model_cfg = cfg.model
+        self.config = cfg
+        self.context_encoder = ViTEncoder(model_cfg)
+        self.grid = self.context_encoder.grid
+        self.num_levels = model_cfg.num_levels
+        check_levels(self.grid, self.num_levels)
+        dim = self.context_encoder.embed_dim
+        if (model_cfg.head_dim or dim) != dim or model_cfg.target_heads != "layernorm":
+            raise ValueError("model.objective=multiview uses parameter-free level norms: leave model.head_dim unset "
+                             "and model.target_heads=layernorm")
+        local_size, patch = cfg.data.local_img_size, model_cfg.patch_size
+        if cfg.data.num_local_views and (local_size % patch or (local_size // patch) % 2 ** (self.num_levels - 1)):
+            raise ValueError(
+                f"data.local_img_size={cfg.data.local_img_size} must be a multiple of model.patch_size "
+                f"({model_cfg.patch_size}) whose grid divides by 2^{self.num_levels - 1} for {self.num_levels} levels"
+            )
+        self.head_dim = dim
+        self.level_norm = TargetNorm(dim)
+        self.context_heads = nn.ModuleList()  # no trainable heads: the embedding is the exported feature
+        self.projectors = nn.ModuleList(
+            projector(dim, model_cfg.projector_hidden, model_cfg.projector_dim) for _ in range(self.num_levels)
+        )
+        ham = model_cfg.hamiltonian
+        self.predictors = nn.ModuleList(
+            VIEW_PREDICTORS.build(
+                model_cfg.view_predictor, dim=model_cfg.projector_dim, hidden_dim=ham.hidden_dim, dt=ham.dt,
+                steps=ham.steps, damping=ham.damping, base_coeff=ham.base_coeff, residual_scale=ham.residual_scale,
+                match=ham.match,
+            )
+            for _ in range(self.num_levels)
+        )
+        self.target_encoder = copy.deepcopy(self.context_encoder)
+        self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
+        for param in self.target_encoder.parameters():
+            param.requires_grad_(False)
+        self.loss_fn = loss_fn
+        self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
+
+    def level_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, ``[B, D]``: the mean over the level-k grid of the normed level-k tokens of ``images``."""
+        tokens = self.context_encoder(images)
+        patch = self.context_encoder.patch_size
+        grid = (images.shape[-2] // patch, images.shape[-1] // patch)
+        return [self.level_norm(pool_tokens(tokens, grid, level)).mean(1) for level in range(self.num_levels)]
+
+    def forward(self, views: Views, masks: object = None, step: int = 0) -> dict[str, torch.Tensor]:
+        batch = views.batch_size
+        # Step 1. Encode: global views in one batch, local views (another size) in another.
+        per_group = [self.level_embeddings(views.globals_.flatten(0, 1))]
+        if views.locals_ is not None:
+            per_group.append(self.level_embeddings(views.locals_.flatten(0, 1)))
+        # Step 2. Per level: project every view, predict the centre from each.
+        embeddings, predictions = [], []
+        for level in range(self.num_levels):
+            pooled = torch.cat([group[level] for group in per_group])  # [V*B, D], globals first
+            z = self.projectors[level](pooled)
+            embeddings.append(z.view(-1, batch, z.shape[-1]))
+            predictions.append(self.predictors[level](z).view(-1, batch, z.shape[-1]))
+        # Step 3. Loss.
+        out = self.loss_fn(embeddings, predictions, views.num_global, step=step)
+        out["target_pooled"] = per_group[0][0][:batch].detach().float()
+        return out
+
+    def parameter_summary(self) -> dict[str, int]:
+        parts = {
+            "context_encoder": self.context_encoder,
+            "target_encoder": self.target_encoder,
+            "projectors": self.projectors,
+            "predictors": self.predictors,
+        }
+        summary = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+        summary["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return summary
