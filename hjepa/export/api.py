@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from hjepa.config import Config
+from hjepa.config import Config, check_model_size
 from hjepa.export import fuse, quantize, tensorrt_build, triton
 from hjepa.export.errors import ExportError
 from hjepa.export.level_encoder import build_level_encoder, check_img_size
@@ -147,6 +147,7 @@ def export(
     model, cfg, _ = load_model(path, "cpu")
     targets = parse_levels(levels, model.num_levels)
     img_size = options.img_size or cfg.model.img_size
+    check_model_size(cfg.model, img_size)  # before a 100000 px size allocates its 40 GB position table
     for level in sorted(targets, reverse=True):  # the deepest level has the strictest size rule: report that one
         check_img_size(img_size, cfg.model.patch_size, level)
     check_opset(options.opset or cfg.export.opset)
