@@ -307,7 +307,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 # fails deep inside timm) fails before anything is built or written, with the key named. A new field gets the
 # generic checks for free (finite floats, integers below _MAX_INT); give it a row in _RANGES / _CHOICES / _ORDERED
 # when it has a narrower domain. Registry names (model.encoder, model.predictor, masks.generator, loss.prediction,
-# loss.regularizer, data.dataset) are checked by their registries, which list the valid names.
+# loss.regularizer, data.dataset, model.view_predictor) are checked by their registries, which list the valid names.
 
 
 @dataclass(frozen=True)
@@ -355,6 +355,8 @@ _RANGES: dict[str, Range] = {
     "model.predictor_depth": Range(1, 256),
     "model.predictor_num_heads": Range(1, 1024),
     "model.predictor_drop_path": _RATE,
+    "model.projector_hidden": Range(1, 65536),
+    "model.projector_dim": Range(1, 65536),
     "model.hamiltonian.dt": _POSITIVE,
     "model.hamiltonian.steps": Range(1, 1000),
     "model.hamiltonian.damping": _NON_NEGATIVE,  # negative damping pumps energy in: the integration diverges
@@ -382,6 +384,10 @@ _RANGES: dict[str, Range] = {
     "data.batch_size": Range(1, None),
     "data.num_workers": Range(0, 256),
     "data.crop_scale": _FRACTION,
+    "data.num_global_views": Range(1, 64),
+    "data.num_local_views": Range(0, 64),
+    "data.local_img_size": Range(1, 65536),
+    "data.local_crop_scale": _FRACTION,
     "data.limit": _NON_NEGATIVE,  # 0 (like null) uses every image
     "optim.lr": _NON_NEGATIVE,
     "optim.min_lr": _NON_NEGATIVE,
@@ -414,11 +420,13 @@ _RANGES: dict[str, Range] = {
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "model.objective": ("masked", "multiview"),
     "model.target_heads": ("layernorm", "ema"),
     "model.predictor_batching": ("packed", "joint", "per_block"),
     "model.hamiltonian.match": ("q", "p", "qp"),
     "masks.scale_progression": ("geometric", "linear"),
     "optim.ema_schedule": ("cosine", "linear"),
+    "train.knn_split": ("test", "val"),
 }
 
 # (a, b): a <= b. List elements are addressed as key[i].
@@ -429,6 +437,7 @@ _ORDERED: tuple[tuple[str, str], ...] = (
     ("masks.context_scale[0]", "masks.context_scale[1]"),
     ("masks.context_aspect[0]", "masks.context_aspect[1]"),
     ("data.crop_scale[0]", "data.crop_scale[1]"),
+    ("data.local_crop_scale[0]", "data.local_crop_scale[1]"),
     ("export.profile_batches[0]", "export.profile_batches[1]"),  # TensorRT: min <= opt <= max
     ("export.profile_batches[1]", "export.profile_batches[2]"),
 )
