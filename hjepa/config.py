@@ -339,7 +339,7 @@ _MAX_STEPS = 100_000_000  # schedules are arrays of this length; I-JEPA's longes
 _POSITIVE = Range(0, None, low_open=True)
 _NON_NEGATIVE = Range(0, None)
 _FRACTION = Range(0, 1, low_open=True)  # (0, 1]
-_RATE = Range(0, 1, high_open=True)  # [0, 1): a drop probability of 1 drops every block
+_RATE = Range(0, 1)  # a probability; 1 drops every residual branch (tests use it to switch blocks off)
 
 _RANGES: dict[str, Range] = {
     "model.img_size": Range(1, 65536),  # check_model_size bounds the token count, the real limit
@@ -394,7 +394,7 @@ _RANGES: dict[str, Range] = {
     "optim.warmup_steps": Range(0, _MAX_STEPS),
     "optim.weight_decay": _NON_NEGATIVE,
     "optim.final_weight_decay": _NON_NEGATIVE,
-    "optim.betas": _RATE,
+    "optim.betas": Range(0, 1, high_open=True),  # Adam divides by 1 - beta^t
     "optim.clip_grad": _NON_NEGATIVE,  # 0 disables clipping; a negative norm is meaningless
     "optim.ema_start": Range(0, 1),
     "optim.ema_end": Range(0, 1),
