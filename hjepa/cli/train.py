@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from hjepa.cli.errors import user_errors
+from hjepa.cli.signals import stop_cleanly
 
 
 @click.command("train")
@@ -39,7 +42,15 @@ def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resu
             cfg.train.out_dir = out_dir
         from hjepa.train import train
 
-        result = train(cfg, resume=resume, stop_at=stop_after, overwrite=overwrite)
+        last = Path(cfg.train.out_dir) / "checkpoints" / "last.pt"
+
+        def kept() -> str:
+            if last.is_file():
+                return f"the last checkpoint, {last}, is kept: continue with --resume"
+            return "no checkpoint had been written yet"
+
+        with stop_cleanly(kept):
+            result = train(cfg, resume=resume, stop_at=stop_after, overwrite=overwrite)
     if dist.is_main():
         click.echo(f"run: {result.out_dir}  steps: {result.steps}  final loss: {result.final_loss:.4f}")
         if result.knn:

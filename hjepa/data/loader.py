@@ -9,7 +9,9 @@ replay, and every rank takes its own contiguous slice of the same global batch, 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +19,8 @@ from torch.utils.data import DataLoader
 
 from hjepa.data.base import DataError, ImageDataset
 from hjepa.device import to_device_async
+
+T = TypeVar("T")
 
 # Different streams derived from one user seed; the salt keeps the epoch shuffles and the per-step augmentation
 # generators from ever sharing a seed.
@@ -136,7 +140,7 @@ class TrainBatches:
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        for step, (images, labels) in enumerate(loader, start=start_step):
+        for step, (images, labels) in enumerate(worker_errors(loader), start=start_step):
             yield step, to_device_async(images, self.device), to_device_async(labels, self.device)
 
     def _iterate_in_memory(
@@ -153,6 +157,23 @@ class TrainBatches:
                 yield step, to_device_async(images[index], self.device), to_device_async(labels[index], self.device)
                 step += 1
             epoch, first_batch = epoch + 1, 0
+
+
+def worker_errors(batches: Iterable[T]) -> Iterator[T]:
+    """``batches``, with a DataError raised in a DataLoader worker re-raised as its own one-line message.
+
+    torch re-raises a worker's exception in the main process as ``DataError("Caught DataError in DataLoader worker
+    process 0.\nOriginal Traceback ...\nhjepa.data.base.DataError: cannot decode image ...")``: 30 lines where the
+    same error without workers is one. The worker's message is the traceback's last line, after the type's name.
+    """
+    try:
+        yield from batches
+    except DataError as error:
+        text = str(error)
+        if "DataLoader worker" not in text:
+            raise
+        last = text.strip().splitlines()[-1]
+        raise DataError(re.sub(r"^[\w.]+: ", "", last, count=1)) from None
 
 
 class _IndexListSampler:
@@ -182,5 +203,5 @@ def iterate_eval(
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=target.type == "cuda"
     )
-    for images, labels in loader:
+    for images, labels in worker_errors(loader):
         yield images.to(target, non_blocking=True), labels.to(target, non_blocking=True)

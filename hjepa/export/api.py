@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from hjepa.config import Config
+from hjepa.config import Config, check_model_size
 from hjepa.export.errors import ExportError
 from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_names, resolve_formats
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
@@ -95,6 +95,7 @@ def export(
     model, cfg = loaded.model, loaded.config
     targets = parse_levels(levels, range(model.num_levels), path.name)
     img_size = options.img_size or cfg.model.img_size
+    check_model_size(cfg.model, img_size)  # before a 100000 px size allocates its 40 GB position table
     for level in sorted(targets, reverse=True):  # the deepest level has the strictest size rule: report that one
         check_img_size(img_size, cfg.model.patch_size, level)
     check_opset(options.opset or cfg.export.opset)

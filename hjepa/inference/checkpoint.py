@@ -2,15 +2,20 @@
 
 A checkpoint is a dict of tensors and plain values written by ``hjepa.train.checkpoint.save_checkpoint`` and read
 back with ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is
-rejected. Inference needs only the target encoder and the target-side level heads (``inference_state``), which
-``hjepa.inference.artifact.load_source_model`` loads into the architecture built without a loss; the training side
-(resume, diagnostics) keeps the full model (``hjepa.train.checkpoint.load_model``).
+rejected. Loading also verifies integrity, since torch's reader does not check the zip CRCs it writes (100 flipped
+bytes in a weight load silently): every record's CRC is checked, and the model weights against the SHA-256 stored at
+save time (``model_sha256``; older checkpoints without it rely on the CRCs alone). Inference needs only the target
+encoder and the target-side level heads (``inference_state``), which ``hjepa.inference.artifact.load_source_model``
+loads into the architecture built without a loss; the training side (resume, diagnostics) keeps the full model
+(``hjepa.train.checkpoint.load_model``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +26,49 @@ from hjepa.config import Config, ConfigError
 from hjepa.errors import HJEPAError
 
 FORMAT = "hjepa-checkpoint-v1"
+DIGEST_KEY = "model_sha256"  # SHA-256 of the model weights, stored at save time and checked on load
 
 
 class CheckpointError(HJEPAError, ValueError):
     """A checkpoint that cannot be used: missing, corrupt, unsafe, or from another architecture."""
 
+
+def _tensors(node: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(node, torch.Tensor):
+        yield prefix, node
+    elif isinstance(node, dict):
+        for key in sorted(node, key=str):
+            yield from _tensors(node[key], f"{prefix}/{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _tensors(value, f"{prefix}/{i}")
+
+
+def tensor_digest(tree: Any) -> str:
+    """Hex SHA-256 over every tensor in ``tree`` (names, dtypes, shapes and bytes, in sorted key order)."""
+    digest = hashlib.sha256()
+    for name, tensor in _tensors(tree):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def _check_crcs(path: Path) -> None:
+    """Read every record of the archive, which makes ``zipfile`` compare its CRC-32.
+
+    torch writes CRCs unless ``torch.serialization.set_crc32_options(False)`` was set, which stores 0 for every
+    record; such a file is left to the digest check.
+    """
+    with zipfile.ZipFile(path) as archive:
+        records = [info for info in archive.infolist() if info.file_size]
+        if all(info.CRC == 0 for info in records):
+            return
+        for info in records:
+            with archive.open(info) as handle:
+                while handle.read(1 << 22):
+                    pass
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -44,6 +87,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or not ours
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (not a torch.save archive)")
     try:
+        _check_crcs(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise CheckpointError(f"checkpoint {path} is corrupt: a zip CRC check failed ({reason}); the file was "
+                              "damaged after it was written: use another checkpoint (e.g. a step_*.pt)") from None
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -53,6 +102,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hjepa checkpoint (no '{FORMAT}' format tag)")
+    expected = state.get(DIGEST_KEY)
+    if expected is not None and (not isinstance(state.get("model"), dict) or tensor_digest(state["model"]) != expected):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match the SHA-256 digest stored when "
+                              "it was written; use another checkpoint (e.g. a step_*.pt)")
     return state
 
 

@@ -1,15 +1,15 @@
-"""Checkpoints: atomic writes, ``last`` plus every N steps (keep the last K), safe loading only.
+"""Checkpoints: atomic writes, ``last`` plus every N steps (keep the last K), safe and verified loading only.
 
 A checkpoint is a dict of tensors and plain values written with ``torch.save`` and read back with
 ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is rejected.
+Each save stores a SHA-256 of the model weights (``model_sha256``), which ``hjepa.inference.checkpoint.load_checkpoint``
+checks together with the zip CRCs.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,17 @@ import torch.nn as nn
 import hjepa
 from hjepa.config import Config
 from hjepa.inference.checkpoint import (  # noqa: F401  (re-exported: the training side's names)
+    DIGEST_KEY,
     FORMAT,
     CheckpointError,
     checkpoint_config,
     load_checkpoint,
     load_model_state,
+    tensor_digest,
 )
+from hjepa.train.atomic import atomic_open, remove_stale_temp_files
+
+CHECKPOINT_NAMES = ("last.pt", "step_*.pt")  # what save_checkpoint writes, for the cleanup of stale temporaries
 
 
 def rng_state() -> dict[str, Any]:
@@ -96,22 +101,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 minus the umask), or checkpoints
-        # are unreadable to evaluation and serving jobs running under another account.
-        with os.fdopen(fd, "wb") as handle:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(handle.fileno(), 0o666 & ~umask)
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def remove_stale_checkpoint_temporaries(directory: Path) -> list[Path]:
+    """Delete the ``.last.pt.XXXX.tmp`` / ``.step_N.pt.XXXX.tmp`` files of writes killed by SIGKILL."""
+    return remove_stale_temp_files(directory, CHECKPOINT_NAMES)
 
 
 def save_checkpoint(
@@ -135,6 +131,7 @@ def save_checkpoint(
         "rng": rng_state(),
         **(extra or {}),
     }
+    state[DIGEST_KEY] = tensor_digest(state["model"])
     last = directory / "last.pt"
     atomic_save(state, last)
     if periodic:

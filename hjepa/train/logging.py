@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hjepa.train.atomic import atomic_write_text
+
 
 class MetricsLogger:
     """Appends one JSON object per ``log`` call to ``metrics.jsonl``; mirrors scalars to TensorBoard if available."""
@@ -41,7 +43,8 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        # Through a temporary file and a rename: truncating in place, a kill mid-write left an empty history.
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self.writer is not None:

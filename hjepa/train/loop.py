@@ -22,11 +22,13 @@ from hjepa.device import resolve_device
 from hjepa.errors import HJEPAError
 from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA
+from hjepa.train.atomic import atomic_write_text, remove_stale_temp_files
 from hjepa.train.checkpoint import (
     CheckpointError,
     checkpoint_config,
     load_checkpoint,
     load_model_state,
+    remove_stale_checkpoint_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
@@ -203,9 +205,17 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     # Only now, with everything that can refuse the config built, touch the run directory: a run that fails to start
     # must not delete the metrics or overwrite the config of the run already there.
     logger = MetricsLogger(out_dir, enabled=main)
+    # config.yaml describes the checkpoint beside it: a fresh run writes it now, a resumed one (whose settings may
+    # differ) only with its first checkpoint, so a resume that fails before that leaves the old one in place.
+    config_written = False
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(out_dir / "config.yaml")
+        # SIGKILL during a write leaves its hidden temporary file; this run is the only writer here.
+        remove_stale_checkpoint_temporaries(ckpt_dir)
+        remove_stale_temp_files(out_dir, (logger.path.name, "config.yaml"))
+        if not start_step:
+            atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
+            config_written = True
         if start_step:
             logger.truncate_after(start_step)
         else:  # a fresh start (or --overwrite): nothing of an earlier run may be mistaken for this one's
@@ -284,6 +294,9 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
                     "metrics_window": {"steps": window_steps, "sums": {k: v.cpu() for k, v in window.items()}},
                 },
             )
+            if not config_written:
+                atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
+                config_written = True
         bar.update(1)
         fetch_start = time.perf_counter()
     bar.close()
