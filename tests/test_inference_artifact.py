@@ -77,7 +77,25 @@ def test_export_reads_the_artifact_as_a_source(artifact_dir, tmp_path):
 def test_a_damaged_artifact_is_one_clear_error(artifact_dir, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / SPEC_NAME).write_text((artifact_dir / SPEC_NAME).read_text())
+    spec = json.loads((artifact_dir / SPEC_NAME).read_text())
+    spec.pop("weights_sha256")  # as an artifact written before the digest was recorded
+    (broken / SPEC_NAME).write_text(json.dumps(spec))
     (broken / WEIGHTS_NAME).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_source_model(broken)
+
+
+def test_flipped_bytes_in_the_artifact_weights_are_refused(artifact_dir, tmp_path):
+    """safetensors has no checksum: the SHA-256 recorded in encoder.json catches what it would load silently."""
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / SPEC_NAME).write_text((artifact_dir / SPEC_NAME).read_text())
+    data = bytearray((artifact_dir / WEIGHTS_NAME).read_bytes())
+    data[-200:-100] = bytes(255 - b for b in data[-200:-100])  # inside the last tensor's bytes, header intact
+    (damaged / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt.*SHA-256"):
+        load_source_model(damaged)
+    spec = json.loads((damaged / SPEC_NAME).read_text())
+    spec.pop("weights_sha256")
+    (damaged / SPEC_NAME).write_text(json.dumps(spec))
+    load_source_model(damaged)  # without the digest the same file loads: the check is what refused it

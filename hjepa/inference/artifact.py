@@ -136,8 +136,10 @@ def write_artifact(loaded: LoadedModel, directory: Path) -> dict[str, Any]:
     """``directory/encoder.safetensors`` + ``directory/encoder.json`` (the directory must exist); returns the spec."""
     weights = {k: v.detach().cpu().contiguous() for k, v in inference_state(loaded.model.state_dict()).items()}
     save_file(weights, str(directory / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
-    (directory / SPEC_NAME).write_text(json.dumps(loaded.spec, indent=2) + "\n")
-    return loaded.spec
+    # safetensors has no checksum of its own: the file's SHA-256 goes into the spec and is checked on every load
+    spec = {**loaded.spec, "weights_sha256": file_sha256(directory / WEIGHTS_NAME)}
+    (directory / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+    return spec
 
 
 def read_spec(directory: Path) -> dict[str, Any]:
@@ -178,13 +180,18 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Loade
             raise CheckpointError(f"{directory}/{SPEC_NAME} holds an invalid config: {exc}") from None
         model = build_model(cfg)
     weights_path = directory / WEIGHTS_NAME
+    weights_sha = file_sha256(weights_path) if weights_path.is_file() else None
+    expected = spec.get("weights_sha256")  # absent in artifacts written before it was recorded
+    if weights_sha is not None and expected is not None and weights_sha != expected:
+        raise CheckpointError(f"{weights_path} is corrupt: its SHA-256 does not match the one {SPEC_NAME} recorded "
+                              "when it was written; export or import it again")
     try:
         weights = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{weights_path} is unreadable ({type(exc).__name__}: {exc})"[:300]) from None
     check_state(inference_state(model.state_dict()), weights, source=str(weights_path))
     model.load_state_dict(weights, strict=False)
-    return LoadedModel(model.to(device).eval(), cfg, spec, file_sha256(weights_path))
+    return LoadedModel(model.to(device).eval(), cfg, spec, weights_sha)
 
 
 def load_source_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
