@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lscale", type=float, nargs=2, default=[0.05, 0.3])
     p.add_argument("--lam", type=float, default=0.05)
     p.add_argument("--reg", default="sigreg", choices=["sigreg", "vicreg"])
+    p.add_argument("--loss", default="lejepa", choices=["lejepa", "infonce"],
+                   help="lejepa: (1-lam) prediction + lam regulariser; infonce: SimCLR's NT-Xent over the global views")
+    p.add_argument("--tau", type=float, default=0.2, help="InfoNCE temperature")
     p.add_argument("--proj", type=int, default=128, help="projector output width (0: no projector)")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -120,20 +123,43 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
         return 25 * variance + (cov - torch.diag(torch.diag(cov))).square().sum() / z.shape[1]
 
     @torch.no_grad()
-    def knn() -> tuple[float, float]:
+    def knn() -> dict[str, float]:
+        """k-NN on the validation split of the exported feature (and of the projector's output, a diagnostic)."""
         encoder.eval()
+        projector.eval()
 
-        def features(idx: torch.Tensor) -> torch.Tensor:
-            return torch.cat([pooled(encode(evaluate(images[idx[i:i + 500]]), which=ema_encoder))
-                              for i in range(0, len(idx), 500)])
+        def features(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            token_batches = [encode(evaluate(images[idx[i:i + 500]]), which=ema_encoder)
+                             for i in range(0, len(idx), 500)]
+            pooled_batches = [pooled(t) for t in token_batches]
+            token_maps = torch.cat([F.layer_norm(t, t.shape[-1:]).flatten(1) for t in token_batches])
+            return torch.cat(pooled_batches), torch.cat([projector(p) for p in pooled_batches]), token_maps
 
-        bank, val = features(bank_sel), features(val_sel)
+        (bank, bank_z, bank_t), (val, val_z, val_t) = features(bank_sel), features(val_sel)
         encoder.train()
-        result = knn_evaluate(bank, labels[bank_sel], val, labels[val_sel], ks=[20], temperature=0.07,
-                              num_classes=10)
+        projector.train()
+
+        def top1(b: torch.Tensor, q: torch.Tensor) -> float:
+            return knn_evaluate(b, labels[bank_sel], q, labels[val_sel], ks=[20], temperature=0.07,
+                                num_classes=10)[20]["top1"]
+
+        mean = bank.mean(0)  # a diagnostic only: DINO's protocol does not centre
         centred = val - val.mean(0)
         eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / len(centred)).clamp_min(0)
-        return result[20]["top1"], float(eigenvalues.sum() ** 2 / eigenvalues.square().sum())
+        return {"knn_val": top1(bank, val), "knn_val_centred": top1(bank - mean, val - mean),
+                "knn_val_projector": top1(bank_z, val_z), "knn_val_token_map": top1(bank_t, val_t),
+                "participation_ratio": float(eigenvalues.sum() ** 2 / eigenvalues.square().sum())}
+
+    def infonce(z: torch.Tensor) -> torch.Tensor:
+        """NT-Xent (SimCLR) over views [V, B, D]: each view's positive is the same image's other views."""
+        views, batch = z.shape[:2]
+        flat = F.normalize(z.reshape(views * batch, -1), dim=1)
+        logits = flat @ flat.T / a.tau
+        logits = logits.masked_fill(torch.eye(len(flat), dtype=torch.bool), float("-inf"))
+        image = torch.arange(views * batch) % batch
+        positive = (image[:, None] == image[None, :]) & ~torch.eye(len(flat), dtype=torch.bool)
+        log_prob = logits.log_softmax(1)
+        return -(log_prob.masked_fill(~positive, 0).sum(1) / positive.sum(1)).mean()
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / a.warmup)
@@ -154,11 +180,13 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
             z_local = projector(pooled(encode(torch.cat(locals_), local_pos))).view(a.locals, a.batch, -1)
             z = torch.cat([z_global, z_local])
         prediction = (z - z_global.mean(0)).square().mean()
-        if a.reg == "sigreg":
+        if a.loss == "infonce":
+            regularizer = infonce(z)
+        elif a.reg == "sigreg":
             regularizer = torch.stack([sigreg(view, step=step)["loss"] for view in z]).mean()
         else:
             regularizer = torch.stack([vicreg(view) for view in z]).mean()
-        loss = (1 - a.lam) * prediction + a.lam * regularizer
+        loss = regularizer if a.loss == "infonce" else (1 - a.lam) * prediction + a.lam * regularizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -172,10 +200,12 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
                   f"{seen / (time.time() - started):.0f} img/s", flush=True)
         last = step + 1 == a.steps or (a.minutes and time.time() - started > a.minutes * 60)
         if (step + 1) % a.eval_every == 0 or last:
-            accuracy, ratio = knn()
-            minutes = (time.time() - started) / 60
-            history.append({"step": step + 1, "knn_val": accuracy, "participation_ratio": ratio, "minutes": minutes})
-            print(f"EVAL step {step + 1} knn_val {accuracy:.2f} pr {ratio:.1f} at {minutes:.1f} min", flush=True)
+            row = {"step": step + 1, **knn(), "minutes": (time.time() - started) / 60}
+            history.append(row)
+            print(f"EVAL step {step + 1} knn_val {row['knn_val']:.2f} centred {row['knn_val_centred']:.2f} "
+                  f"projector {row['knn_val_projector']:.2f} tokens {row['knn_val_token_map']:.2f} "
+                  f"pr {row['participation_ratio']:.1f} "
+                  f"at {row['minutes']:.1f} min", flush=True)
         if last:
             break
     RESULTS.mkdir(parents=True, exist_ok=True)
