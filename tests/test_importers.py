@@ -311,3 +311,23 @@ def test_export_and_knn_on_an_imported_encoder(ijepa_file, tmp_path):
     assert result.exit_code == 0, result.output
     levels = json.loads(report.read_text())["levels"]
     assert set(levels) == {"0", "1"} and all(0 <= levels[k]["knn"]["20"]["top1"] <= 100 for k in levels)
+
+
+def test_runtimes_report_an_imported_encoders_provenance_and_licence(ijepa_file, tmp_path):
+    """The app's header line (Runtime.provenance) names the source and licence, from the artifact and its ONNX."""
+    from hjepa.cli.export import main as export_main
+    from hjepa.inference import open_runtime
+
+    import_encoder(ijepa_file, tmp_path / "a", ImportOptions(num_heads=HEADS, levels=2))
+    result = CliRunner().invoke(export_main, [str(tmp_path / "a"), "--level", "all", "--out", str(tmp_path / "onnx")])
+    assert result.exit_code == 0, result.output
+    for source in (tmp_path / "a", tmp_path / "onnx"):
+        line = open_runtime(source, backend="auto").provenance()
+        assert f"imported from {ijepa_file.name} (ijepa, target_encoder encoder, epoch 7)" in line, (source, line)
+        assert "licence: CC-BY-NC-4.0" in line
+
+
+def test_a_trained_checkpoint_has_no_provenance_line(tiny_checkpoint):
+    from hjepa.inference import open_runtime
+
+    assert open_runtime(tiny_checkpoint, backend="auto").provenance() == ""

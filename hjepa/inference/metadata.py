@@ -106,6 +106,7 @@ class RuntimeMetadata:
     precision: str = "fp32"
     checkpoint_sha256: str | None = None
     hjepa_version: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # where the weights came from (PROVENANCE_KEYS)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -175,8 +176,9 @@ def metadata_from_levels(per_level: dict[int, dict[str, Any]], where: str) -> Ru
             precision=str(first.get("precision", "fp32")),
             checkpoint_sha256=first.get("checkpoint_sha256"),
             hjepa_version=first.get("hjepa_version"),
+            provenance={k: v for k, v in (first.get("provenance") or {}).items() if v is not None},
         )
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
         if isinstance(exc, RuntimeSourceError):
             raise
         raise RuntimeSourceError(f"{where}: malformed metadata ({exc})") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -166,6 +167,23 @@ class Runtime(ABC):
         meta = self.metadata
         grids = ", ".join(f"L{k}: {h}x{w}x{meta.embed_dims[k]}" for k, (h, w) in sorted(meta.grids.items()))
         return f"{self.backend} · {meta.img_size}px, patch {meta.patch_size} · {grids} · {meta.precision}"
+
+    def provenance(self) -> str:
+        """Where the weights came from, for the app's header: an imported model's name, format, encoder and epoch,
+        and its licence; empty for a model without recorded provenance (a training checkpoint)."""
+        record = self.metadata.provenance
+        parts = []
+        if record.get("source_format"):  # written by hjepa-import
+            name = record.get("model_name") or Path(str(record.get("source", "?"))).name
+            details = [str(record["source_format"])]
+            if record.get("encoder"):
+                details.append(f"{record['encoder']} encoder")
+            if record.get("epoch") is not None:
+                details.append(f"epoch {record['epoch']}")
+            parts.append(f"imported from {name} ({', '.join(details)})")
+        if record.get("licence"):
+            parts.append(f"licence: {record['licence']}")
+        return " · ".join(parts)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(source={self.source!r}, backend={self.backend!r}, levels={self.levels})"

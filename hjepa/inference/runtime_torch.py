@@ -33,6 +33,7 @@ class TorchRuntime(Runtime):
         hjepa_version: str | None = None,
         max_batch: int = 64,
         normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        provenance: dict | None = None,
     ) -> None:
         super().__init__()
         self.device = resolve_torch_device(device) if isinstance(device, str) else torch.device(device)
@@ -58,6 +59,7 @@ class TorchRuntime(Runtime):
             precision="fp32",
             checkpoint_sha256=identity,
             hjepa_version=hjepa_version or hjepa.__version__,
+            provenance=dict(provenance or {}),
         )
 
     @classmethod
@@ -76,6 +78,7 @@ class TorchRuntime(Runtime):
             hjepa_version=loaded.hjepa_version,
             max_batch=max_batch,
             normalisation=(loaded.mean, loaded.std),
+            provenance={k: v for k, v in loaded.spec.get("provenance", {}).items() if v is not None},
         )
 
     @classmethod

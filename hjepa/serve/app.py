@@ -171,7 +171,8 @@ def build_app(
 
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         source = "/".join(Path(runtime.source).parts[-3:])  # enough to recognise the run, no home directory
-        gr.Markdown(f"## {title}\n`{source}` · {runtime.describe()}")
+        provenance = runtime.provenance()  # an imported encoder says where it came from and under which licence
+        gr.Markdown(f"## {title}\n`{source}` · {runtime.describe()}" + (f"\n\n{provenance}" if provenance else ""))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 image = gr.Image(
