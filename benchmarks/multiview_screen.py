@@ -52,8 +52,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lscale", type=float, nargs=2, default=[0.05, 0.3])
     p.add_argument("--lam", type=float, default=0.05)
     p.add_argument("--reg", default="sigreg", choices=["sigreg", "vicreg"])
-    p.add_argument("--loss", default="lejepa", choices=["lejepa", "infonce"],
-                   help="lejepa: (1-lam) prediction + lam regulariser; infonce: SimCLR's NT-Xent over the global views")
+    p.add_argument("--loss", default="lejepa", choices=["lejepa", "infonce", "supervised"],
+                   help="lejepa: (1-lam) prediction + lam regulariser; infonce: SimCLR's NT-Xent over the global views;"
+                        " supervised: cross-entropy of a linear head on the pooled feature (a ceiling for the "
+                        "architecture, uses the labels)")
     p.add_argument("--tau", type=float, default=0.2, help="InfoNCE temperature")
     p.add_argument("--proj", type=int, default=128, help="projector output width (0: no projector)")
     p.add_argument("--hidden", type=int, default=512)
@@ -109,7 +111,9 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
             nn.Linear(a.hidden, a.hidden), nn.BatchNorm1d(a.hidden), nn.GELU(), nn.Linear(a.hidden, a.proj))
     else:
         projector = nn.Identity()
-    params = list(encoder.parameters()) + list(projector.parameters())
+    classifier = nn.Linear(a.dim, 10)
+    params = list(encoder.parameters()) + list(projector.parameters()) + list(classifier.parameters())
+    train_labels = labels[train_idx]
     optimizer = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.wd, fused=True)
     sigreg = SIGRegLoss(num_slices=256)
     global_view = PretrainAugment(a.img, crop_scale=tuple(a.gscale), mean=dataset.mean, std=dataset.std)
@@ -170,7 +174,8 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
     for step in range(a.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        x = train_images[torch.randint(0, len(train_images), (a.batch,), generator=generator)]
+        picked = torch.randint(0, len(train_images), (a.batch,), generator=generator)
+        x = train_images[picked]
         globals_ = [global_view(x, generator) for _ in range(a.globals)]
         locals_ = [local_view(x, generator) for _ in range(a.locals)]
         z_global = projector(pooled(encode(torch.cat(globals_), keep=a.keep, generator=generator)))
@@ -180,13 +185,16 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
             z_local = projector(pooled(encode(torch.cat(locals_), local_pos))).view(a.locals, a.batch, -1)
             z = torch.cat([z_global, z_local])
         prediction = (z - z_global.mean(0)).square().mean()
-        if a.loss == "infonce":
+        if a.loss == "supervised":
+            logits = classifier(pooled(encode(torch.cat(globals_))))
+            regularizer = F.cross_entropy(logits, train_labels[picked].repeat(a.globals))
+        elif a.loss == "infonce":
             regularizer = infonce(z)
         elif a.reg == "sigreg":
             regularizer = torch.stack([sigreg(view, step=step)["loss"] for view in z]).mean()
         else:
             regularizer = torch.stack([vicreg(view) for view in z]).mean()
-        loss = regularizer if a.loss == "infonce" else (1 - a.lam) * prediction + a.lam * regularizer
+        loss = regularizer if a.loss in ("infonce", "supervised") else (1 - a.lam) * prediction + a.lam * regularizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
