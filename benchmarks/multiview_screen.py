@@ -57,6 +57,14 @@ def parse_args() -> argparse.Namespace:
                         " supervised: cross-entropy of a linear head on the pooled feature (a ceiling for the "
                         "architecture, uses the labels)")
     p.add_argument("--tau", type=float, default=0.2, help="InfoNCE temperature")
+    p.add_argument("--pixel_nn_pool", type=int, default=0,
+                   help="neighbour views: the second global view is cut from the image's nearest neighbour in raw "
+                        "pixels (cosine, each image centred) among this many random train images (0: off)")
+    p.add_argument("--pixel_nn_prob", type=float, default=0.5,
+                   help="share of the batch whose second view is a neighbour")
+    p.add_argument("--nn_queue", type=int, default=0,
+                   help="with --loss infonce: NNCLR, each view's positive is the nearest neighbour of the other view "
+                        "in a queue of this many past embeddings (0: SimCLR's own other view)")
     p.add_argument("--proj", type=int, default=128, help="projector output width (0: no projector)")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -154,6 +162,24 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
                 "knn_val_projector": top1(bank_z, val_z), "knn_val_token_map": top1(bank_t, val_t),
                 "participation_ratio": float(eigenvalues.sum() ** 2 / eigenvalues.square().sum())}
 
+    queue = F.normalize(torch.randn(a.nn_queue, a.proj or a.dim), dim=1) if a.nn_queue else None
+    queue_ptr = 0
+
+    def nnclr(z: torch.Tensor) -> torch.Tensor:
+        """NNCLR (Dwibedi et al. 2021): the positive of view 1 is view 0's nearest neighbour in the queue."""
+        nonlocal queue_ptr
+        z0, z1 = F.normalize(z[0], dim=1), F.normalize(z[1], dim=1)
+        support = queue[(z0.detach() @ queue.T).argmax(1)]
+        support1 = queue[(z1.detach() @ queue.T).argmax(1)]
+        target = torch.arange(len(z0))
+        loss = F.cross_entropy(support @ z1.T / a.tau, target) + F.cross_entropy(support1 @ z0.T / a.tau, target)
+        loss = loss / 2
+        with torch.no_grad():
+            index = (queue_ptr + torch.arange(len(z0))) % len(queue)
+            queue[index] = z0.detach()
+            queue_ptr = int(index[-1] + 1) % len(queue)
+        return loss
+
     def infonce(z: torch.Tensor) -> torch.Tensor:
         """NT-Xent (SimCLR) over views [V, B, D]: each view's positive is the same image's other views."""
         views, batch = z.shape[:2]
@@ -169,6 +195,11 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
         warm = min(1.0, (step + 1) / a.warmup)
         return a.lr * warm * (0.5 * (1 + math.cos(math.pi * min(1.0, step / a.steps))) * 0.99 + 0.01)
 
+    def pixel_vectors(batch: torch.Tensor) -> torch.Tensor:
+        flat = batch.float().flatten(1)
+        return F.normalize(flat - flat.mean(1, keepdim=True), dim=1)
+
+    pixel_table = pixel_vectors(train_images) if a.pixel_nn_pool else None
     history, started, seen = [], time.time(), 0
     generator = torch.Generator().manual_seed(a.seed)
     for step in range(a.steps):
@@ -176,7 +207,20 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
             group["lr"] = lr_at(step)
         picked = torch.randint(0, len(train_images), (a.batch,), generator=generator)
         x = train_images[picked]
-        globals_ = [global_view(x, generator) for _ in range(a.globals)]
+        if a.pixel_nn_pool:
+            x_second = x.clone()
+            with torch.no_grad():
+                pool = torch.randint(0, len(train_images), (a.pixel_nn_pool,), generator=generator)
+                flat = pixel_vectors(x)
+                scores = flat @ pixel_table[pool].T
+                scores[pool[None, :] == picked[:, None]] = -2  # never the image itself
+                neighbour = train_images[pool[scores.argmax(1)]]
+                swap = torch.rand(a.batch, generator=generator) < a.pixel_nn_prob
+                x_second[swap] = neighbour[swap]
+            globals_ = [global_view(x, generator), global_view(x_second, generator)]
+            globals_ += [global_view(x, generator) for _ in range(a.globals - 2)]
+        else:
+            globals_ = [global_view(x, generator) for _ in range(a.globals)]
         locals_ = [local_view(x, generator) for _ in range(a.locals)]
         z_global = projector(pooled(encode(torch.cat(globals_), keep=a.keep, generator=generator)))
         z_global = z_global.view(a.globals, a.batch, -1)
@@ -189,7 +233,7 @@ def main() -> None:  # noqa: C901 - one flat loop, read top to bottom
             logits = classifier(pooled(encode(torch.cat(globals_))))
             regularizer = F.cross_entropy(logits, train_labels[picked].repeat(a.globals))
         elif a.loss == "infonce":
-            regularizer = infonce(z)
+            regularizer = nnclr(z) if queue is not None else infonce(z)
         elif a.reg == "sigreg":
             regularizer = torch.stack([sigreg(view, step=step)["loss"] for view in z]).mean()
         else:

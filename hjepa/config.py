@@ -122,6 +122,10 @@ class DataConfig:
     num_local_views: int = 0
     local_img_size: int = 16
     local_crop_scale: tuple[float, float] = (0.05, 0.3)
+    # multiview objective, neighbour views: this share of each batch cuts its second global view from the image's
+    # nearest raw-pixel neighbour among neighbour_pool random training images (hjepa/data/neighbours.py); 0: off
+    neighbour_views: float = 0.0
+    neighbour_pool: int = 8192
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 
@@ -389,6 +393,8 @@ _RANGES: dict[str, Range] = {
     "data.num_local_views": Range(0, 64),
     "data.local_img_size": Range(1, 65536),
     "data.local_crop_scale": _FRACTION,
+    "data.neighbour_views": Range(0, 1),
+    "data.neighbour_pool": Range(2, 10_000_000),
     "data.limit": _NON_NEGATIVE,  # 0 (like null) uses every image
     "optim.lr": _NON_NEGATIVE,
     "optim.min_lr": _NON_NEGATIVE,
@@ -485,6 +491,9 @@ def _check_values(cfg: Config) -> None:
         low, high = values.get(low_key), values.get(high_key)
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key {low_key!r} ({low}) must not exceed {high_key!r} ({high})")
+    if cfg.data.neighbour_views and (cfg.model.objective != "multiview" or cfg.data.num_global_views < 2):
+        raise ConfigError("data.neighbour_views needs model.objective=multiview with data.num_global_views >= 2 "
+                          "(the neighbour replaces the second global view)")
     check_model_size(cfg.model)
 
 

@@ -14,6 +14,7 @@ from hjepa.data.factory import build_dataset
 from hjepa.data.imagefolder import ImageFolderDataset
 from hjepa.data.loader import TrainBatches, batch_generator, iterate_eval
 from hjepa.data.multiview import MultiViewAugment, Views
+from hjepa.data.neighbours import PixelNeighbours
 from hjepa.data.transforms import EvalTransform, PretrainAugment
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ImageDataset",
     "ImageFolderDataset",
     "MultiViewAugment",
+    "PixelNeighbours",
     "PretrainAugment",
     "Views",
     "TensorImageDataset",

@@ -66,8 +66,11 @@ class MultiViewAugment:
         self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std)
         self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> Views:
-        globals_ = torch.stack([self.global_view(images, generator) for _ in range(self.num_global)])
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, second: torch.Tensor | None = None) -> Views:
+        """``second`` (uint8, like ``images``): the pictures the second global view is cut from (neighbour views,
+        ``hjepa.data.neighbours``); local views always come from ``images``."""
+        sources = [second if i == 1 and second is not None else images for i in range(self.num_global)]
+        globals_ = torch.stack([self.global_view(source, generator) for source in sources])
         locals_ = None
         if self.num_local:
             locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])

@@ -17,7 +17,14 @@ from tqdm.auto import tqdm
 
 from hjepa import dist
 from hjepa.config import Config, ConfigError, config_differences
-from hjepa.data import MultiViewAugment, PretrainAugment, TrainBatches, batch_generator, build_dataset
+from hjepa.data import (
+    MultiViewAugment,
+    PixelNeighbours,
+    PretrainAugment,
+    TrainBatches,
+    batch_generator,
+    build_dataset,
+)
 from hjepa.device import resolve_device
 from hjepa.errors import HJEPAError
 from hjepa.masks import MaskBatch, build_mask_generator
@@ -197,6 +204,11 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
         on_device=cfg.data.on_device,
         num_workers=cfg.data.num_workers,
     )
+    neighbours = None
+    if cfg.data.neighbour_views:
+        if not dataset.in_memory:
+            raise ConfigError(f"data.neighbour_views needs an in-memory dataset; {dataset.name} decodes images lazily")
+        neighbours = PixelNeighbours(dataset.tensors()[0], cfg.data.neighbour_views, cfg.data.neighbour_pool)
     main = dist.is_main()
     monitor = None
     if cfg.train.knn_every and main:
@@ -242,7 +254,12 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
                 masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
             masks = masks_to(masks, device)
         aug_gen = batch_generator(cfg.train.seed * 7919 + dist.rank(), step, images.device)
-        images = augment(images.to(device, non_blocking=True), aug_gen)
+        if neighbours is not None:  # its own generator: the crops stay those of a run without neighbour views
+            second = neighbours(images, batches.batch_indices(step),
+                                batch_generator(cfg.train.seed * 7907 + dist.rank(), step, "cpu"))
+            images = augment(images.to(device, non_blocking=True), aug_gen, second.to(device, non_blocking=True))
+        else:
+            images = augment(images.to(device, non_blocking=True), aug_gen)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # drop path draws from the global RNG
         data_time += time.perf_counter() - fetch_start
 
