@@ -96,3 +96,13 @@ def test_the_loops_per_step_path_makes_no_host_syncs():
     assert all(torch.isfinite(loss).item() for loss in losses)
     assert moved.context_idx.is_cuda and torch.equal(moved.context_idx.cpu(), cpu_masks.context_idx)
     assert torch.equal(moved.queries.rows.cpu(), cpu_masks.queries.rows)
+
+
+def test_neighbour_views_search_on_the_gpu_with_on_device_data(tmp_path):
+    cfg = load_config("digits-debug", [
+        f"train.out_dir={tmp_path}", "train.device=cuda", "data.on_device=true", "model.objective=multiview",
+        "loss.regularizer=vicreg", "loss.regularizer_weight=[0.05]", "data.neighbour_views=0.5",
+        "data.neighbour_pool=256", "train.steps=5", "train.knn_every=0",
+    ])
+    result = train(cfg)
+    assert torch.isfinite(torch.tensor(result.final_loss))

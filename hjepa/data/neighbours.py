@@ -11,7 +11,8 @@ measured too and did worse here (docs/learning.md).
 ``PixelNeighbours(images uint8 [N, C, H, W], share, pool)``: at each step, for the batch's dataset indices, a
 random pool of ``pool`` training images is drawn from the step's generator, each image's nearest neighbour in that
 pool is found (never itself), and a ``share`` of the batch is replaced by those neighbours. Everything is a pure
-function of (seed, step), so resume stays exact. Only in-memory datasets have the pixel table.
+function of (seed, step), so resume stays exact. Only in-memory datasets have the pixel table; it lives on the
+device of ``images`` (the training GPU with ``data.on_device``), where the search runs.
 """
 
 from __future__ import annotations

@@ -208,7 +208,10 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     if cfg.data.neighbour_views:
         if not dataset.in_memory:
             raise ConfigError(f"data.neighbour_views needs an in-memory dataset; {dataset.name} decodes images lazily")
-        neighbours = PixelNeighbours(dataset.tensors()[0], cfg.data.neighbour_views, cfg.data.neighbour_pool)
+        # With data.on_device the pixel table and the search live on the training device, like the crops.
+        table_device = device if cfg.data.on_device else torch.device("cpu")
+        neighbours = PixelNeighbours(dataset.tensors()[0].to(table_device), cfg.data.neighbour_views,
+                                     cfg.data.neighbour_pool)
     main = dist.is_main()
     monitor = None
     if cfg.train.knn_every and main:
