@@ -88,3 +88,23 @@ def test_training_with_neighbour_views_runs_and_resumes_exactly(tmp_path):
     train(config(tmp_path / "c", share=0))  # the same run without neighbour views learns something else
     c = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")["model"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_lazily_decoded_dataset_is_refused_before_the_run_folder_is_touched(tmp_path):
+    from PIL import Image
+
+    from hjepa.train import train
+
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for index in range(4):
+                Image.new("RGB", (16, 16), (index * 60, 0, 0)).save(tmp_path / "data" / split / name / f"{index}.png")
+    cfg = load_config("digits-debug", [
+        "data.dataset=imagefolder", f"data.data_dir={tmp_path / 'data'}", "data.batch_size=4", "model.img_size=16",
+        "model.objective=multiview", "loss.regularizer=vicreg", "loss.regularizer_weight=[0.05]",
+        "data.neighbour_views=0.5", f"train.out_dir={tmp_path / 'run'}", "train.knn_every=0",
+    ])
+    with pytest.raises(ConfigError, match="needs an in-memory dataset; imagefolder decodes images lazily"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
