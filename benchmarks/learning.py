@@ -126,7 +126,7 @@ def main() -> None:
     ax.set_ylabel(f"k-NN top-1 (%), validation split, {args.bank // 1000}k bank")
     ax.set_title("Fashion-MNIST: level-0 pooled features vs training time")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png)
