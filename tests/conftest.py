@@ -41,3 +41,26 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     cfg = load_config("digits-debug", [f"train.out_dir={out}"])
     train(cfg)
     return out / "checkpoints" / "last.pt"
+
+
+@pytest.fixture
+def nan_loss_from(monkeypatch):
+    """``nan_loss_from(step)``: from that training step on, the masked model's loss is NaN (``None`` restores it)."""
+    from hjepa.models import HJEPA
+
+    original = HJEPA.forward
+
+    def poison(first_step: int | None) -> None:
+        if first_step is None:
+            monkeypatch.setattr(HJEPA, "forward", original)
+            return
+
+        def poisoned(self, images, masks, step=0):
+            out = original(self, images, masks, step)
+            if step >= first_step:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+        monkeypatch.setattr(HJEPA, "forward", poisoned)
+
+    return poison

@@ -192,24 +192,16 @@ def test_a_kill_while_resume_rewrites_the_metrics_keeps_them(tmp_path):
 # ---- 7. config.yaml describes the checkpoint --------------------------------------------------------------------
 
 
-def test_a_failed_resume_leaves_config_yaml_describing_the_checkpoint(tmp_path, monkeypatch):
+def test_a_failed_resume_leaves_config_yaml_describing_the_checkpoint(tmp_path, nan_loss_from):
     train(debug_cfg(tmp_path))
     before = (tmp_path / "config.yaml").read_text()
-    original = HJEPA.forward
-
-    def poisoned(self, images, masks, step=0):
-        out = original(self, images, masks, step)
-        if step >= 6:
-            out["loss"] = out["loss"] * float("nan")
-        return out
-
-    monkeypatch.setattr(HJEPA, "forward", poisoned)
+    nan_loss_from(6)
     with pytest.raises(NonFiniteLossError, match="step 6"), pytest.warns(UserWarning, match="optim.lr"):
         train(debug_cfg(tmp_path, "train.steps=12", "optim.lr=0.5"), resume=True)
     assert (tmp_path / "config.yaml").read_text() == before
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
 
-    monkeypatch.setattr(HJEPA, "forward", original)  # a resume that writes a checkpoint writes its config with it
+    nan_loss_from(None)  # a resume that writes a checkpoint writes its config with it
     with pytest.warns(UserWarning, match="train.steps"):
         train(debug_cfg(tmp_path, "train.steps=9"), resume=True)
     assert load_config(tmp_path / "config.yaml").train.steps == 9

@@ -49,16 +49,8 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
         train(debug_cfg(tmp_path), resume=True)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    original = HJEPA.forward
-
-    def poisoned(self, images, masks, step=0):
-        out = original(self, images, masks, step)
-        if step >= 4:
-            out["loss"] = out["loss"] * float("nan")
-        return out
-
-    monkeypatch.setattr(HJEPA, "forward", poisoned)
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, nan_loss_from):
+    nan_loss_from(4)
     with pytest.raises(NonFiniteLossError, match="step 4.*loss.*last good checkpoint .* is intact"):
         train(debug_cfg(tmp_path))
     with pytest.raises(NonFiniteLossError, match="no checkpoint had been written yet"):  # before the first one
