@@ -8,6 +8,7 @@ batch 1 and 4 on every level; only then is the artifact written (into a hidden s
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -148,17 +149,13 @@ def import_encoder(
     conversion = importer.convert(loaded, options)
 
     # Step 2. Levels and hjepa's model with the converted weights (strict: same keys, same shapes).
-    grid = (conversion.img_size // conversion.patch_size,) * 2
+    grid = conversion.architecture.grid
     deepest = max_levels(grid)
     levels = options.levels or deepest
     if not 1 <= levels <= deepest:
         raise ImportSourceError(f"--levels {levels}: the {grid[0]}x{grid[1]} patch grid allows 1..{deepest} levels "
                                 f"(level k pools 2^k x 2^k cells)")
-    arch = EncoderArchitecture(
-        embed_dim=conversion.embed_dim, depth=conversion.depth, num_heads=conversion.num_heads,
-        mlp_hidden_dim=conversion.mlp_hidden_dim, patch_size=conversion.patch_size, img_size=conversion.img_size,
-        norm_eps=conversion.norm_eps, class_token=conversion.class_token, num_levels=levels, head=options.head,
-    )
+    arch = dataclasses.replace(conversion.architecture, num_levels=levels, head=options.head)
     model = PretrainedEncoder(arch, name)
     encoder_state = {f"target_encoder.{k}": v for k, v in conversion.weights.items()}
     try:

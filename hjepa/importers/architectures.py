@@ -7,31 +7,19 @@ checkpoint's width, depth and MLP width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hjepa.importers.errors import ImportSourceError
+from hjepa.models.pretrained import EncoderArchitecture
 
-
-@dataclass(frozen=True)
-class KnownArchitecture:
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_hidden_dim: int
-    patch_size: int
-    img_size: int
-
-
-ARCHITECTURES: dict[str, KnownArchitecture] = {
+ARCHITECTURES: dict[str, EncoderArchitecture] = {
     # I-JEPA releases (facebookresearch/ijepa): ViT-H/14 at 224, ViT-H/16 at 448, ViT-g/16 with MLP ratio 48/11.
-    "vit_huge_patch14_224": KnownArchitecture(1280, 32, 16, 5120, 14, 224),
-    "vit_huge_patch16_448": KnownArchitecture(1280, 32, 16, 5120, 16, 448),
-    "vit_giant_patch16_224": KnownArchitecture(1408, 40, 16, 6144, 16, 224),
+    "vit_huge_patch14_224": EncoderArchitecture(1280, 32, 16, 5120, 14, 224),
+    "vit_huge_patch16_448": EncoderArchitecture(1280, 32, 16, 5120, 16, 448),
+    "vit_giant_patch16_224": EncoderArchitecture(1408, 40, 16, 6144, 16, 224),
     # The standard ViT sizes (timm names).
-    "vit_tiny_patch16_224": KnownArchitecture(192, 12, 3, 768, 16, 224),
-    "vit_small_patch16_224": KnownArchitecture(384, 12, 6, 1536, 16, 224),
-    "vit_base_patch16_224": KnownArchitecture(768, 12, 12, 3072, 16, 224),
-    "vit_large_patch16_224": KnownArchitecture(1024, 24, 16, 4096, 16, 224),
+    "vit_tiny_patch16_224": EncoderArchitecture(192, 12, 3, 768, 16, 224),
+    "vit_small_patch16_224": EncoderArchitecture(384, 12, 6, 1536, 16, 224),
+    "vit_base_patch16_224": EncoderArchitecture(768, 12, 12, 3072, 16, 224),
+    "vit_large_patch16_224": EncoderArchitecture(1024, 24, 16, 4096, 16, 224),
 }
 
 

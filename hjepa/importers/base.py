@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from hjepa.importers.reference import ReferenceSpec
+from hjepa.models.pretrained import EncoderArchitecture
 from hjepa.registry import Registry
 
 IMPORTERS = Registry("source format")
@@ -54,14 +55,7 @@ class Conversion:
     """A source encoder in hjepa's names (``ViTEncoder`` state-dict keys) plus what the artifact records."""
 
     weights: dict[str, torch.Tensor]
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_hidden_dim: int
-    patch_size: int
-    img_size: int
-    norm_eps: float
-    class_token: bool
+    architecture: EncoderArchitecture  # the source's sizes, norm eps and class token (levels and head: the options)
     raw: dict[str, torch.Tensor]  # the source tensors the reference forward reads, with the source's names
     reference: ReferenceSpec
     licence: str | None

@@ -21,6 +21,7 @@ from hjepa.importers.errors import ImportSourceError
 from hjepa.importers.reference import ReferenceSpec
 from hjepa.importers.source import SourceWeights
 from hjepa.importers.vit_fused import block_count
+from hjepa.models.pretrained import EncoderArchitecture
 
 PATCH = "embeddings.patch_embeddings.projection.weight"
 HEADS_NOT_IMPORTED = ("classifier.", "pooler.", "embeddings.mask_token")
@@ -88,8 +89,9 @@ class HFIJepaImporter:
         weights.finish()
         preprocessor = source.preprocessor
         return Conversion(
-            weights=out, embed_dim=dim, depth=depth, num_heads=heads, mlp_hidden_dim=hidden, patch_size=patch,
-            img_size=side * patch, norm_eps=eps, class_token=False, raw=dict(weights.tensors),
+            weights=out, raw=dict(weights.tensors),
+            architecture=EncoderArchitecture(embed_dim=dim, depth=depth, num_heads=heads, mlp_hidden_dim=hidden,
+                                             patch_size=patch, img_size=side * patch, norm_eps=eps),
             reference=ReferenceSpec("hf", "", heads, eps, depth), licence=LICENCE_NOTE,
             provenance={"format": self.name, "encoder": "IJepaModel", "epoch": None, "not_imported": dropped,
                         "level0": "mean of last_hidden_state (after the final layernorm)"},

@@ -46,7 +46,7 @@ class IJEPAImporter:
         tensors = strip_prefix(dict(state[key]), "module.")
         weights = SourceWeights(tensors, f"{source.path.name}[{key}]")
         conversion, _ = convert_fused_vit(weights, options, norm_eps=1e-6)
-        if conversion.class_token:
+        if conversion.architecture.class_token:
             raise ImportSourceError(f"{weights.where}: 'cls_token' found; I-JEPA encoders have none")
         weights.finish()
         conversion.licence = LICENCE

@@ -17,6 +17,7 @@ from hjepa.importers.base import Conversion, ImportOptions
 from hjepa.importers.errors import ImportSourceError
 from hjepa.importers.reference import ReferenceSpec
 from hjepa.importers.source import SourceWeights
+from hjepa.models.pretrained import EncoderArchitecture
 
 BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
 
@@ -95,8 +96,10 @@ def convert_fused_vit(
     out["vit.norm.bias"] = weights.take("norm.bias", (dim,))
     raw = {prefix + k: weights.tensors[k] for k in weights.taken}
     conversion = Conversion(
-        weights=out, embed_dim=dim, depth=depth, num_heads=heads, mlp_hidden_dim=hidden, patch_size=patch,
-        img_size=side * patch, norm_eps=norm_eps, class_token=class_token, raw=raw,
+        weights=out, raw=raw,
+        architecture=EncoderArchitecture(embed_dim=dim, depth=depth, num_heads=heads, mlp_hidden_dim=hidden,
+                                         patch_size=patch, img_size=side * patch, norm_eps=norm_eps,
+                                         class_token=class_token),
         reference=ReferenceSpec("fused", prefix, heads, norm_eps, depth, class_token), licence=None,
     )
     if in_chans != 3:
