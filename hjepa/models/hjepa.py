@@ -9,7 +9,6 @@ cell of a block is whole and counts. No gradient reaches the target side, so the
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,8 +17,8 @@ import torch.nn as nn
 from hjepa.config import Config, ConfigError
 from hjepa.masks.queries import QueryLayout, query_layout
 from hjepa.models.ema import ema_update
-from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, level_grid, pool_blocks
-from hjepa.models.level_encoder import level_features
+from hjepa.models.hierarchy import LevelHead, TargetNorm, check_levels, pool_blocks
+from hjepa.models.level_encoder import LevelFeatures
 from hjepa.models.predictor import PREDICTORS, gather_tokens
 from hjepa.models.vit import ViTEncoder
 
@@ -34,7 +33,7 @@ def parameter_counts(model: nn.Module, parts: dict[str, nn.Module]) -> dict[str,
     return summary
 
 
-class HJEPA(nn.Module):
+class HJEPA(LevelFeatures, nn.Module):
     """``forward(images [B, 3, H, W], masks: MaskBatch, step) -> {'loss', parts..., 'target_pooled' [B, D_h]}``."""
 
     def __init__(self, cfg: Config, loss_fn: nn.Module | None = None) -> None:
@@ -167,28 +166,6 @@ class HJEPA(nn.Module):
             chunk.reshape(batch * idx.shape[1], idx.shape[2], -1)
             for chunk, idx in zip(pred.split(sizes, dim=1), level_idx, strict=True)
         ]
-
-    @torch.no_grad()
-    def extract_features(self, images: torch.Tensor, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target-encoder features: level tokens ``[B, N_k, D_h]`` and their mean ``[B, D_h]``."""
-        tokens, pooled = self.extract_levels(images, [level])[level]
-        return tokens, pooled
-
-    @torch.no_grad()
-    def extract_levels(
-        self, images: torch.Tensor, levels: Sequence[int], with_tokens: bool = True
-    ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor]]:
-        """Every level in ``levels`` from one target-encoder pass: ``{k: (tokens [B, N_k, D_h] | None, [B, D_h])}``
-        (the ``LevelEncoder`` path, :func:`hjepa.models.level_encoder.level_features`)."""
-        for level in levels:
-            if not 0 <= level < self.num_levels:
-                raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
-        # As in forward's target pass: in train mode the encoder's stochastic depth would make features random.
-        self.target_encoder.eval()
-        return level_features(self.target_encoder, self.target_heads, self.grid, images, levels, with_tokens)
-
-    def level_grid(self, level: int) -> tuple[int, int]:
-        return level_grid(self.grid, level)
 
     def set_momentum_schedule(self, schedule: torch.Tensor) -> None:
         self.momentum_schedule = schedule.to(torch.float64)

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hjepa.models.hierarchy import pool_tokens
+from hjepa.models.hierarchy import level_grid, pool_tokens
 from hjepa.models.pos_embed import sincos_2d
 
 
@@ -79,6 +79,38 @@ def level_features(
         level_tokens = heads[level](pool_tokens(tokens, grid, level))
         out[level] = (level_tokens if with_tokens else None, level_tokens.mean(1))
     return out
+
+
+class LevelFeatures:
+    """Feature extraction for models with ``target_encoder``, ``target_heads``, ``grid`` and ``num_levels``
+    (``HJEPA``, ``MultiViewJEPA``, ``PretrainedEncoder``): one definition of the level path for all of them."""
+
+    target_encoder: nn.Module
+    target_heads: Sequence[nn.Module]
+    grid: tuple[int, int]
+    num_levels: int
+
+    @torch.no_grad()
+    def extract_features(self, images: torch.Tensor, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-encoder features: level tokens ``[B, N_k, D_h]`` and their mean ``[B, D_h]``."""
+        tokens, pooled = self.extract_levels(images, [level])[level]
+        return tokens, pooled
+
+    @torch.no_grad()
+    def extract_levels(
+        self, images: torch.Tensor, levels: Sequence[int], with_tokens: bool = True
+    ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor]]:
+        """Every level in ``levels`` from one target-encoder pass: ``{k: (tokens [B, N_k, D_h] | None, [B, D_h])}``
+        (see :func:`level_features`)."""
+        for level in levels:
+            if not 0 <= level < self.num_levels:
+                raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
+        # In train mode the encoder's stochastic depth would make the features random.
+        self.target_encoder.eval()
+        return level_features(self.target_encoder, self.target_heads, self.grid, images, levels, with_tokens)
+
+    def level_grid(self, level: int) -> tuple[int, int]:
+        return level_grid(self.grid, level)
 
 
 class LevelEncoder(nn.Module):

@@ -22,6 +22,7 @@ import torch.nn as nn
 from hjepa.config import Config, ConfigError
 from hjepa.models.hierarchy import TargetNorm, check_levels, pool_tokens
 from hjepa.models.hjepa import HJEPA, parameter_counts
+from hjepa.models.level_encoder import LevelFeatures
 from hjepa.models.view_predictor import VIEW_PREDICTORS
 from hjepa.models.vit import ViTEncoder
 
@@ -38,17 +39,14 @@ def projector(dim: int, hidden: int, out: int) -> nn.Sequential:
     )
 
 
-class MultiViewJEPA(nn.Module):
+class MultiViewJEPA(LevelFeatures, nn.Module):
     """``forward(views: Views, masks=None, step) -> {'loss', parts..., 'target_pooled' [B, D]}``."""
 
     objective = "multiview"
     packs_queries = False  # no mask layout to prepare
     ema_heads = False
 
-    # The inference side is the masked model's, field for field: the same functions serve both objectives.
-    extract_features = HJEPA.extract_features
-    extract_levels = HJEPA.extract_levels
-    level_grid = HJEPA.level_grid
+    # Momentum schedule, EMA update and width are the masked model's: the same functions serve both objectives.
     set_momentum_schedule = HJEPA.set_momentum_schedule
     update_target = HJEPA.update_target
     embed_dim = HJEPA.embed_dim

@@ -14,16 +14,14 @@ averages 2^k x 2^k cells of the output tokens, then the level head, which is eit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from hjepa.config import Config, DataConfig, ModelConfig
-from hjepa.models.hierarchy import TargetNorm, check_levels, level_grid
-from hjepa.models.level_encoder import level_features
+from hjepa.models.hierarchy import TargetNorm, check_levels
+from hjepa.models.level_encoder import LevelFeatures
 from hjepa.models.vit import ViTEncoder
 
 FAMILY = "vit"
@@ -90,7 +88,7 @@ class EncoderArchitecture:
         return Config(name=name, model=model, data=DataConfig(dataset="imagefolder"))
 
 
-class PretrainedEncoder(nn.Module):
+class PretrainedEncoder(LevelFeatures, nn.Module):
     """An imported encoder with level heads: ``extract_levels(images [B, 3, S, S], levels)`` as ``HJEPA``'s."""
 
     def __init__(self, arch: EncoderArchitecture, name: str = "imported") -> None:
@@ -113,23 +111,3 @@ class PretrainedEncoder(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.target_encoder.embed_dim
-
-    @torch.no_grad()
-    def extract_features(self, images: torch.Tensor, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Level tokens ``[B, N_k, D]`` and their mean ``[B, D]``."""
-        tokens, pooled = self.extract_levels(images, [level])[level]
-        return tokens, pooled
-
-    @torch.no_grad()
-    def extract_levels(
-        self, images: torch.Tensor, levels: Sequence[int], with_tokens: bool = True
-    ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor]]:
-        """Every level in ``levels`` from one encoder pass (see :func:`level_features`)."""
-        for level in levels:
-            if not 0 <= level < self.num_levels:
-                raise ValueError(f"level {level} does not exist; this model has levels 0..{self.num_levels - 1}")
-        self.target_encoder.eval()
-        return level_features(self.target_encoder, self.target_heads, self.grid, images, levels, with_tokens)
-
-    def level_grid(self, level: int) -> tuple[int, int]:
-        return level_grid(self.grid, level)
