@@ -14,3 +14,21 @@ class HJEPAError(Exception):
 class OptionError(HJEPAError, ValueError):
     """An option or argument that names nothing that works: a level the model does not have, an unknown protocol,
     back-end or baseline, a count that must be positive. The message lists what would work."""
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """Collapse a message to one line and cut it at ``limit`` characters: messages quote values from user files,
+    which may be huge (a list of 10,000 items) or span lines."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ConfigError(HJEPAError, ValueError):
+    """A user-facing configuration problem; the message names the offending key or file (also importable as
+    ``hjepa.config.ConfigError``).
+
+    Always one line of bounded length: a message may quote a value from a hostile file (see ``one_line``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))

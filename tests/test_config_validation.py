@@ -72,7 +72,7 @@ def test_every_preset_passes_the_checks():
 
 def test_the_check_tables_name_only_real_fields():
     # A renamed field must not leave a row behind that silently checks nothing.
-    from hjepa.config import _CHOICES, _ORDERED, _RANGES, _flatten
+    from hjepa.config_checks import _CHOICES, _ORDERED, _RANGES, _flatten
 
     keys = _flatten(Config().to_dict())
     for key in [*_RANGES, *_CHOICES, *(k for pair in _ORDERED for k in pair)]:
@@ -80,7 +80,7 @@ def test_the_check_tables_name_only_real_fields():
 
 
 def test_model_size_estimate_refuses_what_cannot_fit_but_keeps_real_models():
-    from hjepa.config import check_model_size
+    from hjepa.config_checks import check_model_size
 
     cfg = load_config("imagenet100-vit-base")
     check_model_size(cfg.model)  # 224 px, patch 16: fine

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from hjepa.config import Config, check_model_size
+from hjepa.config import Config
+from hjepa.config_checks import check_model_size
 from hjepa.export.errors import ExportError
 from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_names, resolve_formats
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
