@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[demo,dev]'
+	$(BIN)/pip install --quiet -e '.[demo,dev,scale]'
 	bash scripts/install_system_packages.sh
 	touch $@
 

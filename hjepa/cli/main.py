@@ -15,7 +15,7 @@ def cli() -> None:
 
 NAMES = {"evaluate": "eval", "importer": "import"}  # module -> subcommand, where they differ
 
-for module_name in ("train", "importer", "export", "evaluate", "serve"):
+for module_name in ("train", "importer", "export", "evaluate", "serve", "embed"):
     try:
         command = importlib.import_module(f"hjepa.cli.{module_name}").main
     except ModuleNotFoundError as exc:  # a capability that has not landed is simply not registered

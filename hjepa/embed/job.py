@@ -8,6 +8,7 @@ manifest; Step 5. build the search index when asked.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ def embed_collection(options: EmbedOptions) -> dict[str, Any]:
         manifest = previous
     # Step 3. Run the shards that are not on disk yet.
     remove_stale_temp_files(directory, ["part-*.parquet", "manifest.json", "errors.jsonl"])
+    for stale in directory.glob(".ray-*.partial"):  # a Ray round killed before its rename
+        shutil.rmtree(stale, ignore_errors=True)
     done = finished_shards(directory)
     pending = job.plan.pending(set(done))
     _run_engine(job, runtime, pending, lambda record: done.__setitem__(record["index"], record))
