@@ -36,7 +36,8 @@ BACKEND_CHOICES = (
     "gallery_source",
     default=None,
     metavar="DIR|DATASET",
-    help="Neighbour gallery: a folder of images or a dataset name (its test split). "
+    help="Neighbour gallery: an hjepa-embed output folder (searched, not re-embedded), a folder of images or a "
+    "dataset name (its test split). "
     "Default: the model's dataset test split, else the shipped examples.",
 )
 @click.option(
@@ -113,9 +114,9 @@ def main(
         gallery = None
         if not no_gallery:
             gallery = build_gallery(runtime, gallery_source, gallery_size, data_dir, cache_dir or None)
-            click.echo(f"gallery: {gallery.description}; embedding it at levels {runtime.levels} (cached)")
+            click.echo(f"gallery: {gallery.description}; preparing it at levels {runtime.levels}")
             for level in runtime.levels:  # now rather than on the first request
-                gallery.features(runtime, level)
+                gallery.warm(runtime, level)
         from hjepa.serve.app import build_app, launch_app
 
         demo = build_app(runtime, gallery, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels,

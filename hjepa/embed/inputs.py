@@ -115,12 +115,13 @@ def save_listing(listing: Listing, directory: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hjepa.export.files import atomic_write
+    from hjepa.train.atomic import atomic_open
 
     columns = {"id": listing.ids}
     if listing.paths:
         columns["path"] = listing.paths
-    atomic_write(directory / INPUTS_NAME, lambda tmp: pq.write_table(pa.table(columns), tmp))
+    with atomic_open(directory / INPUTS_NAME, "wb") as handle:
+        pq.write_table(pa.table(columns), handle)
 
 
 def load_listing(directory: Path, spec: dict, data_dir: str | None = None) -> Listing:

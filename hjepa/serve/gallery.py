@@ -9,8 +9,8 @@ identity, the level, the back-end and a digest of the gallery's pixels, so a res
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,20 +18,15 @@ from PIL import Image
 
 from hjepa.errors import OptionError
 from hjepa.inference.cache import FeatureCache
+from hjepa.inference.collection import is_collection
 from hjepa.inference.images import IMAGE_SUFFIXES, read_image
 from hjepa.inference.runtime import Runtime
+from hjepa.serve.neighbour import Neighbour
+
+if TYPE_CHECKING:
+    from hjepa.serve.collection_gallery import CollectionGallery
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """One gallery hit: ``image`` uint8 ``[H, W, 3]``, its ``label``, cosine ``similarity`` and gallery ``index``."""
-
-    image: np.ndarray
-    label: str
-    similarity: float
-    index: int
 
 
 class Gallery:
@@ -91,6 +86,10 @@ class Gallery:
         features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         self._features[memo] = features
         return features
+
+    def warm(self, runtime: Runtime, level: int) -> None:
+        """Embed the gallery at ``level`` now rather than on the first request."""
+        self.features(runtime, level)
 
     def neighbours(self, runtime: Runtime, pooled: np.ndarray, level: int, k: int = 8) -> list[Neighbour]:
         """The ``k`` gallery images whose level-``level`` pooled features are closest (cosine) to ``pooled [D]``."""
@@ -175,9 +174,10 @@ def build_gallery(
     size: int = 500,
     data_dir: str | None = None,
     cache_dir: str | Path | None = None,
-) -> Gallery:
-    """The app's gallery. ``source``: None (the model's dataset test split, else the shipped examples), a folder of
-    images, or a dataset name (its test split; an error when it is not available)."""
+) -> Gallery | CollectionGallery:
+    """The app's gallery. ``source``: None (the model's dataset test split, else the shipped examples), an
+    ``hjepa-embed`` output folder (searched as embedded, nothing re-embedded), a folder of images, or a dataset name
+    (its test split; an error when it is not available)."""
     if size < 1:
         raise OptionError(f"gallery size must be >= 1, got {size}")
     if source is None:
@@ -189,6 +189,10 @@ def build_gallery(
         except (ValueError, OSError) as exc:  # DataError is a ValueError: dataset not downloaded / no folder
             return examples_gallery(cache_dir, reason=f"{dataset} is not available here ({exc})"[:200])
     path = Path(source).expanduser()
+    if path.is_dir() and is_collection(path):
+        from hjepa.serve.collection_gallery import CollectionGallery
+
+        return CollectionGallery(path, runtime, data_dir)
     if path.is_dir():
         return folder_gallery(path, size, cache_dir)
     if path.exists() or len(path.parts) > 1:  # a path, not a dataset name: say what is wrong with it
