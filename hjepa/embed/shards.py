@@ -52,7 +52,7 @@ def feature_array(values: np.ndarray) -> Any:
     """``[n, ...]`` float -> a fixed-size-list float32 Arrow array, one list per row."""
     import pyarrow as pa
 
-    values = np.ascontiguousarray(values, np.float32).reshape(values.shape[0], -1)
+    values = np.ascontiguousarray(values, np.float32).reshape(values.shape[0], int(np.prod(values.shape[1:])))
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1])
 
 
@@ -142,6 +142,5 @@ class ShardBuffer:
 
 
 def _stack(parts: list[np.ndarray] | None, tail: tuple[int, ...]) -> np.ndarray:
-    if not parts:
-        return np.zeros((0, *tail), np.float32)
-    return np.concatenate([part.reshape(part.shape[0], -1) for part in parts])
+    parts = [part.reshape(part.shape[0], *tail) for part in parts or [] if len(part)]
+    return np.concatenate(parts) if parts else np.zeros((0, *tail), np.float32)
