@@ -146,11 +146,13 @@ def _run_round(job: EmbedJob, shards: list[int]) -> list[dict]:
         compute=ray.data.ActorPoolStrategy(size=_actors(job)), num_gpus=opts.gpus_per_actor or None,
         fn_constructor_kwargs={"source": opts.source, "backend": opts.backend, "device": opts.device,
                                "levels": job.levels, "grid": job.grid}).materialize()
-    skipped = data.filter(expr="reason != ''").select_columns(["position", "id", "reason", "message"]).take_all()
+    from ray.data.expressions import col
+
+    skipped = data.filter(expr=col("reason") != "").select_columns(["position", "id", "reason", "message"]).take_all()
     name = f"ray-{shards[0]:05d}-{shards[-1]:05d}"
     staging = job.directory / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    data.filter(expr="reason == ''").drop_columns(["position", "reason", "message"]).write_parquet(str(staging))
+    data.filter(expr=col("reason") == "").drop_columns(["position", "reason", "message"]).write_parquet(str(staging))
     records = _records(job, shards, positions, skipped)
     (staging / ROUND_RECORD).write_text(json.dumps({"shards": records}))
     os.replace(staging, job.directory / name)
