@@ -121,7 +121,7 @@ def _finish(job: EmbedJob, manifest: dict, done: dict[int, dict], runtime: Runti
     for entry in skipped:
         reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
     manifest.update(
-        status="complete", rows=rows, skipped=len(skipped), skipped_by_reason=reasons, inputs=len(job.listing),
+        status="complete", rows=rows, preprocessing=job.preprocessing.to_dict(), skipped=len(skipped), skipped_by_reason=reasons, inputs=len(job.listing),
         levels=job.levels, dims={str(k): v for k, v in job.dims.items()}, grid=job.grid,
         grids={str(k): list(runtime.metadata.grids[k]) for k in job.levels}, shards=len(records),
         duplicates_dropped=job.listing.duplicates, columns=_columns(job),
