@@ -7,6 +7,7 @@ manifest; Step 5. build the search index when asked.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -18,6 +19,7 @@ from hjepa.embed.manifest import new_manifest, prepare_output, write_manifest
 from hjepa.embed.options import EmbedJob, EmbedOptions
 from hjepa.embed.preprocess import Preprocessing
 from hjepa.embed.shards import ShardPlan, finished_shards
+from hjepa.errors import OptionError
 from hjepa.inference import Runtime, file_sha256, open_runtime, source_kind
 from hjepa.inference.collection import ERRORS_NAME
 from hjepa.inference.levels import parse_levels
@@ -37,6 +39,7 @@ def open_source(source: str, backend: str = "auto", device: str = "auto") -> tup
 def embed_collection(options: EmbedOptions) -> dict[str, Any]:
     """Run ``options``' job to completion (resuming what a previous run finished) and return its summary."""
     options.check()
+    _check_extras(options)
     started = time.perf_counter()
     # Step 1. Open the model.
     runtime, kind, digest = open_source(options.source, options.backend, options.device)
@@ -74,6 +77,15 @@ def embed_collection(options: EmbedOptions) -> dict[str, Any]:
         write_manifest(directory, manifest)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _check_extras(options: EmbedOptions) -> None:
+    """Say now, not after hours of embedding, that --index or --engine ray needs a package this machine lacks."""
+    needed = [("faiss", "--index")] if options.index else []
+    needed += [("ray", "--engine ray")] if options.engine == "ray" else []
+    for module, option in needed:
+        if importlib.util.find_spec(module) is None:
+            raise OptionError(f"{option} needs the {module} package: pip install 'hjepa[scale]'")
 
 
 def _listing(options: EmbedOptions, directory: Path, previous: dict | None) -> Listing:
@@ -121,7 +133,8 @@ def _finish(job: EmbedJob, manifest: dict, done: dict[int, dict], runtime: Runti
     for entry in skipped:
         reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
     manifest.update(
-        status="complete", rows=rows, preprocessing=job.preprocessing.to_dict(), skipped=len(skipped), skipped_by_reason=reasons, inputs=len(job.listing),
+        status="complete", rows=rows, preprocessing=job.preprocessing.to_dict(), skipped=len(skipped),
+        skipped_by_reason=reasons, inputs=len(job.listing),
         levels=job.levels, dims={str(k): v for k, v in job.dims.items()}, grid=job.grid,
         grids={str(k): list(runtime.metadata.grids[k]) for k in job.levels}, shards=len(records),
         duplicates_dropped=job.listing.duplicates, columns=_columns(job),
