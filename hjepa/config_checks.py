@@ -83,6 +83,7 @@ _RANGES: dict[str, Range] = {
     "loss.huber_delta": _POSITIVE,
     "loss.level_weights": _NON_NEGATIVE,
     "loss.regularizer_weight": _NON_NEGATIVE,
+    "loss.spatial_weight": _NON_NEGATIVE,
     "loss.vicreg_sim": _NON_NEGATIVE,
     "loss.vicreg_var": _NON_NEGATIVE,
     "loss.vicreg_cov": _NON_NEGATIVE,
