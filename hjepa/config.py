@@ -142,6 +142,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    cpu_amp: str = "auto"  # bf16 autocast on the CPU: auto (where it has native bf16) | on | off
     compile: bool = False
     log_every: int = 20
     checkpoint_every: int = 500

@@ -141,6 +141,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "masks.scale_progression": ("geometric", "linear"),
     "optim.ema_schedule": ("cosine", "linear"),
     "train.knn_split": ("test", "val"),
+    "train.cpu_amp": ("auto", "on", "off"),
 }
 
 # (a, b): a <= b. List elements are addressed as key[i].
