@@ -87,6 +87,8 @@ class LossConfig:
     level_weights: list[float] | None = None  # default: 1 for every level
     regularizer: str = "none"  # none | vicreg | barlow | sigreg
     regularizer_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
+    # multiview: weight of each level's cell-matching term across overlapping crops (0: pooled term only)
+    spatial_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
     vicreg_sim: float = 25.0
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
@@ -107,6 +109,9 @@ class DataConfig:
     num_workers: int = 0
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = True
+    # this share of crops becomes a canvas zoom_out_scale times the picture's side, the picture inside (0: off)
+    zoom_out: float = 0.0
+    zoom_out_scale: tuple[float, float] = (1.0, 2.0)
     # multiview objective: global views are model.img_size crops at crop_scale; local views are smaller crops
     num_global_views: int = 2
     num_local_views: int = 0
@@ -140,6 +145,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    cpu_amp: str = "auto"  # bf16 autocast on the CPU: auto (where it has native bf16) | on | off
     compile: bool = False
     log_every: int = 20
     checkpoint_every: int = 500

@@ -25,7 +25,7 @@ from hjepa.data import (
     batch_generator,
     build_dataset,
 )
-from hjepa.device import resolve_device
+from hjepa.device import amp_enabled, resolve_device
 from hjepa.errors import HJEPAError
 from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA
@@ -88,8 +88,10 @@ def build_augment(cfg: Config, mean: tuple[float, ...], std: tuple[float, ...]) 
         return MultiViewAugment(
             cfg.model.img_size, data.num_global_views, data.num_local_views, data.local_img_size,
             crop_scale=data.crop_scale, local_crop_scale=data.local_crop_scale, hflip=data.hflip, mean=mean, std=std,
+            zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale,
         )
-    return PretrainAugment(cfg.model.img_size, crop_scale=data.crop_scale, hflip=data.hflip, mean=mean, std=std)
+    return PretrainAugment(cfg.model.img_size, crop_scale=data.crop_scale, hflip=data.hflip, mean=mean, std=std,
+                           zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale)
 
 
 def seed_everything(seed: int) -> None:
@@ -133,6 +135,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank())
+    use_amp = amp_enabled(device, cfg.train.amp, cfg.train.cpu_amp)
     seed_everything(cfg.train.seed)
 
     dataset = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
@@ -267,7 +270,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
         data_time += time.perf_counter() - fetch_start
 
         outputs = train_step(
-            runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad, cfg.train.amp
+            runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad, use_amp
         )
         scalars = {k: v.detach() for k, v in outputs.items() if v.ndim == 0}
         for key, value in scalars.items():
