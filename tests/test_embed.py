@@ -163,15 +163,15 @@ def test_resume_after_sigkill_at_random_moments(tiny_checkpoint, tmp_path) -> No
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     rng = random.Random(23)
     shards, kept = 15, {}
-    targets = sorted(rng.sample(range(2, shards - 2), 3))  # kill once this many shards are on disk, + jitter
+    targets = sorted(rng.sample(range(2, shards - 6), 3))  # kill once this many shards are on disk, + jitter
     for attempt, target in enumerate(targets):
         process = subprocess.Popen(command + (["--resume"] if attempt else []), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # a loaded CI machine can take a minute to import torch
         while len(list(out.glob("part-*.parquet"))) < target and process.poll() is None:
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.03))
+        time.sleep(rng.uniform(0.0, 0.01))
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL, "the run ended before it was killed"
         finished = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
