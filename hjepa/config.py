@@ -19,6 +19,7 @@ import yaml
 
 from hjepa.config_checks import check_values
 from hjepa.errors import ConfigError, one_line
+from hjepa.files import atomic_write_text
 from hjepa.safe_yaml import describe_yaml_error, load_yaml
 
 
@@ -195,7 +196,7 @@ class Config:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return text
 
     def override(self, assignments: list[str]) -> Config:

@@ -18,7 +18,7 @@ import onnx
 
 import hjepa
 from hjepa.config import Config
-from hjepa.export.files import atomic_write
+from hjepa.files import atomic_write_text
 from hjepa.inference.metadata import (  # noqa: F401  (the schema lives with its reader; re-exported for export)
     INPUT_FORMATS,
     MANIFEST_NAME,
@@ -56,7 +56,7 @@ def build_manifest(
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
     """Write ``data`` as indented JSON, atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:

@@ -9,14 +9,13 @@ batch 1 and 4 on every level; only then is the artifact written (into a hidden s
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import hjepa
+from hjepa.files import staged_directory
 from hjepa.importers import hf_ijepa, hjepa_seed, ijepa, timm_vit  # noqa: F401  (register the formats)
 from hjepa.importers.base import ENCODERS, IMPORTERS, Conversion, ImportOptions, LoadedSource
 from hjepa.importers.cards import ModelCard, cache_path, card_names, download, find_card, no_download_message
@@ -174,21 +173,7 @@ def import_encoder(
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ImportSourceError(f"--mean / --std need 3 values each, std > 0; got {mean} {std}")
     spec = build_spec(conversion, arch, loaded, card, tuple(mean), tuple(std), parity)
-    _write(LoadedModel(model, model.config, spec, loaded.sha256), target)
+    with staged_directory(target) as stage:
+        write_artifact(LoadedModel(model, model.config, spec, loaded.sha256), stage)
     say(f"encoder artifact written to {target} (licence: {spec['provenance']['licence'] or 'unknown'})")
     return spec
-
-
-def _write(loaded: LoadedModel, target: Path) -> None:
-    """Write into a hidden sibling, then rename into place (replacing a previous artifact only at the end)."""
-    target = target.absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write_artifact(loaded, stage)
-        if target.exists():
-            shutil.rmtree(target)
-        stage.rename(target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 import hjepa
 from hjepa.config import Config
+from hjepa.files import atomic_open, remove_stale_temp_files
 from hjepa.inference.checkpoint import (  # noqa: F401  (re-exported: the training side's names)
     DIGEST_KEY,
     FORMAT,
@@ -28,7 +29,6 @@ from hjepa.inference.checkpoint import (  # noqa: F401  (re-exported: the traini
     load_model_state,
     tensor_digest,
 )
-from hjepa.train.atomic import atomic_open, remove_stale_temp_files
 
 CHECKPOINT_NAMES = ("last.pt", "step_*.pt")  # what save_checkpoint writes, for the cleanup of stale temporaries
 

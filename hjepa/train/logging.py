@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hjepa.train.atomic import atomic_write_text
+from hjepa.files import atomic_write_text
 
 
 class MetricsLogger:

@@ -27,9 +27,9 @@ from hjepa.data import (
 )
 from hjepa.device import resolve_device
 from hjepa.errors import HJEPAError
+from hjepa.files import atomic_write_text, remove_stale_temp_files
 from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA
-from hjepa.train.atomic import atomic_write_text, remove_stale_temp_files
 from hjepa.train.checkpoint import (
     CheckpointError,
     checkpoint_config,

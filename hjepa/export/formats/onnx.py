@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import onnx
@@ -14,6 +13,7 @@ from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, LevelJob
 from hjepa.export.manifest import encode_metadata, level_metadata
 from hjepa.export.onnx_export import external_data_name, save_onnx, set_metadata, simplify, trace_onnx
 from hjepa.export.verify import ort_runner, ort_session, tolerance_for, torch_runner, verify
+from hjepa.files import move
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import build_level_encoder
 
@@ -81,7 +81,7 @@ class OnnxFormat(ExportFormat):
             for name in (onnx_path.name, external_data_name(onnx_path)):
                 (out / name).unlink(missing_ok=True)
                 if (int8_dir / name).is_file():
-                    os.replace(int8_dir / name, out / name)
+                    move(int8_dir / name, out / name)
             shutil.rmtree(int8_dir)
             session = int8_session
 
