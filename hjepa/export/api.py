@@ -103,16 +103,17 @@ def export(
     if options.simplify:
         _require_onnxslim()
     resources = {fmt.name: fmt.prepare(options) for fmt in formats}  # a missing back-end stops here
-    stats = (loaded.mean, loaded.std)  # they travel with the model, never looked up by dataset name
     sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
     onnx_levels = targets if any(fmt.per_level for fmt in formats) else []  # --format hjepa alone: no ONNX
     with StagedDirectory(out_dir or default_out_dir(path, cfg)) as stage:
         for fmt in formats:
             fmt.start(stage, resources[fmt.name])
         entries = {}
-        for level in onnx_levels:
-            entries[level] = _export_level(formats, model, cfg, level, stage.path, options, img_size, stats, sha,
-                                           resources, loaded.spec["provenance"], say)
+        for level in onnx_levels:  # mean / std travel with the model, never looked up by dataset name
+            job = LevelJob(model=model, cfg=cfg, level=level, out=stage.path, options=options, img_size=img_size,
+                           mean=loaded.mean, std=loaded.std, sha=sha, resources=resources,
+                           provenance=loaded.spec["provenance"], entry=dict.fromkeys(ENTRY_KEYS))
+            entries[level] = _export_level(formats, job, say)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
         manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
@@ -144,23 +145,8 @@ def _require_onnxslim() -> None:
         raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
 
 
-def _export_level(
-    formats: list[ExportFormat],
-    model: torch.nn.Module,
-    cfg: Config,
-    level: int,
-    out: Path,
-    options: ExportOptions,
-    img_size: int,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    sha: str,
-    resources: dict[str, Any],
-    provenance: dict[str, Any] | None,
-    say: Log,
-) -> dict[str, Any]:
-    """Run every per-level format on ``level`` inside the staging folder ``out``; returns its manifest entry."""
-    job = LevelJob(model, cfg, level, out, options, img_size, *stats, sha, resources, provenance,
-                   entry=dict.fromkeys(ENTRY_KEYS))
+def _export_level(formats: list[ExportFormat], job: LevelJob, say: Log) -> dict[str, Any]:
+    """Run every per-level format on ``job`` inside the staging folder; returns its manifest entry."""
     for fmt in formats:
         if fmt.per_level:
             fmt.export_level(job)
