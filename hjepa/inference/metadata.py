@@ -52,14 +52,15 @@ def level_metadata(
     img_size: int,
     grid: tuple[int, int],
     embed_dim: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    stats: tuple[Sequence[float], Sequence[float]],
     input_format: str,
     checkpoint_sha256: str,
     precision: str,
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The metadata of one exported level as plain Python values (see the module docstring for the keys)."""
+    """The metadata of one exported level as plain Python values (see the module docstring for the keys);
+    ``stats`` is the input normalisation ``(mean, std)``."""
+    mean, std = stats
     if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
         raise ValueError(f"bad input_format {input_format!r} or precision {precision!r}")
     return {

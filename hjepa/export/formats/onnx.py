@@ -37,8 +37,8 @@ class OnnxFormat(ExportFormat):
         onnx_model, exporter = trace_onnx(module, example, opset, options.dynamic)
         # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
         opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
-        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), model.head_dim, job.mean,
-                                  job.std, job.input_format, job.sha, "fp16" if options.half else "fp32",
+        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), model.head_dim,
+                                  (job.mean, job.std), job.input_format, job.sha, "fp16" if options.half else "fp32",
                                   job.provenance)
         set_metadata(onnx_model, encode_metadata(metadata))
         if options.simplify:
