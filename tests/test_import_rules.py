@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "hjepa"
 # The top-level name of every module / package in hjepa/ -> its layer (higher imports lower).
 LAYERS = {
     "__init__": 0, "config": 0, "config_checks": 0, "safe_yaml": 0, "registry": 0, "device": 0, "dist": 0,
-    "errors": 0, "configs": 0, "files": 0,
+    "errors": 0, "configs": 0, "files": 0, "logs": 0,
     "models": 1, "masks": 1, "losses": 1, "data": 1,
     "inference": 2,
     "train": 3, "importers": 3, "export": 3, "evaluation": 3, "serve": 3,

@@ -8,7 +8,7 @@ directory appears (with ``manifest.json``) only after every level passed (``Stag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from hjepa.export.staging import StagedDirectory
 from hjepa.inference.artifact import is_artifact, load_source_model
 from hjepa.inference.checkpoint import checkpoint_file
 from hjepa.inference.levels import check_level, level_syntax, parse_levels
+from hjepa.logs import Log, silent
 from hjepa.models import level_encoder
 from hjepa.models.level_encoder import LevelEncoder
 
@@ -32,7 +33,6 @@ FORMATS = tuple(format_names())
 ENTRY_KEYS = ("onnx", "engine", "engine_metadata", "triton", "metadata", "verification", "int8_knn", "exporter",
               "opset", "dynamic_batch", "batch", "profile_batches", "simplified", "fused_attention",
               "patch_embed_matmul", "onnx_bytes")
-Log = Callable[[str], None]
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
@@ -89,7 +89,7 @@ def export(
     options = options or ExportOptions()
     options.validate()
     formats = resolve_formats(options.formats)
-    say = log or (lambda message: None)
+    log = log or silent
     level_syntax(levels)  # a typo fails before the checkpoint is read
     path = Path(checkpoint) if is_artifact(checkpoint) else resolve_checkpoint(checkpoint)
     loaded = load_source_model(path, "cpu")
@@ -113,17 +113,17 @@ def export(
             job = LevelJob(model=model, cfg=cfg, level=level, out=stage.path, options=options, img_size=img_size,
                            mean=loaded.mean, std=loaded.std, sha=sha, resources=resources,
                            provenance=loaded.spec["provenance"], entry=dict.fromkeys(ENTRY_KEYS))
-            entries[level] = _export_level(formats, job, say)
+            entries[level] = _export_level(formats, job, log)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
         manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
             if not fmt.per_level:
-                fmt.export_model(loaded, stage.path, manifest, say)
+                fmt.export_model(loaded, stage.path, manifest, log)
         # Every file this export wrote (the non-level formats' too), so a later re-export replaces only its own.
         manifest["files"] = sorted({*stage.files(), *manifest.get("files", []), MANIFEST_NAME})
         write_json(manifest, stage.path / MANIFEST_NAME)
         final = stage.commit()
-    say(f"export written to {final}")
+    log(f"export written to {final}")
     return manifest
 
 
@@ -145,12 +145,12 @@ def _require_onnxslim() -> None:
         raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
 
 
-def _export_level(formats: list[ExportFormat], job: LevelJob, say: Log) -> dict[str, Any]:
+def _export_level(formats: list[ExportFormat], job: LevelJob, log: Log) -> dict[str, Any]:
     """Run every per-level format on ``job`` inside the staging folder; returns its manifest entry."""
     for fmt in formats:
         if fmt.per_level:
             fmt.export_level(job)
-    say(job.summary())
+    log(job.summary())
     return job.entry
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import yaml
 
 from hjepa.files import atomic_open
 from hjepa.importers.errors import ImportSourceError
+from hjepa.logs import Log
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 FIELDS = ("name", "url", "sha256", "format", "architecture", "img_size", "mean", "std", "licence", "encoder")
@@ -79,7 +79,7 @@ def no_download_message(card: ModelCard) -> str:
             "and pass the file")
 
 
-def download(card: ModelCard, log: Callable[[str], None] = print) -> Path:
+def download(card: ModelCard, log: Log = print) -> Path:
     """Fetch the card's file into the cache (atomically) and check its sha256 when the card has one."""
     target = cache_path(card)
     if target.is_file():
