@@ -1,13 +1,5 @@
-"""The exported-model schema, defined once, and what a served model is: ``RuntimeMetadata``, read from ONNX
-``metadata_props``, engine sidecars and manifests.
-
-The exporter writes one metadata dict per level (:func:`level_metadata`; every value a JSON string in ONNX
-``metadata_props``, :func:`encode_metadata`): keys ``METADATA_KEYS`` = ``hjepa_version``, ``level``, ``num_levels``,
-``img_size``, ``patch_size``, ``grid`` ([h, w] of level k), ``embed_dim``, ``mean``, ``std``, ``input_format``
-("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision`` ("fp32" | "fp16" | "int8"),
-``provenance`` (``PROVENANCE_KEYS``). An export
-directory holds ``manifest.json`` = ``{"config", "checkpoint_sha256", "levels": {"K": {"onnx", "engine",
-"metadata"}}}``. This module turns those into one :class:`RuntimeMetadata` and refuses artifacts that lack them.
+"""The exported-model schema, defined once, and :class:`RuntimeMetadata`: what a served model is, read from ONNX
+``metadata_props``, engine sidecars and manifests. Keys and manifest layout: docs/internals.md.
 """
 
 from __future__ import annotations

@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNTIMES", "Runtime", "RuntimeMetadata", "RuntimeSourceError", "RuntimeUnavailableError"]
 
-# Runtime kinds by name ("torch", "onnxruntime", "tensorrt"): each back-end file registers its class, and
-# hjepa.inference.open imports those files. A new back-end is one new file and one line there.
+# Each back-end file registers itself; open.py imports them. A new back-end: one file, one line.
 RUNTIMES = Registry("runtime")
 
 
@@ -51,8 +50,7 @@ class Runtime(ABC):
     source: str = ""
 
     def __init__(self) -> None:
-        # One chunk at a time: Gradio runs events in threads, and a TensorRT execution context (like its bound
-        # buffers) must not be shared by two concurrent calls.
+        # Gradio runs events in threads; a TensorRT context must not serve two calls at once.
         self._forward_lock = threading.Lock()
 
     @property

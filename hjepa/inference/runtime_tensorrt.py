@@ -87,7 +87,7 @@ class TensorRTRuntime(Runtime):
         super().__init__()
         trt = import_tensorrt()
         self.device = cuda_device(device)
-        # A bad engine is the user's source (RuntimeSourceError); a failed execution is not (RuntimeError).
+        # A bad engine is the user's (RuntimeSourceError); a failed run is not.
         self.runners = {
             level: EngineRunner(trt, path, device=self.device, label=f"level {level}",
                                 source_error=RuntimeSourceError, run_error=RuntimeError)

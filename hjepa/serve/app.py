@@ -28,16 +28,14 @@ from hjepa.inference.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
 from hjepa.serve.views import Views, stats_markdown
 
-# Local fonts only: Gradio's default theme pulls its fonts from Google, and the app must make no outside requests.
+# Local fonts: the default theme fetches Google's, and the app makes no outside requests.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
 CSS = "#status p { margin: 0; } .pca-map img, .mask-view img { image-rendering: pixelated; }"
-# Every model-bound event joins this concurrency group: at most `concurrency` of them run at once across all
-# sessions and endpoints (the rest wait in Gradio's queue), which bounds the server's memory.
+# One concurrency group for every model-bound event: it bounds the server's memory.
 MODEL_QUEUE = "model"
 DEFAULT_CONCURRENCY = 2
-# Gradio deletes the answer files this app wrote once they are an hour old, checking every hour: each answer is a
-# file of its own (see `answer_picture`), so without this the cache folder grows with every request.
+# Each answer is its own file (answer_picture): delete them after an hour or the cache grows forever.
 DELETE_CACHE = (3600, 3600)
 
 
@@ -215,7 +213,7 @@ def output_panel(runtime: Runtime, gallery: Gallery | None) -> OutputPanel:
                                   elem_id="similarity")
         gallery_view = gr.Gallery(label=f"nearest neighbours · {gallery.description if gallery else 'no gallery'}",
                                   columns=3, height=300, object_fit="contain", format="png", elem_id="neighbours")
-    # Its own status line: similarity and neighbours run as a chain, and a shared line shows whichever ends last.
+    # Own status line: a shared one would show whichever of the chain ends last.
     neighbour_status = gr.Markdown(elem_id="neighbour-status")
     gr.Markdown("**Masks** sampled for this model's patch grid (blue: context, colours: targets per level)")
     seed = gr.Slider(0, 1000, value=0, step=1, label="mask seed", elem_id="seed")

@@ -57,13 +57,12 @@ def masks_to(masks: MaskBatch, device: torch.device) -> MaskBatch:
     return masks.to(device)
 
 
-# Settings a resumed run may change without leaving the uninterrupted run's trajectory (where and how it runs, what
-# it logs and keeps); any other change is reported, since the resumed run then differs from an uninterrupted one.
+# Settings a resume may change without leaving the uninterrupted run's path; other changes are reported.
 _RESUME_NEUTRAL = ("train.out_dir", "train.device", "train.progress", "train.log_every", "train.checkpoint_every",
                    "train.keep_last", "train.knn_", "data.data_dir", "data.download", "data.num_workers", "eval.",
                    "export.")
 
-# What a resumable checkpoint must hold, by type (a damaged file otherwise fails deep inside torch with a KeyError).
+# What a resumable checkpoint holds (else a KeyError deep in torch).
 _ENTRY_TYPES: dict[str, type] = {"step": int, "model": dict, "optimizer": dict, "rng": dict}
 
 
@@ -200,8 +199,7 @@ def wrap_model(model: HJEPA, cfg: Config, distributed: bool, device: torch.devic
     """The module the step calls: DDP when distributed, compiled when asked."""
     runner: torch.nn.Module = model
     if distributed:
-        # The buffers (position tables, momentum schedule) never change, so no re-broadcast before every forward.
-        # torch >= 2.14 calls this forward_sync_buffers and warns about broadcast_buffers.
+        # Buffers never change: no broadcast per forward (torch >= 2.14 renames the flag).
         no_buffer_sync = ({"forward_sync_buffers": False}
                           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                           else {"broadcast_buffers": False})
@@ -330,7 +328,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
         saving = main and (done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at))
         if done % check_every == 0 or done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at):
             last_loss = check_finite(outputs["loss"], scalars, step, ckpt_dir)
-        # Not at stop_at: that record would average a partial window the uninterrupted run never writes.
+        # Not at stop_at: an uninterrupted run never writes that partial window.
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
             record = window.record(cfg.data.batch_size, outputs, device)
             logger.log(done, record)
