@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hjepa.inference.knn import as_features, as_labels, resolve_num_classes, top_k_accuracy
+from hjepa.inference.features.knn import as_features, as_labels, resolve_num_classes, top_k_accuracy
 
 DEFAULT_PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 _MOMENTUM = 0.9

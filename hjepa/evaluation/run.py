@@ -28,10 +28,10 @@ from hjepa.errors import OptionError
 from hjepa.evaluation.linear_probe import ProbeOptions, linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
-from hjepa.inference.cache import FeatureCache
-from hjepa.inference.features import extract_levels, spread_subset
-from hjepa.inference.knn import knn_evaluate
-from hjepa.inference.levels import parse_levels
+from hjepa.inference.artifacts.levels import parse_levels
+from hjepa.inference.features.cache import FeatureCache
+from hjepa.inference.features.extract import extract_levels, spread_subset
+from hjepa.inference.features.knn import knn_evaluate
 
 PROTOCOLS = ("knn", "linear")
 CLASSIFIERS = ("sgd", "logreg")

@@ -21,9 +21,9 @@ from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_n
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
 from hjepa.export.onnx_export import check_opset
 from hjepa.export.staging import StagedDirectory
-from hjepa.inference.artifact import is_artifact, load_source_model
-from hjepa.inference.checkpoint import checkpoint_file
-from hjepa.inference.levels import check_level, level_syntax, parse_levels
+from hjepa.inference.artifacts.artifact import is_artifact, load_source_model
+from hjepa.inference.artifacts.checkpoint import checkpoint_file
+from hjepa.inference.artifacts.levels import check_level, level_syntax, parse_levels
 from hjepa.logs import Log, silent
 from hjepa.models import level_encoder
 from hjepa.models.level_encoder import LevelEncoder
@@ -33,11 +33,6 @@ FORMATS = tuple(format_names())
 ENTRY_KEYS = ("onnx", "engine", "engine_metadata", "triton", "metadata", "verification", "int8_knn", "exporter",
               "opset", "dynamic_batch", "batch", "profile_batches", "simplified", "fused_attention",
               "patch_embed_matmul", "onnx_bytes")
-
-
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """The ``.pt`` file a checkpoint argument names (a file, a run directory or its ``checkpoints/``)."""
-    return checkpoint_file(checkpoint)
 
 
 def check_img_size(img_size: int, patch_size: int, level: int) -> None:
@@ -50,7 +45,7 @@ def check_img_size(img_size: int, patch_size: int, level: int) -> None:
         )
 
 
-def build_level_encoder(
+def checked_level_encoder(
     model: torch.nn.Module,
     level: int,
     mean: Sequence[float],
@@ -59,8 +54,8 @@ def build_level_encoder(
     uint8_input: bool = False,
     half: bool = False,
 ) -> LevelEncoder:
-    """``hjepa.models.level_encoder.build_level_encoder`` with the level and image size checked first, as
-    ``LevelError`` / ``ExportError`` naming what would work."""
+    """:func:`hjepa.models.level_encoder.build_level_encoder` with the level and image size checked first
+    (``LevelError`` / ``ExportError`` naming what would work)."""
     check_level(level, range(model.num_levels), "this checkpoint")
     check_img_size(img_size or model.config.model.img_size, model.config.model.patch_size, level)
     return level_encoder.build_level_encoder(model, level, mean, std, img_size, uint8_input, half)
@@ -91,7 +86,7 @@ def export(
     formats = resolve_formats(options.formats)
     log = log or silent
     level_syntax(levels)  # a typo fails before the checkpoint is read
-    path = Path(checkpoint) if is_artifact(checkpoint) else resolve_checkpoint(checkpoint)
+    path = Path(checkpoint) if is_artifact(checkpoint) else checkpoint_file(checkpoint)
     loaded = load_source_model(path, "cpu")
     model, cfg = loaded.model, loaded.config
     targets = parse_levels(levels, range(model.num_levels), path.name)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from hjepa.export.errors import ExportError
 from hjepa.files import atomic_path
-from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
+from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES
 
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 20

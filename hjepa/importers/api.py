@@ -21,8 +21,8 @@ from hjepa.importers.cards import ModelCard, cache_path, card_names, download, f
 from hjepa.importers.errors import ImportSourceError
 from hjepa.importers.loading import load_source
 from hjepa.importers.parity import TOLERANCE, check_parity, measure_parity
-from hjepa.inference.artifact import ARTIFACT_FORMAT, LoadedModel, write_artifact
-from hjepa.inference.checkpoint import CheckpointError, check_state
+from hjepa.inference.artifacts.artifact import ARTIFACT_FORMAT, LoadedModel, write_artifact
+from hjepa.inference.artifacts.checkpoint import CheckpointError, check_state
 from hjepa.logs import Log, silent
 from hjepa.models.pretrained import HEADS, EncoderArchitecture, PretrainedEncoder
 

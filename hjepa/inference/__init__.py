@@ -5,10 +5,10 @@ interface (``open_runtime`` picks one) and feature maths (extraction, cache, k-N
 onnxruntime nor TensorRT.
 """
 
-from hjepa.inference.hashing import file_sha256, model_identity
-from hjepa.inference.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
-from hjepa.inference.open import BACKENDS, open_runtime, source_kind
-from hjepa.inference.runtime import RUNTIMES, Runtime
+from hjepa.inference.artifacts.hashing import file_sha256, model_identity
+from hjepa.inference.artifacts.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+from hjepa.inference.runtimes.open import BACKENDS, open_runtime, source_kind
+from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime
 
 __all__ = [
     "BACKENDS",

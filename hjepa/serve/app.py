@@ -3,7 +3,7 @@
 Layout: the input image (upload, paste or one of the shipped examples; a click selects a patch) with the level
 picker and the status line on the left; on the right the per-level PCA maps, the similarity map of the selected
 patch, the nearest gallery images, and the multi-block / hierarchical masks with their statistics (a seed slider
-re-samples them). Every computation is a :class:`hjepa.serve.views.Views` method; the events here only wire them,
+re-samples them). Every computation is a :class:`hjepa.serve.views.Explorer` method; the events only wire them,
 and four of them are public API endpoints: ``/embed``, ``/masks``, ``/similarity``, ``/neighbours``.
 
 ``hjepa.serve`` imports this module (and so Gradio) only when ``build_app`` / ``launch_app`` are first used.
@@ -23,10 +23,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from hjepa.inference.images import DEFAULT_MAX_PIXELS, too_many_pixels
-from hjepa.inference.runtime import Runtime
+from hjepa.inference.runtimes.images import DEFAULT_MAX_PIXELS, too_many_pixels
+from hjepa.inference.runtimes.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
-from hjepa.serve.views import Views, stats_markdown
+from hjepa.serve.views import Explorer, stats_markdown
 
 # Local fonts: the default theme fetches Google's, and the app makes no outside requests.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"]
@@ -110,9 +110,9 @@ def _whole_number(value: Any, name: str) -> int:
 
 @dataclass
 class Handlers:
-    """The app's events, each one :class:`Views` call turned into Gradio's answer types."""
+    """The app's events, each one :class:`Explorer` call turned into Gradio's answer types."""
 
-    views: Views
+    views: Explorer
     has_gallery: bool
     num_levels: int
 
@@ -273,7 +273,7 @@ def build_app(
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     max_bytes = int(max_upload_mb * 2**20)
-    views = Views(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes,
+    views = Explorer(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes,
                   max_pixels=int(max_megapixels * 1e6))
     handlers = Handlers(views, gallery is not None, len(runtime.levels))
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:

@@ -6,8 +6,8 @@ import torch
 
 from hjepa.config import Config, ConfigError
 from hjepa.data import EvalTransform, build_dataset
-from hjepa.inference.features import extract_features, spread_arrays
-from hjepa.inference.knn import knn_evaluate
+from hjepa.inference.features.extract import extract_features, spread_arrays
+from hjepa.inference.features.knn import knn_evaluate
 
 VALIDATION_FRACTION = 1 / 6  # 10,000 of Fashion-MNIST's 60,000 train images, the size of its test split
 VALIDATION_SEED = 1234

@@ -21,7 +21,7 @@ from hjepa.export.errors import ExportError
 from hjepa.export.onnx_export import check_opset
 from hjepa.export.staging import StagedDirectory
 from hjepa.export.verify import sample_inputs
-from hjepa.inference.artifact import LoadedModel
+from hjepa.inference.artifacts.artifact import LoadedModel
 from hjepa.logs import Log
 from hjepa.registry import Registry
 

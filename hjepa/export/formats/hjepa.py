@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat
-from hjepa.inference.artifact import SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
+from hjepa.inference.artifacts.artifact import SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
 from hjepa.logs import Log
 
 

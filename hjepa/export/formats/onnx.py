@@ -12,7 +12,7 @@ from hjepa.export import fuse, quantize
 from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, LevelJob
 from hjepa.export.manifest import encode_metadata, level_metadata
 from hjepa.export.onnx_export import external_data_name, save_onnx, set_metadata, simplify, trace_onnx
-from hjepa.export.verify import ort_runner, ort_session, tolerance_for, torch_runner, verify
+from hjepa.export.verify import cpu_session, ort_runner, tolerance_for, torch_runner, verify
 from hjepa.files import move
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import build_level_encoder
@@ -51,7 +51,7 @@ class OnnxFormat(ExportFormat):
 
         # Step 2. onnxruntime vs PyTorch float32.
         what = f"level {level} ONNX ({'fp16' if options.half else 'fp32'})"
-        session = ort_session(onnx_path)
+        session = cpu_session(onnx_path)
         checks = job.checks
         checks["onnxruntime"] = verify(ort_runner(session), torch_runner(reference), job.make_inputs, job.batches,
                                        tolerance_for("fp16" if options.half else "fp32", cfg.export), what,
@@ -70,7 +70,7 @@ class OnnxFormat(ExportFormat):
             int8_model = onnx.load(str(int8_path))
             set_metadata(int8_model, encode_metadata(metadata))
             save_onnx(int8_model, int8_path)
-            int8_session = ort_session(int8_path)
+            int8_session = cpu_session(int8_path)
             checks["onnxruntime_fp32"] = checks.pop("onnxruntime")
             checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,
                                            job.batches, tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)",

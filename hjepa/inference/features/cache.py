@@ -20,7 +20,6 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from hjepa.files import atomic_path
-from hjepa.inference.hashing import file_sha256  # noqa: F401  (re-exported: caches key on it)
 
 _FORMAT = "hjepa-features"
 _VERSION = "1"

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 import hjepa
 from hjepa.config import Config, ConfigError
 from hjepa.data import DATASET_STATS, dataset_stats
-from hjepa.inference.checkpoint import (
+from hjepa.inference.artifacts.checkpoint import (
     CheckpointError,
     check_state,
     checkpoint_config,
@@ -28,7 +28,7 @@ from hjepa.inference.checkpoint import (
     inference_state,
     load_checkpoint,
 )
-from hjepa.inference.hashing import file_sha256
+from hjepa.inference.artifacts.hashing import file_sha256
 from hjepa.models import build_model
 from hjepa.models.pretrained import FAMILY as PRETRAINED_FAMILY
 from hjepa.models.pretrained import EncoderArchitecture, PretrainedEncoder

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from hjepa.errors import HJEPAError
-from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
+from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES
 
 
 class EngineError(HJEPAError, RuntimeError):
