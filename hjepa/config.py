@@ -88,6 +88,8 @@ class LossConfig:
     level_weights: list[float] | None = None  # default: 1 for every level
     regularizer: str = "none"  # none | vicreg | barlow | sigreg
     regularizer_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
+    # multiview: weight of each level's cell-matching term across overlapping crops (0: pooled term only)
+    spatial_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
     vicreg_sim: float = 25.0
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
@@ -141,6 +143,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    cpu_amp: str = "auto"  # bf16 autocast on the CPU: auto (where it has native bf16) | on | off
     compile: bool = False
     log_every: int = 20
     checkpoint_every: int = 500

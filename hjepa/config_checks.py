@@ -80,6 +80,7 @@ _RANGES: dict[str, Range] = {
     "loss.huber_delta": _POSITIVE,
     "loss.level_weights": _NON_NEGATIVE,
     "loss.regularizer_weight": _NON_NEGATIVE,
+    "loss.spatial_weight": _NON_NEGATIVE,
     "loss.vicreg_sim": _NON_NEGATIVE,
     "loss.vicreg_var": _NON_NEGATIVE,
     "loss.vicreg_cov": _NON_NEGATIVE,
@@ -137,6 +138,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "masks.scale_progression": ("geometric", "linear"),
     "optim.ema_schedule": ("cosine", "linear"),
     "train.knn_split": ("test", "val"),
+    "train.cpu_amp": ("auto", "on", "off"),
 }
 
 # (a, b): a <= b. List elements are addressed as key[i].

@@ -152,7 +152,7 @@ def test_training_resumes_exactly(tmp_path):
 
 
 def test_validation_split_is_fixed_disjoint_and_complete():
-    from hjepa.train.knn_monitor import validation_split
+    from hjepa.data.splits import validation_split
 
     bank, val = validation_split(600)
     again_bank, again_val = validation_split(600)

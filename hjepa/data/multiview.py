@@ -21,10 +21,14 @@ from hjepa.data.transforms import PretrainAugment
 
 @dataclass
 class Views:
-    """``globals_ [V_g, B, 3, S, S]`` and ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views)."""
+    """``globals_ [V_g, B, 3, S, S]``, ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views), the global
+    crops' ``boxes [V_g, B, 5]`` (``PretrainAugment.crops_and_boxes``) and ``same_picture [B]``: False where the
+    second global view was cut from another picture (neighbour views), so crop geometry does not relate them."""
 
     globals_: torch.Tensor
     locals_: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    same_picture: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -70,8 +74,9 @@ class MultiViewAugment:
         """``second`` (uint8, like ``images``): the pictures the second global view is cut from (neighbour views,
         ``hjepa.data.neighbours``); local views always come from ``images``."""
         sources = [second if i == 1 and second is not None else images for i in range(self.num_global)]
-        globals_ = torch.stack([self.global_view(source, generator) for source in sources])
+        crops, boxes = zip(*(self.global_view.crops_and_boxes(source, generator) for source in sources), strict=True)
         locals_ = None
         if self.num_local:
             locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])
-        return Views(globals_, locals_)
+        same_picture = None if second is None else (second == images).flatten(1).all(1)
+        return Views(torch.stack(crops), locals_, torch.stack(boxes), same_picture)

@@ -120,6 +120,10 @@ class PretrainAugment:
         return torch.stack([x0, y0, crop_w, crop_h, flip], dim=1)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.crops_and_boxes(images, generator)[0]
+
+    def crops_and_boxes(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crops and their boxes ``[B, 5]`` = (x0, y0, width, height, flip) as fractions of the source."""
         pixels = to_unit_float(images)
         batch, channels, height, width = pixels.shape
         boxes = self.crop_boxes(batch, height, width, generator)
@@ -135,7 +139,8 @@ class PretrainAugment:
         grid = F.affine_grid(theta, [batch, channels, self.img_size, self.img_size], align_corners=False)
         # Grayscale is sampled as one channel and only expanded afterwards: a third of the work.
         crops = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return self.normalise(crops)
+        scale = torch.tensor([width, height, width, height, 1.0], device=boxes.device)
+        return self.normalise(crops), boxes / scale
 
 
 class EvalTransform:

@@ -25,7 +25,7 @@ from hjepa.data import (
     batch_generator,
     build_dataset,
 )
-from hjepa.device import resolve_device
+from hjepa.device import amp_enabled, resolve_device
 from hjepa.errors import HJEPAError
 from hjepa.files import atomic_write_text, remove_stale_temp_files
 from hjepa.masks import MaskBatch, build_mask_generator
@@ -284,6 +284,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank())
+    use_amp = amp_enabled(device, cfg.train.amp, cfg.train.cpu_amp)
     seed_everything(cfg.train.seed)
     dataset = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
     if cfg.data.limit:
@@ -318,8 +319,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
             break
         images, masks = make_batch(step, images)
         window.data_time += time.perf_counter() - fetch_start
-        outputs = train_step(runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad,
-                             cfg.train.amp)
+        outputs = train_step(runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad, use_amp)
         scalars = {k: v.detach() for k, v in outputs.items() if v.ndim == 0}
         window.add(scalars)
         done = step + 1
