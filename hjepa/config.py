@@ -110,6 +110,9 @@ class DataConfig:
     num_workers: int = 0
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = True
+    # this share of crops becomes a canvas zoom_out_scale times the picture's side, the picture inside (0: off)
+    zoom_out: float = 0.0
+    zoom_out_scale: tuple[float, float] = (1.0, 2.0)
     # multiview: global views at model.img_size and crop_scale, local views smaller
     num_global_views: int = 2
     num_local_views: int = 0

@@ -11,8 +11,8 @@ _spec = importlib.util.spec_from_file_location("code_stats", ROOT / "scripts" / 
 code_stats = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(code_stats)
 
-# Mirrors MaskConfig's fields one by one; configs build it through from_config.
-WIDE_ALLOWED = {("hjepa/masks/hierarchical.py", "__init__")}
+# Each mirrors its config section's fields one by one and is built from the config (from_config, build_augment).
+WIDE_ALLOWED = {("hjepa/masks/hierarchical.py", "__init__"), ("hjepa/data/multiview.py", "__init__")}
 
 
 def test_no_function_is_over_90_lines():

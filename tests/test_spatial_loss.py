@@ -87,3 +87,21 @@ def test_spatial_weight_with_a_pairwise_regulariser_is_a_config_error(tiny_confi
     tiny_config.loss.regularizer_weight = [0.1]
     with pytest.raises(ConfigError, match="spatial_weight"):
         build_multiview_loss(tiny_config.loss, 2)
+
+
+def test_zoom_out_boxes_hold_the_whole_picture_and_plain_crops_keep_their_stream():
+    images = torch.randint(1, 255, (64, 1, 28, 28), dtype=torch.uint8)
+    zoomed = PretrainAugment(32, crop_scale=(0.85, 1.0), zoom_out=0.5, zoom_out_scale=(1.5, 2.0))
+    crops, box = zoomed.crops_and_boxes(images, torch.Generator().manual_seed(0))
+    out = box[:, 2] > 1
+    assert 10 < out.sum() < 54  # about half
+    assert (box[out, 0] <= 0).all() and (box[out, 0] + box[out, 2] >= 1 - 1e-5).all()
+    assert (box[out, 2] >= 1.5 - 1e-5).all() and (box[out, 2] <= 2.0 + 1e-5).all()
+    # The canvas outside the picture is black (0 before normalisation).
+    away = out & (box[:, 0] < -0.1) & (box[:, 1] < -0.1)
+    corner = crops[away][:, 0, 0, 0] * zoomed.std[0, 0, 0, 0] + zoomed.mean[0, 0, 0, 0]
+    assert away.any() and corner.abs().max() < 1e-5
+    # The zoom draws come after the crop draws: the other rows are the crops of the same seed without zoom-out.
+    plain = PretrainAugment(32, crop_scale=(0.85, 1.0)).crop_boxes(64, 28, 28, torch.Generator().manual_seed(0))
+    again = zoomed.crop_boxes(64, 28, 28, torch.Generator().manual_seed(0))
+    assert torch.equal(again[~out], plain[~out])

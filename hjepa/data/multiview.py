@@ -61,13 +61,16 @@ class MultiViewAugment:
         hflip: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        zoom_out: float = 0.0,
+        zoom_out_scale: tuple[float, float] = (1.0, 2.0),
     ) -> None:
         if num_global < 1:
             raise ConfigError(f"data.num_global_views must be at least 1, got {num_global}")
         if num_local < 0:
             raise ConfigError(f"data.num_local_views must be >= 0, got {num_local}")
         self.num_global, self.num_local = num_global, num_local
-        self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std)
+        self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std,
+                                           zoom_out=zoom_out, zoom_out_scale=zoom_out_scale)
         self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator, second: torch.Tensor | None = None) -> Views:
