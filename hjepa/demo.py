@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from hjepa.cli.errors import user_errors
+from hjepa.files import atomic_write_text
 
 DENSE_TRAIN_MOSAICS, DENSE_TEST_MOSAICS = 2000, 1000
 
@@ -103,7 +104,7 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int | None,
                                                                       best_miou["raw pixels"]), 2),
         "dense_data": dense["data"], "dense_splits": dense["splits"],
     }
-    (result.out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(result.out_dir / "demo.json", json.dumps(summary, indent=2))
     click.echo(f"\nrun: {result.out_dir} ({cfg.train.steps} steps in {train_seconds:.0f} s, "
                f"{cfg.model.num_levels} levels over a {'x'.join(map(str, summary['grid']))} grid)")
     click.echo(f"k-NN top-1 (k=20, T=0.07, level 0, {trained['test']} test images, {trained['train_bank']} in bank):")
