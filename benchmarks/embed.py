@@ -29,7 +29,7 @@ from hjepa.config import load_config  # noqa: E402
 from hjepa.embed import EmbedOptions, embed_collection  # noqa: E402
 from hjepa.embed.index import build_index  # noqa: E402
 from hjepa.inference import open_runtime  # noqa: E402
-from hjepa.inference.collection import feature_matrix, l2_normalise, read_columns  # noqa: E402
+from hjepa.inference.features.collection import feature_matrix, l2_normalise, read_columns  # noqa: E402
 from hjepa.train.checkpoint import save_checkpoint  # noqa: E402
 from hjepa.train.model import build_training_model  # noqa: E402
 

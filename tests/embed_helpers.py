@@ -39,7 +39,7 @@ def make_folder(root: Path, count: int = 14, seed: int = 0) -> list[str]:
 
 def read_rows(directory: Path, columns: list[str]) -> dict:
     """``{id: {column: tuple of floats}}`` over every shard, asserting each id appears once."""
-    from hjepa.inference.collection import read_columns
+    from hjepa.inference.features.collection import read_columns
 
     table = read_columns(directory, ["id", *columns]).to_pylist()
     ids = [row["id"] for row in table]

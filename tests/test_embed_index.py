@@ -10,7 +10,7 @@ from embed_helpers import make_folder, read_rows
 
 from hjepa.embed import EmbedOptions, embed_collection
 from hjepa.embed.index import build_index, ivfpq_parameters
-from hjepa.inference.collection import feature_matrix, l2_normalise, load_index, read_columns
+from hjepa.inference.features.collection import feature_matrix, l2_normalise, load_index, read_columns
 
 pytest.importorskip("faiss")
 
@@ -60,7 +60,7 @@ def test_ivfpq_recall_against_exact_search(digits_index) -> None:
 def test_serve_gallery_reads_an_embed_folder(tiny_checkpoint, tmp_path, monkeypatch) -> None:
     """``--gallery DIR`` of an embed output: the index is searched (nothing re-embedded), hits shown by path."""
     from hjepa.inference import open_runtime
-    from hjepa.inference.images import read_image
+    from hjepa.inference.runtimes.images import read_image
     from hjepa.serve import Views, build_gallery
     from hjepa.serve.collection_gallery import CollectionGallery
 

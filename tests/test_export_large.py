@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hjepa.export import ExportOptions, export, onnx_export
-from hjepa.export.verify import ort_session, sample_inputs
+from hjepa.export.verify import cpu_session, sample_inputs
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def test_triton_repository_carries_the_external_weights(tiny_checkpoint, tmp_pat
     version = out / "triton" / "hjepa_l0" / "1"
     assert sorted(p.name for p in version.iterdir()) == ["level0.onnx.data", "model.onnx"]
     inputs = sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3)
-    expected = run(ort_session(out / "level0.onnx"), inputs)
-    for got, want in zip(run(ort_session(version / "model.onnx"), inputs), expected, strict=True):
+    expected = run(cpu_session(out / "level0.onnx"), inputs)
+    for got, want in zip(run(cpu_session(version / "model.onnx"), inputs), expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -41,7 +41,7 @@ def test_int8_of_an_external_data_model_leaves_no_stale_weights(tiny_checkpoint,
     names = sorted(p.name for p in out.iterdir())
     # The int8 file replaced the fp32 one; the fp32 weights file must not be left behind, unreferenced.
     assert names in (["level0.onnx", "manifest.json"], ["level0.onnx", "level0.onnx.data", "manifest.json"])
-    session = ort_session(out / "level0.onnx")
+    session = cpu_session(out / "level0.onnx")
     assert manifest["levels"]["0"]["metadata"]["precision"] == "int8"
     tokens, pooled = run(session, sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3))
     assert tokens.shape == (2, 16, 32) and np.isfinite(tokens).all()

@@ -151,7 +151,7 @@ def dense(source: str | None, random_init: str | None, baselines: tuple[str, ...
     from hjepa.evaluation.dense import DenseOptions, dense_rows, evaluate_dense
     from hjepa.evaluation.report import check_report_path, format_table, write_report
     from hjepa.evaluation.sources import resolve_source
-    from hjepa.inference.levels import parse_levels
+    from hjepa.inference.artifacts.levels import parse_levels
 
     if (source is None) == (random_init is None):
         raise click.UsageError("give either SOURCE (checkpoint, .onnx, export directory, .engine) or "

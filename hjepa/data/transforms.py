@@ -109,7 +109,7 @@ class PretrainAugment:
         crop_w = crop_w.gather(1, first).squeeze(1)
         crop_h = crop_h.gather(1, first).squeeze(1)
 
-        # torchvision's fallback when no attempt fits: the largest centered crop with the ratio clamped to range.
+        # torchvision's fallback: the largest centred crop, ratio clamped.
         source_ratio = width / height
         if source_ratio < self.crop_ratio[0]:
             fallback_w, fallback_h = float(width), width / self.crop_ratio[0]
@@ -147,8 +147,8 @@ class PretrainAugment:
         boxes = self.crop_boxes(batch, height, width, generator)
         boxes = to_device_async(boxes, pixels.device)  # drawn on the CPU for GPU pixels: the copy must not sync
         x0, y0, crop_w, crop_h, flip = boxes.unbind(dim=1)
-        # With align_corners=False, normalised -1 / +1 are the outer edges of the image, so the output's edges map to
-        # the crop's edges by x_in = scale * x_out + center; a negative x scale mirrors the crop horizontally.
+        # align_corners=False: -1 / +1 are the outer edges, so x_in = scale * x_out + center maps edge to edge;
+        # a negative x scale flips.
         theta = torch.zeros(batch, 2, 3, device=pixels.device)
         theta[:, 0, 0] = (crop_w / width) * (1 - 2 * flip)
         theta[:, 0, 2] = (2 * x0 + crop_w) / width - 1

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from hjepa.inference.collection import (
+from hjepa.files import atomic_open, atomic_write_text
+from hjepa.inference.features.collection import (
     INDEX_DIR,
     INDEX_IDS,
     INDEX_RECORD,
@@ -23,7 +24,6 @@ from hjepa.inference.collection import (
     level_column,
     read_columns,
 )
-from hjepa.train.atomic import atomic_open, atomic_write_text
 
 TRAIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per k-means centroid
 MAX_TRAIN_ROWS = 500_000

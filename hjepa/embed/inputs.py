@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hjepa.data.imagefolder import IMAGE_EXTENSIONS
 from hjepa.errors import OptionError
-from hjepa.inference.collection import INPUTS_NAME
+from hjepa.inference.features.collection import INPUTS_NAME
 
 LIST_SUFFIXES = (".txt", ".lst", ".csv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -115,7 +115,7 @@ def save_listing(listing: Listing, directory: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hjepa.train.atomic import atomic_open
+    from hjepa.files import atomic_open
 
     columns = {"id": listing.ids}
     if listing.paths:

@@ -20,10 +20,10 @@ from hjepa.embed.options import EmbedJob, EmbedOptions
 from hjepa.embed.preprocess import Preprocessing
 from hjepa.embed.shards import ShardPlan, finished_shards
 from hjepa.errors import OptionError
+from hjepa.files import atomic_write_text, remove_stale_temp_files
 from hjepa.inference import Runtime, file_sha256, open_runtime, source_kind
-from hjepa.inference.collection import ERRORS_NAME
-from hjepa.inference.levels import parse_levels
-from hjepa.train.atomic import atomic_write_text, remove_stale_temp_files
+from hjepa.inference.artifacts.levels import parse_levels
+from hjepa.inference.features.collection import ERRORS_NAME
 
 
 def open_source(source: str, backend: str = "auto", device: str = "auto") -> tuple[Runtime, str, str]:
@@ -146,7 +146,7 @@ def _finish(job: EmbedJob, manifest: dict, done: dict[int, dict], runtime: Runti
 
 
 def _columns(job: EmbedJob) -> list[str]:
-    from hjepa.inference.collection import grid_column, level_column
+    from hjepa.inference.features.collection import grid_column, level_column
 
     names = ["id"] + [level_column(level) for level in job.levels]
     return names + ([grid_column(level) for level in job.levels] if job.grid else [])

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from hjepa.embed.options import EmbedJob
 from hjepa.embed.preprocess import Collate, ItemDataset, Skip, worker_init
 from hjepa.embed.shards import ShardBuffer, shard_record, skip_entry, write_shard
-from hjepa.inference.runtime import Runtime
+from hjepa.inference.runtimes.runtime import Runtime
 
 PREFETCH_BATCHES = 4  # per worker: enough to ride out a slow file without holding many batches in memory
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from hjepa import __version__
 from hjepa.errors import HJEPAError
-from hjepa.inference.collection import FORMAT, MANIFEST_NAME, read_manifest
-from hjepa.train.atomic import atomic_write_text
+from hjepa.files import atomic_write_text
+from hjepa.inference.features.collection import FORMAT, MANIFEST_NAME, read_manifest
 
 # Fields of "job" that must match for --resume: anything that changes which rows exist or their values.
 JOB_KEYS = ("source_hash", "input", "levels", "grid", "shard_size", "preprocessing")

@@ -17,8 +17,8 @@ from PIL import Image
 
 from hjepa.data import EvalTransform
 from hjepa.data.imagefolder import DEFAULT_STORAGE_SIZE, decode_image
-from hjepa.inference.images import ImageError, check_pixels
-from hjepa.inference.metadata import RuntimeMetadata
+from hjepa.inference.artifacts.metadata import RuntimeMetadata
+from hjepa.inference.runtimes.images import ImageError, check_pixels
 
 DEFAULT_MAX_PIXELS = 100_000_000
 

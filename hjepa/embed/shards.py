@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from hjepa.embed.preprocess import Skip
-from hjepa.inference.collection import RAY_GLOB, SHARD_GLOB, grid_column, level_column
-from hjepa.train.atomic import atomic_open
+from hjepa.files import atomic_open
+from hjepa.inference.features.collection import RAY_GLOB, SHARD_GLOB, grid_column, level_column
 
 SHARD_META_KEY = b"hjepa.shard"
 ROUND_RECORD = "round.json"

@@ -304,7 +304,7 @@ def fuse_for_cpu(model: onnx.ModelProto, inputs: np.ndarray) -> tuple[onnx.Model
     """``(fused copy of model, attention blocks fused)`` (the patch embedding rewritten as a ``MatMul`` too), or
     ``(model, 0)`` when no attention block matched or onnxruntime
     gives the fused graph's outputs on ``inputs`` more than ``PARITY_ATOL`` away from the traced graph's."""
-    from hjepa.export.verify import compare, ort_runner, ort_session
+    from hjepa.export.verify import compare, cpu_session, ort_runner
 
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
@@ -312,8 +312,8 @@ def fuse_for_cpu(model: onnx.ModelProto, inputs: np.ndarray) -> tuple[onnx.Model
     if not count:
         return model, 0
     fuse_patch_embed(fused)
-    reference = ort_runner(ort_session(model.SerializeToString()))(inputs)
-    figures = compare(reference, ort_runner(ort_session(fused.SerializeToString()))(inputs))
+    reference = ort_runner(cpu_session(model.SerializeToString()))(inputs)
+    figures = compare(reference, ort_runner(cpu_session(fused.SerializeToString()))(inputs))
     if max(fig["max_abs_err"] for fig in figures.values()) > PARITY_ATOL:
         warnings.warn(f"fused attention differs from the traced graph ({figures['tokens']['max_abs_err']:.2g}); "
                       "keeping the traced graph", stacklevel=2)

@@ -88,7 +88,7 @@ def _features(session: Any, images: torch.Tensor, metadata: dict[str, Any], batc
 
 def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     from hjepa.data import build_dataset
-    from hjepa.inference.features import spread_arrays
+    from hjepa.inference.features.extract import spread_arrays
 
     return spread_arrays(build_dataset(cfg.data.dataset, split, cfg.data.data_dir, download=False), count)
 
@@ -109,7 +109,7 @@ def int8_knn(
     itself is still valid and verified.
     """
     from hjepa.data import DataError
-    from hjepa.inference.knn import knn_evaluate
+    from hjepa.inference.features.knn import knn_evaluate
 
     try:
         train_images, train_labels = _split_arrays(cfg, "train", train_samples)

@@ -84,11 +84,8 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         )
         ham = model_cfg.hamiltonian
         self.predictors = nn.ModuleList(
-            VIEW_PREDICTORS.build(
-                model_cfg.view_predictor, dim=model_cfg.projector_dim, hidden_dim=ham.hidden_dim, dt=ham.dt,
-                steps=ham.steps, damping=ham.damping, base_coeff=ham.base_coeff, residual_scale=ham.residual_scale,
-                match=ham.match,
-            )
+            VIEW_PREDICTORS.build_from(model_cfg.view_predictor, dim=model_cfg.projector_dim,
+                                       hidden_dim=ham.hidden_dim, hamiltonian=ham)
             for _ in range(self.num_levels)
         )
         # Spatial terms: per level, a projector of the level's cells (VICRegL's local expander) for cell matching.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hjepa.inference.collection import (
+from hjepa.inference.features.collection import (
     INPUTS_NAME,
     CollectionError,
     SearchIndex,
@@ -21,8 +21,8 @@ from hjepa.inference.collection import (
     read_columns,
     read_manifest,
 )
-from hjepa.inference.images import DEFAULT_MAX_PIXELS, ImageError, read_image
-from hjepa.inference.runtime import Runtime
+from hjepa.inference.runtimes.images import DEFAULT_MAX_PIXELS, ImageError, read_image
+from hjepa.inference.runtimes.runtime import Runtime
 from hjepa.serve.neighbour import Neighbour
 
 

@@ -7,8 +7,8 @@ import torch
 from hjepa.config import Config, ConfigError
 from hjepa.data import EvalTransform, build_dataset
 from hjepa.data.splits import validation_split
-from hjepa.inference.features import extract_features, spread_arrays
-from hjepa.inference.knn import knn_evaluate
+from hjepa.inference.features.extract import extract_features, spread_arrays
+from hjepa.inference.features.knn import knn_evaluate
 
 
 class KnnMonitor:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import onnx
@@ -13,7 +12,8 @@ from hjepa.export import fuse, quantize
 from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, LevelJob
 from hjepa.export.manifest import encode_metadata, level_metadata
 from hjepa.export.onnx_export import external_data_name, save_onnx, set_metadata, simplify, trace_onnx
-from hjepa.export.verify import ort_runner, ort_session, tolerance_for, torch_runner, verify
+from hjepa.export.verify import cpu_session, ort_runner, tolerance_for, torch_runner, verify
+from hjepa.files import move
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import build_level_encoder
 
@@ -37,8 +37,8 @@ class OnnxFormat(ExportFormat):
         onnx_model, exporter = trace_onnx(module, example, opset, options.dynamic)
         # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
         opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
-        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), model.head_dim, job.mean,
-                                  job.std, job.input_format, job.sha, "fp16" if options.half else "fp32",
+        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), model.head_dim,
+                                  (job.mean, job.std), job.input_format, job.sha, "fp16" if options.half else "fp32",
                                   job.provenance)
         set_metadata(onnx_model, encode_metadata(metadata))
         if options.simplify:
@@ -51,7 +51,7 @@ class OnnxFormat(ExportFormat):
 
         # Step 2. onnxruntime vs PyTorch float32.
         what = f"level {level} ONNX ({'fp16' if options.half else 'fp32'})"
-        session = ort_session(onnx_path)
+        session = cpu_session(onnx_path)
         checks = job.checks
         checks["onnxruntime"] = verify(ort_runner(session), torch_runner(reference), job.make_inputs, job.batches,
                                        tolerance_for("fp16" if options.half else "fp32", cfg.export), what,
@@ -70,7 +70,7 @@ class OnnxFormat(ExportFormat):
             int8_model = onnx.load(str(int8_path))
             set_metadata(int8_model, encode_metadata(metadata))
             save_onnx(int8_model, int8_path)
-            int8_session = ort_session(int8_path)
+            int8_session = cpu_session(int8_path)
             checks["onnxruntime_fp32"] = checks.pop("onnxruntime")
             checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,
                                            job.batches, tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)",
@@ -81,7 +81,7 @@ class OnnxFormat(ExportFormat):
             for name in (onnx_path.name, external_data_name(onnx_path)):
                 (out / name).unlink(missing_ok=True)
                 if (int8_dir / name).is_file():
-                    os.replace(int8_dir / name, out / name)
+                    move(int8_dir / name, out / name)
             shutil.rmtree(int8_dir)
             session = int8_session
 
