@@ -61,7 +61,7 @@ def test_serve_gallery_reads_an_embed_folder(tiny_checkpoint, tmp_path, monkeypa
     """``--gallery DIR`` of an embed output: the index is searched (nothing re-embedded), hits shown by path."""
     from hjepa.inference import open_runtime
     from hjepa.inference.runtimes.images import read_image
-    from hjepa.serve import Views, build_gallery
+    from hjepa.serve import Explorer, build_gallery
     from hjepa.serve.collection_gallery import CollectionGallery
 
     root = tmp_path / "pictures"
@@ -85,5 +85,5 @@ def test_serve_gallery_reads_an_embed_folder(tiny_checkpoint, tmp_path, monkeypa
         assert hits[0].label == query and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
         assert np.array_equal(hits[0].image, read_image(root / query))  # shown from its path
         assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
-    items, status = Views(runtime, gallery, display_size=64).neighbours(str(root / ids[2]), level=0, k=3)
+    items, status = Explorer(runtime, gallery, display_size=64).neighbours(str(root / ids[2]), level=0, k=3)
     assert len(items) == 3 and items[0][1].startswith(ids[2]) and "neighbours at level 0" in status
