@@ -178,3 +178,19 @@ def test_dense_scores_of_an_onnx_export_match_the_checkpoint(tiny_checkpoint, tm
         assert theirs["grid"] == ours["grid"]
         assert theirs["miou"] == pytest.approx(ours["miou"], abs=1.0)
         assert theirs["tile_top1"] == pytest.approx(ours["tile_top1"], abs=2.0)
+
+
+def test_validation_split_never_reads_the_test_split(monkeypatch):
+    import hjepa.evaluation.dense as dense
+    from hjepa.data import build_dataset
+
+    asked = []
+
+    def spy(name, split, **kwargs):
+        asked.append(split)
+        return build_dataset(name, split, **kwargs)
+
+    monkeypatch.setattr(dense, "build_dataset", spy)
+    data = dense.load_dense_data(DenseOptions(dataset="digits", split="val", train_mosaics=20, test_mosaics=10), 16)
+    assert asked == ["train"] and data.description["split"] == "val"
+    assert sum(len(part) for part in data.test) == 10
