@@ -161,3 +161,36 @@ def test_bf16_sources_hash_apart_and_stay_close_to_fp32(tiny_checkpoint):
     reference, reduced = fp32.embed_pooled(images, 0), bf16.embed_pooled(images, 0)
     assert reduced.dtype == torch.float32 and not torch.equal(reference, reduced)
     assert F.cosine_similarity(reference, reduced).min() > 0.99
+
+
+def test_dense_scores_of_an_onnx_export_match_the_checkpoint(tiny_checkpoint, tmp_path):
+    from hjepa.evaluation.dense import evaluate_dense
+    from hjepa.evaluation.sources import resolve_source
+    from hjepa.export import export
+
+    export(tiny_checkpoint, "all", tmp_path / "export")
+    options = DenseOptions(dataset="digits", train_mosaics=60, test_mosaics=30, seg_epochs=3, tile_epochs=3)
+    from_checkpoint = evaluate_dense(resolve_source(tiny_checkpoint), options)
+    from_onnx = evaluate_dense(resolve_source(tmp_path / "export", backend="onnxruntime:cpu"), options)
+    assert from_onnx["backend"].startswith("onnxruntime")
+    for level in ("0", "1"):
+        ours, theirs = from_checkpoint["levels"][level]["dense"], from_onnx["levels"][level]["dense"]
+        assert theirs["grid"] == ours["grid"]
+        assert theirs["miou"] == pytest.approx(ours["miou"], abs=1.0)
+        assert theirs["tile_top1"] == pytest.approx(ours["tile_top1"], abs=2.0)
+
+
+def test_validation_split_never_reads_the_test_split(monkeypatch):
+    import hjepa.evaluation.dense as dense
+    from hjepa.data import build_dataset
+
+    asked = []
+
+    def spy(name, split, **kwargs):
+        asked.append(split)
+        return build_dataset(name, split, **kwargs)
+
+    monkeypatch.setattr(dense, "build_dataset", spy)
+    data = dense.load_dense_data(DenseOptions(dataset="digits", split="val", train_mosaics=20, test_mosaics=10), 16)
+    assert asked == ["train"] and data.description["split"] == "val"
+    assert sum(len(part) for part in data.test) == 10
