@@ -6,6 +6,7 @@ The limit is lowered for the test so the tiny model takes the same path as a ViT
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from hjepa.export import ExportOptions, export, onnx_export
@@ -51,3 +52,66 @@ def test_int8_of_an_external_data_model_leaves_no_stale_weights(tiny_checkpoint,
 
         model = onnx.load(str(out / "level0.onnx"), load_external_data=False)
         assert any(uses_external_data(t) for t in model.graph.initializer)
+
+
+def write_wide_artifact(directory, width: int = 4096, depth: int = 3) -> None:
+    """An imported-encoder artifact whose fp32 weights pass 2 GB (width 4096, depth 3: 604M parameters) while a
+    32 px image is 4 tokens of compute. Random weights, scaled so activations stay O(1)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from hjepa.inference.artifact import ARTIFACT_FORMAT
+    from hjepa.inference.hashing import file_sha256
+    from hjepa.models.pretrained import EncoderArchitecture, PretrainedEncoder
+
+    arch = EncoderArchitecture(embed_dim=width, depth=depth, num_heads=width // 64, mlp_hidden_dim=4 * width,
+                               patch_size=16, img_size=32, num_levels=2)
+    with torch.device("meta"):  # no 2.4 GB initialisation pass: each tensor is drawn once below
+        model = PretrainedEncoder(arch, "wide")
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        fan_in = tensor.shape[-1] if tensor.ndim > 1 else 1
+        value = torch.randn(tensor.shape, generator=generator) / fan_in**0.5 if tensor.ndim > 1 else (
+            torch.ones(tensor.shape) if name.endswith("weight") else torch.zeros(tensor.shape))
+        weights[name] = value
+    directory.mkdir()
+    save_file(weights, str(directory / "encoder.safetensors"), metadata={"format": ARTIFACT_FORMAT})
+    del weights
+    spec = {
+        "format": ARTIFACT_FORMAT, "architecture": arch.to_dict(),
+        "preprocessing": {"img_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "feature": {"levels": [0, 1], "level_head": "identity"},
+        "provenance": {"source": "synthetic", "source_sha256": "0" * 64, "config_name": "wide", "licence": None},
+        "parity": None, "config": None, "weights_sha256": file_sha256(directory / "encoder.safetensors"),
+    }
+    (directory / "encoder.json").write_text(json.dumps(spec))
+
+
+def test_a_model_over_2gb_exports_with_external_data_and_every_reader_opens_it(tmp_path):
+    from hjepa.inference.artifact import load_artifact
+    from hjepa.inference.open import open_runtime
+
+    artifact, out = tmp_path / "wide", tmp_path / "exp"
+    write_wide_artifact(artifact)
+    assert (artifact / "encoder.safetensors").stat().st_size > onnx_export._PROTOBUF_LIMIT
+    manifest = export(artifact, "all", out, ExportOptions(batch=2))
+    for level in (0, 1):
+        entry = manifest["levels"][str(level)]
+        assert entry["fused_attention"] == 3  # fusion ran from paths on the weightless graph
+        assert entry["onnx_bytes"] > onnx_export._PROTOBUF_LIMIT
+        assert (out / f"level{level}.onnx").stat().st_size < 10_000_000  # the graph alone: weights are beside it
+    assert sorted(p.name for p in out.iterdir()) == ["level0.onnx", "level0.onnx.data", "level1.onnx",
+                                                      "level1.onnx.data", "manifest.json"]
+    images = sample_inputs(3, 32, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=7)
+    runtime = open_runtime(out, backend="onnxruntime", device="cpu")  # what hjepa-eval and hjepa-serve open
+    got = {level: runtime.embed_preprocessed(images, level) for level in (0, 1)}
+    del runtime
+    model = load_artifact(artifact).model
+    with torch.no_grad():
+        want = model.extract_levels(torch.from_numpy(images), [0, 1])
+    for level in (0, 1):
+        tokens, pooled = want[level]
+        np.testing.assert_allclose(got[level][0], tokens.numpy(), atol=2e-3, rtol=0)
+        np.testing.assert_allclose(got[level][1], pooled.numpy(), atol=2e-3, rtol=0)

@@ -119,7 +119,7 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     ``<name>.data`` beside it.
     """
     path = Path(path)
-    if model.ByteSize() <= _PROTOBUF_LIMIT:
+    if not needs_external_data(model):
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as exc:
@@ -129,6 +129,39 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     def write_external(tmp: Path) -> None:
         onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=external_data_name(path), size_threshold=1024)
-        onnx.checker.check_model(str(tmp), full_check=True)  # a > 2 GB model can only be checked from its path
+        check_file(tmp)  # a > 2 GB model can only be checked from its path
 
     return atomic_write(path, write_external)
+
+
+def check_file(path: Path) -> None:
+    """``onnx.checker`` with ``full_check`` on the file (and its external weights), as a one-line ExportError."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
+
+
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes ``tensor`` holds inside the proto (0 when its data is external), read from its dims, not its data."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return count * 8
+    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def model_bytes(model: onnx.ModelProto) -> int:
+    """An estimate of ``model``'s serialised size that never serialises it (``ByteSize`` fails past 2 GB)."""
+    total = sum(tensor_bytes(t) for t in model.graph.initializer)
+    for node in model.graph.node:
+        total += sum(tensor_bytes(a.t) for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
+    return total + 1_000 * len(model.graph.node)  # names, shapes and attributes: generous
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is over protobuf's 2 GB limit, so that its weights must go to ``<name>.data``."""
+    return model_bytes(model) > _PROTOBUF_LIMIT

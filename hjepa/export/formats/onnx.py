@@ -6,13 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 
-import onnx
 import torch
 
 from hjepa.export import fuse, quantize
+from hjepa.export.external_data import load_graph, save_graph, save_large_level
 from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, LevelJob
 from hjepa.export.manifest import encode_metadata, level_metadata
-from hjepa.export.onnx_export import external_data_name, save_onnx, set_metadata, simplify, trace_onnx
+from hjepa.export.onnx_export import (
+    external_data_name,
+    needs_external_data,
+    save_onnx,
+    set_metadata,
+    simplify,
+    trace_onnx,
+)
 from hjepa.export.verify import ort_runner, ort_session, tolerance_for, torch_runner, verify
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import build_level_encoder
@@ -41,13 +48,18 @@ class OnnxFormat(ExportFormat):
                                   job.std, job.input_format, job.sha, "fp16" if options.half else "fp32",
                                   job.provenance)
         set_metadata(onnx_model, encode_metadata(metadata))
-        if options.simplify:
-            onnx_model = simplify(onnx_model)
         fused = 0
-        if options.fuse and not options.half and job.resources.get("trt") is None:
-            onnx_model, fused = fuse.fuse_for_cpu(onnx_model, job.make_inputs(job.batch))
+        fuse_wanted = options.fuse and not options.half and job.resources.get("trt") is None
         onnx_path = out / f"level{level}.onnx"
-        save_onnx(onnx_model, onnx_path)
+        if needs_external_data(onnx_model):  # over 2 GB: weights to level{K}.onnx.data first, then from paths
+            fuse_inputs = job.make_inputs(job.batch) if fuse_wanted else None
+            onnx_model, fused = save_large_level(onnx_model, onnx_path, options.simplify, fuse_inputs)
+        else:
+            if options.simplify:
+                onnx_model = simplify(onnx_model)
+            if fuse_wanted:
+                onnx_model, fused = fuse.fuse_for_cpu(onnx_model, job.make_inputs(job.batch))
+            save_onnx(onnx_model, onnx_path)
 
         # Step 2. onnxruntime vs PyTorch float32.
         what = f"level {level} ONNX ({'fp16' if options.half else 'fp32'})"
@@ -67,9 +79,9 @@ class OnnxFormat(ExportFormat):
             int8_path = int8_dir / onnx_path.name
             quantize.quantize_int8(onnx_path, int8_path)
             metadata["precision"] = "int8"
-            int8_model = onnx.load(str(int8_path))
+            int8_model = load_graph(int8_path)  # its weights stay where quantization wrote them
             set_metadata(int8_model, encode_metadata(metadata))
-            save_onnx(int8_model, int8_path)
+            save_graph(int8_model, int8_path)
             int8_session = ort_session(int8_path)
             checks["onnxruntime_fp32"] = checks.pop("onnxruntime")
             checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,

@@ -1,0 +1,109 @@
+"""Levels over protobuf's 2 GB limit (I-JEPA ViT-H/14 is 2.5 GB in fp32): the weights are written once, to
+``level{K}.onnx.data``, and every later step works from paths on a weightless graph.
+
+A protobuf message cannot be serialised past 2 GB, so nothing here calls ``SerializeToString``, ``ByteSize`` or
+in-memory shape inference on such a model. The traced graph and its fused copy are two small ``.onnx`` files in a
+work folder that point at the same weights file; onnxruntime opens each from its path, one at a time, and the one
+kept is moved into place beside the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
+
+from hjepa.export import fuse
+from hjepa.export.errors import ExportError
+from hjepa.export.onnx_export import check_file, external_data_name, set_metadata
+from hjepa.export.verify import compare, ort_runner, ort_session
+
+EXTERNAL_THRESHOLD = 1024  # tensors over 1 KB go to the weights file; shape constants stay in the graph
+
+
+def externalise(model: onnx.ModelProto, directory: Path, data_name: str) -> None:
+    """Move every tensor over 1 KB of ``model`` into ``directory/data_name``, in place: the proto keeps references
+    only, so the weights' memory is freed tensor by tensor as they are written."""
+    (directory / data_name).unlink(missing_ok=True)  # the writer appends to an existing file
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=data_name,
+                                   size_threshold=EXTERNAL_THRESHOLD, convert_attribute=True)
+    write_external_data_tensors(model, str(directory))
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """The graph of an ONNX file without its external weights (kilobytes, whatever the model's size)."""
+    return onnx.load(str(path), load_external_data=False)
+
+
+def save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Write a weightless graph beside the weights file it refers to, then check the pair from the path."""
+    onnx.save_model(model, str(path))
+    check_file(path)
+
+
+def simplify_file(path: Path, data_name: str) -> None:
+    """onnxslim on a model over 2 GB: it reads and writes the weights itself (``save_as_external_data``)."""
+    try:
+        import onnxslim
+    except ImportError:
+        raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
+    metadata = {p.key: p.value for p in load_graph(path).metadata_props}
+    model = onnx.load(str(path))  # onnxslim folds constants: it needs the values
+    try:
+        slim = onnxslim.slim(model)
+    except Exception as exc:  # onnxslim raises what its passes raise
+        raise ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    del model
+    set_metadata(slim, metadata)
+    externalise(slim, path.parent, data_name)
+    save_graph(slim, path)
+
+
+def fuse_file(traced: Path, fused_path: Path, inputs: np.ndarray) -> tuple[Path, int]:
+    """``fuse.fuse_for_cpu`` from paths: ``(file to keep, attention blocks fused)``. The fused graph is written
+    beside ``traced`` and shares its weights file; it is kept only when onnxruntime gives the traced graph's
+    outputs within ``fuse.PARITY_ATOL``."""
+    model = load_graph(traced)
+    count = fuse.fuse_attention(model, traced.parent)
+    if not count:
+        return traced, 0
+    fuse.fuse_patch_embed(model, traced.parent)
+    save_graph(model, fused_path)
+    del model
+    # One session at a time: each holds the whole model in memory.
+    reference = ort_runner(ort_session(traced))(inputs)
+    figures = compare(reference, ort_runner(ort_session(fused_path))(inputs))
+    if max(fig["max_abs_err"] for fig in figures.values()) > fuse.PARITY_ATOL:
+        warnings.warn(f"fused attention differs from the traced graph ({figures['tokens']['max_abs_err']:.2g}); "
+                      "keeping the traced graph", stacklevel=2)
+        return traced, 0
+    return fused_path, count
+
+
+def save_large_level(
+    model: onnx.ModelProto, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None
+) -> tuple[onnx.ModelProto, int]:
+    """Write a traced level over 2 GB as ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs``
+    is given); returns ``(the weightless graph written, attention blocks fused)``. ``model`` loses its weights
+    to the file on the way (its memory is freed)."""
+    work = onnx_path.parent / f".{onnx_path.name}.work"
+    work.mkdir()
+    data_name = external_data_name(onnx_path)
+    traced = work / "traced.onnx"
+    externalise(model, work, data_name)
+    save_graph(model, traced)
+    if simplify:
+        simplify_file(traced, data_name)
+    chosen, count = traced, 0
+    if fuse_inputs is not None:
+        chosen, count = fuse_file(traced, work / "fused.onnx", fuse_inputs)
+    os.replace(work / data_name, onnx_path.parent / data_name)
+    os.replace(chosen, onnx_path)
+    shutil.rmtree(work)
+    return load_graph(onnx_path), count
