@@ -6,8 +6,8 @@ The limit is lowered for the test so the tiny model takes the same path as a ViT
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from hjepa.export import ExportOptions, export, onnx_export
 from hjepa.export.verify import ort_session, sample_inputs

@@ -16,6 +16,7 @@ import torch
 
 from hjepa.config import Config
 from hjepa.config_checks import check_model_size
+from hjepa.errors import stage
 from hjepa.export.errors import ExportError
 from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_names, resolve_formats
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
@@ -106,22 +107,23 @@ def export(
     stats = (loaded.mean, loaded.std)  # they travel with the model, never looked up by dataset name
     sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
     onnx_levels = targets if any(fmt.per_level for fmt in formats) else []  # --format hjepa alone: no ONNX
-    with StagedDirectory(out_dir or default_out_dir(path, cfg)) as stage:
+    with StagedDirectory(out_dir or default_out_dir(path, cfg)) as staged:
         for fmt in formats:
-            fmt.start(stage, resources[fmt.name])
+            fmt.start(staged, resources[fmt.name])
         entries = {}
         for level in onnx_levels:
-            entries[level] = _export_level(formats, model, cfg, level, stage.path, options, img_size, stats, sha,
+            entries[level] = _export_level(formats, model, cfg, level, staged.path, options, img_size, stats, sha,
                                            resources, loaded.spec["provenance"], say)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
         manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
             if not fmt.per_level:
-                fmt.export_model(loaded, stage.path, manifest, say)
+                with stage(f"{fmt.name} export", ExportError):
+                    fmt.export_model(loaded, staged.path, manifest, say)
         # Every file this export wrote (the non-level formats' too), so a later re-export replaces only its own.
-        manifest["files"] = sorted({*stage.files(), *manifest.get("files", []), MANIFEST_NAME})
-        write_json(manifest, stage.path / MANIFEST_NAME)
-        final = stage.commit()
+        manifest["files"] = sorted({*staged.files(), *manifest.get("files", []), MANIFEST_NAME})
+        write_json(manifest, staged.path / MANIFEST_NAME)
+        final = staged.commit()
     say(f"export written to {final}")
     return manifest
 
@@ -163,7 +165,8 @@ def _export_level(
                    entry=dict.fromkeys(ENTRY_KEYS))
     for fmt in formats:
         if fmt.per_level:
-            fmt.export_level(job)
+            with stage(f"level {level}: {fmt.name} export", ExportError):
+                fmt.export_level(job)
     say(job.summary())
     return job.entry
 

@@ -16,11 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
 
 from hjepa.export import fuse
 from hjepa.export.errors import ExportError
-from hjepa.export.onnx_export import check_file, external_data_name, set_metadata
+from hjepa.export.onnx_export import (
+    check_file,
+    external_data_name,
+    set_metadata,
+    strip_debug_info,
+    trace_onnx_file,
+)
 from hjepa.export.verify import compare, ort_runner, ort_session
 
 EXTERNAL_THRESHOLD = 1024  # tensors over 1 KB go to the weights file; shape constants stay in the graph
@@ -86,18 +93,12 @@ def fuse_file(traced: Path, fused_path: Path, inputs: np.ndarray) -> tuple[Path,
     return fused_path, count
 
 
-def save_large_level(
-    model: onnx.ModelProto, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None
+def _finish_level(
+    traced: Path, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None
 ) -> tuple[onnx.ModelProto, int]:
-    """Write a traced level over 2 GB as ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs``
-    is given); returns ``(the weightless graph written, attention blocks fused)``. ``model`` loses its weights
-    to the file on the way (its memory is freed)."""
-    work = onnx_path.parent / f".{onnx_path.name}.work"
-    work.mkdir()
-    data_name = external_data_name(onnx_path)
-    traced = work / "traced.onnx"
-    externalise(model, work, data_name)
-    save_graph(model, traced)
+    """Simplify and fuse the traced file in its work folder, then move the kept graph and its weights to
+    ``onnx_path``; returns ``(the weightless graph written, attention blocks fused)``."""
+    work, data_name = traced.parent, external_data_name(onnx_path)
     if simplify:
         simplify_file(traced, data_name)
     chosen, count = traced, 0
@@ -107,3 +108,37 @@ def save_large_level(
     os.replace(chosen, onnx_path)
     shutil.rmtree(work)
     return load_graph(onnx_path), count
+
+
+def _work_folder(onnx_path: Path) -> Path:
+    work = onnx_path.parent / f".{onnx_path.name}.work"
+    work.mkdir()
+    return work
+
+
+def export_large_level(
+    module: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: bool, onnx_path: Path,
+    metadata: dict[str, str], simplify: bool, fuse_inputs: np.ndarray | None,
+) -> tuple[onnx.ModelProto, int]:
+    """Trace a level over 2 GB to ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs`` is
+    given) without a copy of the weights in memory; returns ``(the weightless graph written, blocks fused)``."""
+    traced = _work_folder(onnx_path) / onnx_path.name  # the weights file is named after it: level{K}.onnx.data
+    trace_onnx_file(module, example, opset, dynamic, traced)
+    graph = load_graph(traced)
+    strip_debug_info(graph)
+    set_metadata(graph, metadata)
+    save_graph(graph, traced)
+    del graph
+    return _finish_level(traced, onnx_path, simplify, fuse_inputs)
+
+
+def save_large_level(
+    model: onnx.ModelProto, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None
+) -> tuple[onnx.ModelProto, int]:
+    """Write a traced level over 2 GB as ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs``
+    is given); returns ``(the weightless graph written, attention blocks fused)``. ``model`` loses its weights
+    to the file on the way (its memory is freed)."""
+    traced = _work_folder(onnx_path) / onnx_path.name
+    externalise(model, traced.parent, external_data_name(onnx_path))
+    save_graph(model, traced)
+    return _finish_level(traced, onnx_path, simplify, fuse_inputs)

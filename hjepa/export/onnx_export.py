@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -56,15 +57,44 @@ def trace_onnx(
     return model, exporter
 
 
-def _trace_dynamo(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> onnx.ModelProto:
+def _dynamo_program(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> Any:
     dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim(BATCH_AXIS)}} if dynamic else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export warns about internals the user cannot act on
-        program = torch.onnx.export(
+        return torch.onnx.export(
             module, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
             opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False, optimize=True,
         )
-    return program.model_proto
+
+
+def _trace_dynamo(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> onnx.ModelProto:
+    return _dynamo_program(module, example, opset, dynamic).model_proto
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s weights and buffers (each tensor once): about the size of its ONNX file."""
+    tensors = {t.data_ptr(): t for t in module.state_dict().values()}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def is_large(module: nn.Module) -> bool:
+    """Whether ``module`` traces to a model over protobuf's 2 GB limit (then it is traced to a file)."""
+    return module_bytes(module) > _PROTOBUF_LIMIT
+
+
+def trace_onnx_file(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, path: Path) -> None:
+    """Trace ``module`` straight to ``path`` + ``<name>.data`` from torch's own tensors: no in-memory proto, which
+    could not be serialised past 2 GB and would hold a second copy of the weights."""
+    check_opset(opset)
+    if dynamic and example.shape[0] < 2:
+        raise ValueError("a dynamic-batch export needs an example batch of at least 2")
+    try:
+        program = _dynamo_program(module, example, opset, dynamic)
+    except Exception as exc:  # torch.export fails with many exception types
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise ExportError(f"torch.export could not trace this model ({type(exc).__name__}: {reason[:200]}); models "
+                          "over 2 GB have no TorchScript fallback") from None
+    program.save(str(path), external_data=True)  # writes <name>.data beside it, tensor by tensor
 
 
 def _trace_torchscript(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> onnx.ModelProto:
