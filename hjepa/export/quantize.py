@@ -97,7 +97,7 @@ def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, to
 
 
 def int8_knn(
-    fp32_session: Any,
+    fp32_session: Any,  # a session, or the fp32 file's path
     int8_session: Any,
     cfg: Config,
     metadata: dict[str, Any],
@@ -119,6 +119,10 @@ def int8_knn(
         test_images, test_labels = _split_arrays(cfg, "test", test_samples)
     except (DataError, OSError, ValueError, RuntimeError) as exc:
         return {"dataset": cfg.data.dataset, "skipped": f"dataset unavailable: {str(exc).splitlines()[0]}"}
+    if isinstance(fp32_session, (str, Path)):  # opened only now that the dataset is here: it holds the model
+        from hjepa.export.verify import ort_session
+
+        fp32_session = ort_session(fp32_session)
     k = cfg.eval.knn_k[0]
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     top1 = {}

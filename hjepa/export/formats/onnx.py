@@ -61,6 +61,7 @@ class OnnxFormat(ExportFormat):
             int8_dir = out / f".level{level}.int8"
             int8_dir.mkdir()
             int8_path = int8_dir / onnx_path.name
+            session = None  # the fp32 session holds the whole model: reopened for the k-NN check only if it runs
             quantize.quantize_int8(onnx_path, int8_path)
             metadata["precision"] = "int8"
             int8_model = load_graph(int8_path)  # its weights stay where quantization wrote them
@@ -71,7 +72,7 @@ class OnnxFormat(ExportFormat):
             checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,
                                            job.batches, tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)",
                                            "PyTorch fp32")
-            knn = quantize.int8_knn(session, int8_session, cfg, metadata, options.knn_train_samples,
+            knn = quantize.int8_knn(onnx_path, int8_session, cfg, metadata, options.knn_train_samples,
                                     options.knn_test_samples)
             # The int8 file (and its weights, if any) takes the place of the fp32 file and its weights.
             for name in (onnx_path.name, external_data_name(onnx_path)):
