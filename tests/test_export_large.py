@@ -115,3 +115,31 @@ def test_a_model_over_2gb_exports_with_external_data_and_every_reader_opens_it(t
         tokens, pooled = want[level]
         np.testing.assert_allclose(got[level][0], tokens.numpy(), atol=2e-3, rtol=0)
         np.testing.assert_allclose(got[level][1], pooled.numpy(), atol=2e-3, rtol=0)
+
+
+def test_simplify_and_fusion_of_an_external_data_model(tiny_checkpoint, tmp_path, small_protobuf_limit):
+    pytest.importorskip("onnxslim")
+    out = tmp_path / "exp"
+    manifest = export(tiny_checkpoint, "all", out, ExportOptions(simplify=True))
+    for level in ("0", "1"):
+        entry = manifest["levels"][level]
+        assert entry["simplified"] and entry["fused_attention"] == 2
+        assert (out / f"level{level}.onnx.data").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no work folders left
+    inputs = sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3)
+    tokens, pooled = run(ort_session(out / "level0.onnx"), inputs)
+    assert tokens.shape == (2, 16, 32) and np.isfinite(pooled).all()
+
+
+def test_one_graph_for_all_levels_matches_the_per_level_files(tiny_checkpoint, tmp_path):
+    out = tmp_path / "exp"
+    manifest = export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+    entry = manifest["all_levels"]
+    assert entry["outputs"] == ["tokens_0", "pooled_0", "tokens_1", "pooled_1"] and entry["fused_attention"] == 2
+    assert "levels.onnx" in manifest["files"]
+    inputs = sample_inputs(3, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=5)
+    together = ort_session(out / "levels.onnx").run(entry["outputs"], {"images": inputs})
+    for level in (0, 1):
+        alone = run(ort_session(out / f"level{level}.onnx"), inputs)
+        for got, want in zip(together[2 * level : 2 * level + 2], alone, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)

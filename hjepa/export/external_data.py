@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from hjepa.export.onnx_export import (
     trace_onnx_file,
 )
 from hjepa.export.verify import compare, ort_runner, ort_session
+from hjepa.inference.sessions import OUTPUT_NAMES
 
 EXTERNAL_THRESHOLD = 1024  # tensors over 1 KB go to the weights file; shape constants stay in the graph
 
@@ -72,7 +74,9 @@ def simplify_file(path: Path, data_name: str) -> None:
     save_graph(slim, path)
 
 
-def fuse_file(traced: Path, fused_path: Path, inputs: np.ndarray) -> tuple[Path, int]:
+def fuse_file(
+    traced: Path, fused_path: Path, inputs: np.ndarray, names: Sequence[str] = OUTPUT_NAMES
+) -> tuple[Path, int]:
     """``fuse.fuse_for_cpu`` from paths: ``(file to keep, attention blocks fused)``. The fused graph is written
     beside ``traced`` and shares its weights file; it is kept only when onnxruntime gives the traced graph's
     outputs within ``fuse.PARITY_ATOL``."""
@@ -84,17 +88,19 @@ def fuse_file(traced: Path, fused_path: Path, inputs: np.ndarray) -> tuple[Path,
     save_graph(model, fused_path)
     del model
     # One session at a time: each holds the whole model in memory.
-    reference = ort_runner(ort_session(traced))(inputs)
-    figures = compare(reference, ort_runner(ort_session(fused_path))(inputs))
-    if max(fig["max_abs_err"] for fig in figures.values()) > fuse.PARITY_ATOL:
-        warnings.warn(f"fused attention differs from the traced graph ({figures['tokens']['max_abs_err']:.2g}); "
+    reference = ort_runner(ort_session(traced), names)(inputs)
+    figures = compare(reference, ort_runner(ort_session(fused_path), names)(inputs), names)
+    worst = max(fig["max_abs_err"] for fig in figures.values())
+    if worst > fuse.PARITY_ATOL:
+        warnings.warn(f"fused attention differs from the traced graph ({worst:.2g}); "
                       "keeping the traced graph", stacklevel=2)
         return traced, 0
     return fused_path, count
 
 
 def _finish_level(
-    traced: Path, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None
+    traced: Path, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None,
+    names: Sequence[str] = OUTPUT_NAMES,
 ) -> tuple[onnx.ModelProto, int]:
     """Simplify and fuse the traced file in its work folder, then move the kept graph and its weights to
     ``onnx_path``; returns ``(the weightless graph written, attention blocks fused)``."""
@@ -103,7 +109,7 @@ def _finish_level(
         simplify_file(traced, data_name)
     chosen, count = traced, 0
     if fuse_inputs is not None:
-        chosen, count = fuse_file(traced, work / "fused.onnx", fuse_inputs)
+        chosen, count = fuse_file(traced, work / "fused.onnx", fuse_inputs, names)
     os.replace(work / data_name, onnx_path.parent / data_name)
     os.replace(chosen, onnx_path)
     shutil.rmtree(work)
@@ -119,21 +125,23 @@ def _work_folder(onnx_path: Path) -> Path:
 def export_large_level(
     module: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: bool, onnx_path: Path,
     metadata: dict[str, str], simplify: bool, fuse_inputs: np.ndarray | None,
+    names: Sequence[str] = OUTPUT_NAMES,
 ) -> tuple[onnx.ModelProto, int]:
     """Trace a level over 2 GB to ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs`` is
     given) without a copy of the weights in memory; returns ``(the weightless graph written, blocks fused)``."""
     traced = _work_folder(onnx_path) / onnx_path.name  # the weights file is named after it: level{K}.onnx.data
-    trace_onnx_file(module, example, opset, dynamic, traced)
+    trace_onnx_file(module, example, opset, dynamic, traced, names)
     graph = load_graph(traced)
     strip_debug_info(graph)
     set_metadata(graph, metadata)
     save_graph(graph, traced)
     del graph
-    return _finish_level(traced, onnx_path, simplify, fuse_inputs)
+    return _finish_level(traced, onnx_path, simplify, fuse_inputs, names)
 
 
 def save_large_level(
-    model: onnx.ModelProto, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None
+    model: onnx.ModelProto, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None,
+    names: Sequence[str] = OUTPUT_NAMES,
 ) -> tuple[onnx.ModelProto, int]:
     """Write a traced level over 2 GB as ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs``
     is given); returns ``(the weightless graph written, attention blocks fused)``. ``model`` loses its weights
@@ -141,4 +149,4 @@ def save_large_level(
     traced = _work_folder(onnx_path) / onnx_path.name
     externalise(model, traced.parent, external_data_name(onnx_path))
     save_graph(model, traced)
-    return _finish_level(traced, onnx_path, simplify, fuse_inputs)
+    return _finish_level(traced, onnx_path, simplify, fuse_inputs, names)

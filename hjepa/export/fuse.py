@@ -309,7 +309,9 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     return dict(counts)
 
 
-def fuse_for_cpu(model: onnx.ModelProto, inputs: np.ndarray) -> tuple[onnx.ModelProto, int]:
+def fuse_for_cpu(
+    model: onnx.ModelProto, inputs: np.ndarray, names: tuple[str, ...] = ("tokens", "pooled")
+) -> tuple[onnx.ModelProto, int]:
     """``(fused copy of model, attention blocks fused)`` (the patch embedding rewritten as a ``MatMul`` too), or
     ``(model, 0)`` when no attention block matched or onnxruntime
     gives the fused graph's outputs on ``inputs`` more than ``PARITY_ATOL`` away from the traced graph's."""
@@ -321,10 +323,11 @@ def fuse_for_cpu(model: onnx.ModelProto, inputs: np.ndarray) -> tuple[onnx.Model
     if not count:
         return model, 0
     fuse_patch_embed(fused)
-    reference = ort_runner(ort_session(model.SerializeToString()))(inputs)
-    figures = compare(reference, ort_runner(ort_session(fused.SerializeToString()))(inputs))
+    reference = ort_runner(ort_session(model.SerializeToString()), names)(inputs)
+    figures = compare(reference, ort_runner(ort_session(fused.SerializeToString()), names)(inputs), names)
     if max(fig["max_abs_err"] for fig in figures.values()) > PARITY_ATOL:
-        warnings.warn(f"fused attention differs from the traced graph ({figures['tokens']['max_abs_err']:.2g}); "
+        worst = max(fig["max_abs_err"] for fig in figures.values())
+        warnings.warn(f"fused attention differs from the traced graph ({worst:.2g}); "
                       "keeping the traced graph", stacklevel=2)
         return model, 0
     return fused, count

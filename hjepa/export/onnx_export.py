@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def check_opset(opset: int) -> None:
 
 
 def trace_onnx(
-    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool = True
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool = True,
+    output_names: Sequence[str] = OUTPUT_NAMES,
 ) -> tuple[onnx.ModelProto, str]:
     """Trace ``module(example) -> (tokens, pooled)`` to an in-memory ONNX model; returns ``(model, exporter)``.
 
@@ -46,29 +48,27 @@ def trace_onnx(
     if dynamic and example.shape[0] < 2:
         raise ValueError("a dynamic-batch export needs an example batch of at least 2")
     try:
-        model = _trace_dynamo(module, example, opset, dynamic)
+        model = _dynamo_program(module, example, opset, dynamic, output_names).model_proto
         exporter = "dynamo"
     except Exception as exc:  # torch.export failures come as many exception types; the fallback reports its own
         warnings.warn(f"torch.export could not trace the model ({type(exc).__name__}); using the TorchScript exporter",
                       stacklevel=2)
-        model = _trace_torchscript(module, example, opset, dynamic)
+        model = _trace_torchscript(module, example, opset, dynamic, output_names)
         exporter = "torchscript"
     strip_debug_info(model)
     return model, exporter
 
 
-def _dynamo_program(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> Any:
+def _dynamo_program(
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, output_names: Sequence[str] = OUTPUT_NAMES
+) -> Any:
     dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim(BATCH_AXIS)}} if dynamic else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export warns about internals the user cannot act on
         return torch.onnx.export(
-            module, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            module, (example,), None, input_names=[INPUT_NAME], output_names=list(output_names),
             opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False, optimize=True,
         )
-
-
-def _trace_dynamo(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> onnx.ModelProto:
-    return _dynamo_program(module, example, opset, dynamic).model_proto
 
 
 def module_bytes(module: nn.Module) -> int:
@@ -82,14 +82,17 @@ def is_large(module: nn.Module) -> bool:
     return module_bytes(module) > _PROTOBUF_LIMIT
 
 
-def trace_onnx_file(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, path: Path) -> None:
+def trace_onnx_file(
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, path: Path,
+    output_names: Sequence[str] = OUTPUT_NAMES,
+) -> None:
     """Trace ``module`` straight to ``path`` + ``<name>.data`` from torch's own tensors: no in-memory proto, which
     could not be serialised past 2 GB and would hold a second copy of the weights."""
     check_opset(opset)
     if dynamic and example.shape[0] < 2:
         raise ValueError("a dynamic-batch export needs an example batch of at least 2")
     try:
-        program = _dynamo_program(module, example, opset, dynamic)
+        program = _dynamo_program(module, example, opset, dynamic, output_names)
     except Exception as exc:  # torch.export fails with many exception types
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise ExportError(f"torch.export could not trace this model ({type(exc).__name__}: {reason[:200]}); models "
@@ -97,13 +100,15 @@ def trace_onnx_file(module: nn.Module, example: torch.Tensor, opset: int, dynami
     program.save(str(path), external_data=True)  # writes <name>.data beside it, tensor by tensor
 
 
-def _trace_torchscript(module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool) -> onnx.ModelProto:
+def _trace_torchscript(
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, output_names: Sequence[str]
+) -> onnx.ModelProto:
     buffer = io.BytesIO()
-    axes = {name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic else None
+    axes = {name: {0: BATCH_AXIS} for name in (INPUT_NAME, *output_names)} if dynamic else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice of the legacy exporter
         torch.onnx.export(
-            module, (example,), buffer, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            module, (example,), buffer, input_names=[INPUT_NAME], output_names=list(output_names),
             opset_version=min(opset, 20), dynamo=False, dynamic_axes=axes,
         )
     return onnx.load_from_string(buffer.getvalue())
