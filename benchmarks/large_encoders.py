@@ -44,7 +44,9 @@ for batch in batches:
     runtime.embed_preprocessed(images, 0, batch_size=batch)  # warm-up
     times = []
     for _ in range(reps if batch == 1 else max(1, reps // 3)):
-        t = time.perf_counter(); runtime.embed_preprocessed(images, 0, batch_size=batch); times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        runtime.embed_preprocessed(images, 0, batch_size=batch)
+        times.append(time.perf_counter() - t)
     median = float(np.median(times))
     out[f"batch_{batch}"] = {"latency_s": median, "img_per_s": batch / median, "runs": len(times)}
 print("RESULT " + json.dumps(out))

@@ -143,3 +143,34 @@ def test_one_graph_for_all_levels_matches_the_per_level_files(tiny_checkpoint, t
         alone = run(ort_session(out / f"level{level}.onnx"), inputs)
         for got, want in zip(together[2 * level : 2 * level + 2], alone, strict=True):
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_tensorrt_builds_from_an_external_data_onnx(tiny_checkpoint, tmp_path, monkeypatch, small_protobuf_limit):
+    import functools
+    import sys
+
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    from hjepa.export import tensorrt_build as trt_build
+    from tests.test_export_tensorrt import fake_tensorrt
+
+    calls: list = []
+    trt = fake_tensorrt("11.4.1", calls, runs=[])
+    parse = trt.OnnxParser.parse_from_file
+
+    def parse_with_weights(self, path):  # the stand-in engine runs the bytes it was given: weights included
+        ok = parse(self, path)
+        self.network.onnx = onnx.load(path).SerializeToString()
+        return ok
+
+    monkeypatch.setattr(trt.OnnxParser, "parse_from_file", parse_with_weights)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_build, "cuda_available", lambda: True)
+    monkeypatch.setattr(trt_build, "gpu_info", lambda: {"gpu": "Stand-in GPU", "compute_capability": "9.0"})
+    monkeypatch.setattr(trt_build, "EngineRunner", functools.partial(trt_build.EngineRunner, device="cpu"))
+    out = tmp_path / "trt"
+    manifest = export(tiny_checkpoint, 0, out, ExportOptions(formats=("trt",)))
+    model = onnx.load(str(out / "level0.onnx"), load_external_data=False)
+    assert any(uses_external_data(t) for t in model.graph.initializer)  # the engine was parsed from the split file
+    assert ("parse", "images") in calls and manifest["levels"]["0"]["verification"]["tensorrt"]["passed"]

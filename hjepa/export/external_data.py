@@ -20,7 +20,7 @@ import onnx
 import torch
 from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
 
-from hjepa.export import fuse
+from hjepa.export import fuse, onnx_export
 from hjepa.export.errors import ExportError
 from hjepa.export.onnx_export import (
     check_file,
@@ -110,10 +110,21 @@ def _finish_level(
     chosen, count = traced, 0
     if fuse_inputs is not None:
         chosen, count = fuse_file(traced, work / "fused.onnx", fuse_inputs, names)
-    os.replace(work / data_name, onnx_path.parent / data_name)
-    os.replace(chosen, onnx_path)
+    if (work / data_name).stat().st_size < onnx_export._PROTOBUF_LIMIT - (1 << 20):
+        _inline(chosen, onnx_path)  # under 2 GB the file keeps its weights inside, as small exports do
+    else:
+        os.replace(work / data_name, onnx_path.parent / data_name)
+        os.replace(chosen, onnx_path)
     shutil.rmtree(work)
     return load_graph(onnx_path), count
+
+
+def _inline(path: Path, onnx_path: Path) -> None:
+    """Write the graph at ``path`` with its external weights read back in, as one file (the model is < 2 GB)."""
+    model = onnx.load(str(path))  # also resets each tensor's external reference
+    onnx.save_model(model, str(onnx_path))
+    del model
+    check_file(onnx_path)
 
 
 def _work_folder(onnx_path: Path) -> Path:

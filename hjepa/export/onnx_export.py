@@ -28,6 +28,7 @@ BATCH_AXIS = "batch"
 DEFAULT_OPSET = 20
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter targets opset >= 18; onnxruntime 1.2x runs up to 23
 _PROTOBUF_LIMIT = 2**31 - 1  # a single protobuf message cannot exceed 2 GB; bigger models need external data
+FILE_TRACE_BYTES = 256 * 2**20  # weights above this are traced to a file and handled from paths (external_data)
 
 
 def check_opset(opset: int) -> None:
@@ -48,7 +49,7 @@ def trace_onnx(
     if dynamic and example.shape[0] < 2:
         raise ValueError("a dynamic-batch export needs an example batch of at least 2")
     try:
-        model = _dynamo_program(module, example, opset, dynamic, output_names).model_proto
+        model = _trace_dynamo(module, example, opset, dynamic, output_names)
         exporter = "dynamo"
     except Exception as exc:  # torch.export failures come as many exception types; the fallback reports its own
         warnings.warn(f"torch.export could not trace the model ({type(exc).__name__}); using the TorchScript exporter",
@@ -78,8 +79,9 @@ def module_bytes(module: nn.Module) -> int:
 
 
 def is_large(module: nn.Module) -> bool:
-    """Whether ``module`` traces to a model over protobuf's 2 GB limit (then it is traced to a file)."""
-    return module_bytes(module) > _PROTOBUF_LIMIT
+    """Whether ``module`` is traced straight to a file: over 256 MB the in-memory proto, its fused copy and the
+    bytes handed to onnxruntime would cost several copies of the weights (ViT-L: 10.5 GB for 1.2 GB of weights)."""
+    return module_bytes(module) > min(FILE_TRACE_BYTES, _PROTOBUF_LIMIT)
 
 
 def trace_onnx_file(
@@ -100,8 +102,14 @@ def trace_onnx_file(
     program.save(str(path), external_data=True)  # writes <name>.data beside it, tensor by tensor
 
 
+def _trace_dynamo(
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, output_names: Sequence[str] = OUTPUT_NAMES
+) -> onnx.ModelProto:
+    return _dynamo_program(module, example, opset, dynamic, output_names).model_proto
+
+
 def _trace_torchscript(
-    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, output_names: Sequence[str]
+    module: nn.Module, example: torch.Tensor, opset: int, dynamic: bool, output_names: Sequence[str] = OUTPUT_NAMES
 ) -> onnx.ModelProto:
     buffer = io.BytesIO()
     axes = {name: {0: BATCH_AXIS} for name in (INPUT_NAME, *output_names)} if dynamic else None
