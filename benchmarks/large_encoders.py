@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,9 +117,10 @@ def timed(command: list[str], log: Path) -> dict:
             "last_line": lines[-1][:300] if lines else ""}
 
 
-def run_model(arch_name: str, work: Path, batches: str, reps: int) -> dict:
-    """Every stage for one architecture; returns its JSON record."""
-    record: dict = {"model": arch_name}
+def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict, save: Callable[[], None]) -> None:
+    """Every stage for one architecture into ``record`` (saved after each stage: a long run keeps what it did)."""
+    batches, reps = args.batches, args.reps
+    record["model"] = arch_name
     ckpt = work / f"{arch_name}.pth.tar"
     start = time.perf_counter()
     record["checkpoint"] = ijepa_checkpoint(arch_name, ckpt, work)
@@ -126,19 +128,21 @@ def run_model(arch_name: str, work: Path, batches: str, reps: int) -> dict:
     print(f"{arch_name}: checkpoint {record['checkpoint']['file_bytes'] / 1e9:.1f} GB", flush=True)
     artifact = work / f"{arch_name}-import"
     stages = {"import": [str(BIN / "hjepa-import"), str(ckpt), "--arch", arch_name, "--out", str(artifact)]}
-    for precision, flags in (("fp32", []), ("fp16", ["--half"]), ("int8", ["--int8"])):
+    flags_of = {"fp32": [], "int8": ["--int8"], "fp16": ["--half"]}
+    for precision in args.precisions.split(","):
+        flags = flags_of[precision]
         stages[f"export_{precision}"] = [str(BIN / "hjepa-export"), str(artifact), "--level", "0", "--out",
                                          str(work / f"{arch_name}-{precision}"), *flags]
     record["stages"] = {}
     for name, command in stages.items():
         record["stages"][name] = timed(command, work / f"{arch_name}-{name}.log")
         print(f"  {name}: {record['stages'][name]}", flush=True)
+        save()
         if name == "import":
             ckpt.unlink()  # the 4x file is not needed any more: keep the disk in check
     record["latency"] = {}
-    sources = {"torch": (artifact, "torch"), "ort_fp32": (work / f"{arch_name}-fp32", "onnxruntime"),
-               "ort_int8": (work / f"{arch_name}-int8", "onnxruntime"),
-               "ort_fp16": (work / f"{arch_name}-fp16", "onnxruntime")}
+    sources = {"torch": (artifact, "torch")}
+    sources.update({f"ort_{p}": (work / f"{arch_name}-{p}", "onnxruntime") for p in args.precisions.split(",")})
     for name, (source, backend) in sources.items():
         log = work / f"{arch_name}-latency-{name}.log"
         result = timed([sys.executable, "-c", LATENCY, str(source), backend, batches, str(reps)], log)
@@ -146,7 +150,7 @@ def run_model(arch_name: str, work: Path, batches: str, reps: int) -> dict:
         result.update(json.loads(found[-1][7:]) if found else {})
         record["latency"][name] = result
         print(f"  latency {name}: {result}", flush=True)
-    return record
+        save()
 
 
 def table(records: list[dict], batches: list[int]) -> str:
@@ -157,14 +161,14 @@ def table(records: list[dict], batches: list[int]) -> str:
             ok = "" if stage["exit"] == 0 else " (failed)"
             rows.append(f"| {rec['model']} | {name}{ok} | {stage['wall_s']:.0f} | {stage['peak_rss_gb']:.2f} | "
                         f"{stage['peak_rss_gb'] / weights:.2f} |")
-        for name, lat in rec["latency"].items():
+        for name, lat in rec.get("latency", {}).items():
             rows.append(f"| {rec['model']} | first answer {name} | {lat.get('first_answer_s', float('nan')):.1f} | "
                         f"{lat['peak_rss_gb']:.2f} | {lat['peak_rss_gb'] / weights:.2f} |")
     rows += ["", "| model | runtime | " + " | ".join(f"batch {b} s (img/s)" for b in batches) + " | x torch b1 |",
              "|---|---|" + "---|" * len(batches) + "---|"]
     for rec in records:
-        base = rec["latency"].get("torch", {}).get("batch_1", {}).get("latency_s")
-        for name, lat in rec["latency"].items():
+        base = rec.get("latency", {}).get("torch", {}).get("batch_1", {}).get("latency_s")
+        for name, lat in rec.get("latency", {}).items():
             cells = []
             for b in batches:
                 entry = lat.get(f"batch_{b}")
@@ -180,20 +184,25 @@ def main() -> None:
     parser.add_argument("--models", default="vit_large_patch16_224,vit_huge_patch14_224")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--reps", type=int, default=5, help="timed runs at batch 1 (a third of them at larger)")
+    parser.add_argument("--precisions", default="fp32,int8,fp16", help="exports to make and time, in this order")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new one in /tmp, removed)")
     parser.add_argument("--out", default=str(RESULTS / "large_encoders.json"))
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hjepa-large-"))
     work.mkdir(parents=True, exist_ok=True)
-    records = []
+    records: list[dict] = []
+
+    def save() -> None:
+        report = {"machine": machine(), "load_average": os.getloadavg(), "models": records}
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
     try:
         for name in args.models.split(","):
-            records.append(run_model(name, work, args.batches, args.reps))
+            records.append({})
+            run_model(name, work, args, records[-1], save)
             for path in work.glob(f"{name}-*"):  # exports of this model: gigabytes each
                 if path.is_dir():
                     shutil.rmtree(path)
-            report = {"machine": machine(), "load_average": os.getloadavg(), "models": records}
-            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
