@@ -216,9 +216,10 @@ def build_level_encoder(
         raise ValueError(f"level {level} does not exist; this model has levels 0..{model.num_levels - 1}")
     trained_size = model.target_encoder.grid[0] * model.target_encoder.vit.patch_embed.patch_size[0]
     img_size = trained_size if img_size is None else img_size
-    # fp32 copies share the weights (a ViT-H is 2.5 GB); resizing replaces tensors, never writes into them.
-    encoder = _copy(model.target_encoder, share=not half).float().eval()
-    head = _copy(model.target_heads[level], share=not half).float().eval()
+    # Copies share the fp32 weights (a ViT-H is 2.5 GB): resizing and half_except_layernorm replace tensors,
+    # never write into them, so the fp16 copy costs only its own fp16 bytes.
+    encoder = _copy(model.target_encoder, share=True).float().eval()
+    head = _copy(model.target_heads[level], share=True).float().eval()
     if img_size != trained_size:
         resize_encoder(encoder, img_size)
     if half:
