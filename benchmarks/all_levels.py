@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, machine  # noqa: E402
 from hjepa.config import load_config  # noqa: E402
 from hjepa.export import ExportOptions, export  # noqa: E402
-from hjepa.export.verify import ort_session, sample_inputs  # noqa: E402
-from hjepa.inference.artifact import LoadedModel, make_spec, write_artifact  # noqa: E402
+from hjepa.export.verify import cpu_session, sample_inputs  # noqa: E402
+from hjepa.inference.artifacts.artifact import LoadedModel, make_spec, write_artifact  # noqa: E402
 from hjepa.models import build_model  # noqa: E402
 
 
@@ -45,8 +45,8 @@ def main() -> None:
         manifest = export(artifact, "all", Path(tmp) / "exp", ExportOptions(formats=("levels",)))
         levels = manifest["all_levels"]["levels"]
         threads = torch.get_num_threads()
-        together = ort_session(Path(tmp) / "exp" / "levels.onnx", threads=threads)
-        apart = [ort_session(Path(tmp) / "exp" / f"level{k}.onnx", threads=threads) for k in levels]
+        together = cpu_session(Path(tmp) / "exp" / "levels.onnx", threads=threads)
+        apart = [cpu_session(Path(tmp) / "exp" / f"level{k}.onnx", threads=threads) for k in levels]
         runs = {"levels.onnx once": lambda x: together.run(None, {"images": x}),
                 "level{K}.onnx each": lambda x: [s.run(None, {"images": x}) for s in apart]}
         for batch in (1, 16):

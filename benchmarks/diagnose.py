@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000)
     args = parser.parse_args()
 
-    from hjepa.inference.knn import knn_evaluate
+    from hjepa.inference.features.knn import knn_evaluate
     from hjepa.models.hierarchy import pool_tokens
     from hjepa.train.checkpoint import load_model
     from hjepa.train.knn_monitor import KnnMonitor

@@ -36,12 +36,12 @@ from gemm_floor import floor_runner, save_floor_models  # noqa: E402
 
 from hjepa.config import load_config  # noqa: E402
 from hjepa.data import dataset_stats  # noqa: E402
-from hjepa.export import build_level_encoder  # noqa: E402
+from hjepa.export import checked_level_encoder  # noqa: E402
 from hjepa.export import tensorrt_build as trt_build  # noqa: E402
 from hjepa.export.fuse import fuse_for_cpu, op_counts  # noqa: E402
 from hjepa.export.onnx_export import save_onnx, set_metadata, trace_onnx  # noqa: E402
 from hjepa.export.quantize import int8_knn, quantize_int8  # noqa: E402
-from hjepa.export.verify import compare, ort_session, sample_inputs  # noqa: E402
+from hjepa.export.verify import compare, cpu_session, sample_inputs  # noqa: E402
 from hjepa.train.model import build_training_model  # noqa: E402
 
 SETTINGS = {
@@ -97,13 +97,13 @@ def backends(
         files = (("onnxruntime fp32", fp32), ("onnxruntime int8", folder / "int8.onnx"),
                  ("onnxruntime fp32 unfused", traced), ("onnxruntime int8 unfused", folder / "traced_int8.onnx"))
         for name, path in files:
-            session = ort_session(path, args.threads, spinning=False)  # idle threads sleep, as torch's
+            session = cpu_session(path, args.threads, spinning=False)  # idle threads sleep, as torch's
             runs[name] = lambda x, s=session: s.run(None, {"images": x})
         floor_fp32, floor_int8, floor = save_floor_models(module, example, folder)
         notes.append(f"{module.grid[0] * module.grid[1]}-token setting: GEMM floor of {floor['products']} weight "
                      f"products, {floor['gmacs_per_image']:.3f} GMAC per image")
         for name, path in ((FLOOR + " fp32", floor_fp32), (FLOOR + " int8", floor_int8)):
-            runs[name] = floor_runner(ort_session(path, args.threads, spinning=False))
+            runs[name] = floor_runner(cpu_session(path, args.threads, spinning=False))
         return runs
     try:
         trt = trt_build.require_tensorrt()
@@ -113,7 +113,7 @@ def backends(
     for precision in ("fp32", "fp16"):
         source = traced  # TensorRT cannot parse the contrib Attention nodes of the fused graph
         if precision == "fp16" and trt_build.api_major(trt) >= 11:  # strongly typed: fp16 must be in the graph
-            half = build_level_encoder(model, 0, module.mean.flatten().tolist(), module.std.flatten().tolist(),
+            half = checked_level_encoder(model, 0, module.mean.flatten().tolist(), module.std.flatten().tolist(),
                                        half=True)
             source = save_onnx(trace_onnx(half, example, 20)[0], folder / "fp16.onnx")
         engine = folder / f"{precision}.engine"
@@ -156,7 +156,7 @@ def bench_setting(name: str, args: argparse.Namespace, notes: list[str]) -> tupl
 
         model, cfg, _ = load_model(args.checkpoint)
     mean, std = dataset_stats(cfg.data.dataset)
-    module = build_level_encoder(model, 0, mean, std)
+    module = checked_level_encoder(model, 0, mean, std)
     size = cfg.model.img_size
     repeats = (10, 3) if args.quick else (40, 8)
     rows, knn = [], None
@@ -179,8 +179,8 @@ def bench_setting(name: str, args: argparse.Namespace, notes: list[str]) -> tupl
             print(f"  {name:<12} {backend:<28} {row['latency_ms']:8.2f}ms {row['images_per_s']:9.1f} img/s", flush=True)
         if name == "quickstart" and args.device == "cpu":
             counts = (1000, 500) if args.quick else (5000, 2000)
-            knn = int8_knn(ort_session(Path(tmp) / "fp32.onnx", args.threads),
-                           ort_session(Path(tmp) / "int8.onnx", args.threads), cfg,
+            knn = int8_knn(cpu_session(Path(tmp) / "fp32.onnx", args.threads),
+                           cpu_session(Path(tmp) / "int8.onnx", args.threads), cfg,
                            {"img_size": size, "input_format": "float_nchw", "mean": mean, "std": std}, *counts)
     eager = rows[0]
     for row in rows:

@@ -20,7 +20,7 @@ from typing import TypeVar
 import torch
 
 from hjepa.evaluation.report import format_table, write_report
-from hjepa.inference.knn import knn_evaluate, knn_neighbours
+from hjepa.inference.features.knn import knn_evaluate, knn_neighbours
 
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results" / "knn.json"

@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 # Latency of one runtime at each batch size, in a process of its own (its RSS is that runtime's).
 LATENCY = r"""
 import json, sys, time, numpy as np, torch
-from hjepa.inference.open import open_runtime
+from hjepa.inference.runtimes.open import open_runtime
 source, backend, batches, reps = sys.argv[1], sys.argv[2], [int(b) for b in sys.argv[3].split(",")], int(sys.argv[4])
 start = time.perf_counter()
 runtime = open_runtime(source, backend=backend, device="cpu")

@@ -31,7 +31,7 @@ def pixel_knn(cfg, train_samples: int | None, test_samples: int | None) -> float
     """k-NN (k=20, T=0.07) top-1 of centred raw pixels on the monitor's own validation bank and queries."""
     import torch
 
-    from hjepa.inference.knn import knn_evaluate
+    from hjepa.inference.features.knn import knn_evaluate
     from hjepa.train.knn_monitor import KnnMonitor
 
     monitor = KnnMonitor(cfg, torch.device("cpu"), train_samples, test_samples)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from hjepa.config import ModelConfig
 from hjepa.data import EvalTransform, PretrainAugment, build_dataset
-from hjepa.inference.knn import knn_evaluate
+from hjepa.inference.features.knn import knn_evaluate
 from hjepa.losses.sigreg import SIGRegLoss
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.models.vit import ViTEncoder

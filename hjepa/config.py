@@ -19,6 +19,7 @@ import yaml
 
 from hjepa.config_checks import check_values
 from hjepa.errors import ConfigError, one_line
+from hjepa.files import atomic_write_text
 from hjepa.safe_yaml import describe_yaml_error, load_yaml
 
 
@@ -53,11 +54,11 @@ class ModelConfig:
     predictor_depth: int = 4
     predictor_num_heads: int = 4
     predictor_drop_path: float = 0.0
-    # packed: all blocks of an image in one sequence, each distinct query once | joint: the same without dedup or
-    # packing (a reference for packed) | per_block: I-JEPA's layout, one sequence per block with the context repeated
+    # packed: one sequence per image, each query once | joint: packed without dedup (its reference)
+    # per_block: I-JEPA's, one sequence per block
     predictor_batching: str = "packed"
-    # masked: I-JEPA masked-block prediction (masks.*, model.predictor*) | multiview: LeJEPA-style prediction of the
-    # global views' mean embedding from every view (data.num_*_views, model.view_predictor, model.projector_*)
+    # masked: I-JEPA blocks (masks.*, model.predictor*) | multiview: LeJEPA views (data.num_*_views,
+    # model.view_predictor, model.projector_*)
     objective: str = "masked"
     view_predictor: str = "none"  # multiview: none (LeJEPA) | mlp (residual MLP) | hamiltonian (model.hamiltonian.*)
     projector_hidden: int = 512  # multiview: per-level MLP projector from pooled features to the loss's embedding
@@ -87,6 +88,8 @@ class LossConfig:
     level_weights: list[float] | None = None  # default: 1 for every level
     regularizer: str = "none"  # none | vicreg | barlow | sigreg
     regularizer_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
+    # multiview: weight of each level's cell-matching term across overlapping crops (0: pooled term only)
+    spatial_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
     vicreg_sim: float = 25.0
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
@@ -107,13 +110,16 @@ class DataConfig:
     num_workers: int = 0
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = True
-    # multiview objective: global views are model.img_size crops at crop_scale; local views are smaller crops
+    # this share of crops becomes a canvas zoom_out_scale times the picture's side, the picture inside (0: off)
+    zoom_out: float = 0.0
+    zoom_out_scale: tuple[float, float] = (1.0, 2.0)
+    # multiview: global views at model.img_size and crop_scale, local views smaller
     num_global_views: int = 2
     num_local_views: int = 0
     local_img_size: int = 16
     local_crop_scale: tuple[float, float] = (0.05, 0.3)
-    # multiview objective, neighbour views: this share of each batch cuts its second global view from the image's
-    # nearest raw-pixel neighbour among neighbour_pool random training images (hjepa/data/neighbours.py); 0: off
+    # multiview: share of a batch whose second global view comes from the nearest raw-pixel neighbour among
+    # neighbour_pool random images (data/neighbours.py); 0: off
     neighbour_views: float = 0.0
     neighbour_pool: int = 8192
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
@@ -140,6 +146,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    cpu_amp: str = "auto"  # bf16 autocast on the CPU: auto (where it has native bf16) | on | off
     compile: bool = False
     log_every: int = 20
     checkpoint_every: int = 500
@@ -195,7 +202,7 @@ class Config:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return text
 
     def override(self, assignments: list[str]) -> Config:

@@ -13,12 +13,9 @@ from typing import Any
 from hjepa.errors import ConfigError
 
 # ---- Value checks --------------------------------------------------------------------------------------------
-# Every setting's allowed values, in tables checked at load time (``Config.from_dict``), so a value that cannot work
-# (log_every=0 divides by zero at the first step; steps=-1 "trains" nothing and reports success; drop_path_rate=5
-# fails deep inside timm) fails before anything is built or written, with the key named. A new field gets the
-# generic checks for free (finite floats, integers below _MAX_INT); give it a row in _RANGES / _CHOICES / _ORDERED
-# when it has a narrower domain. Registry names (model.encoder, model.predictor, masks.generator, loss.prediction,
-# loss.regularizer, data.dataset, model.view_predictor) are checked by their registries, which list the valid names.
+# Allowed values, checked at load time so a bad one fails with its key named, before anything is built.
+# New fields get the generic checks; a narrower domain gets a row in _RANGES / _CHOICES / _ORDERED.
+# Registry names are checked by their registries.
 
 
 @dataclass(frozen=True)
@@ -83,6 +80,7 @@ _RANGES: dict[str, Range] = {
     "loss.huber_delta": _POSITIVE,
     "loss.level_weights": _NON_NEGATIVE,
     "loss.regularizer_weight": _NON_NEGATIVE,
+    "loss.spatial_weight": _NON_NEGATIVE,
     "loss.vicreg_sim": _NON_NEGATIVE,
     "loss.vicreg_var": _NON_NEGATIVE,
     "loss.vicreg_cov": _NON_NEGATIVE,
@@ -140,6 +138,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "masks.scale_progression": ("geometric", "linear"),
     "optim.ema_schedule": ("cosine", "linear"),
     "train.knn_split": ("test", "val"),
+    "train.cpu_amp": ("auto", "on", "off"),
 }
 
 # (a, b): a <= b. List elements are addressed as key[i].
@@ -155,8 +154,7 @@ _ORDERED: tuple[tuple[str, str], ...] = (
     ("export.profile_batches[1]", "export.profile_batches[2]"),
 )
 
-# What one accelerator can hold. Beyond these a model fails allocating tensors of tens of GB (or hangs swapping),
-# so it is refused before anything is allocated.
+# What one accelerator holds; beyond it allocation fails (or swaps), so refuse first.
 _MAX_TOKENS = 16_384  # a 128x128 patch grid: 2048 px at patch 16; attention at that length already needs GBs
 _MAX_MODEL_BYTES = 256 * 2**30
 _WIDEST_PRESET = (1024, 24, 16)  # vit_large's (embed_dim, depth, num_heads): an upper bound for the size presets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -41,6 +42,13 @@ class Registry:
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)
+
+    def build_from(self, name: str, *args: Any, **offered: Any) -> Any:
+        """Build ``name`` with the offered keywords its constructor names: a config offers every entry's settings,
+        and each entry still refuses a misspelled keyword when called directly."""
+        factory = self.get(name)
+        accepted = inspect.signature(factory).parameters
+        return factory(*args, **{key: value for key, value in offered.items() if key in accepted})
 
     def names(self) -> list[str]:
         return sorted(self._items)

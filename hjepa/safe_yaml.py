@@ -42,7 +42,7 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        # Checked before the merge keys (<<) are flattened in: a key given explicitly may override a merged one.
+        # Before merge keys (<<) flatten: an explicit key may override a merged one.
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":

@@ -11,9 +11,9 @@ import torch
 
 from hjepa.config import load_config
 from hjepa.data import dataset_stats
-from hjepa.export import build_level_encoder
+from hjepa.export import checked_level_encoder
 from hjepa.export.fuse import PATCH_EMBED_NODE
-from hjepa.export.verify import ort_session
+from hjepa.export.verify import cpu_session
 from hjepa.train.model import build_training_model
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -23,7 +23,7 @@ from gemm_floor import floor_model, floor_runner, save_floor_models, weight_gemm
 def level_encoder(level: int) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_training_model(load_config("digits-debug")).eval()  # width 32, 2 blocks, 16 px, patch 4 (4x4 grid)
-    return build_level_encoder(model, level, *dataset_stats("digits"))
+    return checked_level_encoder(model, level, *dataset_stats("digits"))
 
 
 def test_weight_gemms_are_the_patch_embedding_and_every_block_linear() -> None:
@@ -40,7 +40,7 @@ def test_floor_graph_computes_each_product_and_int8_keeps_the_patch_embedding_fl
     weights = {w.name: onnx.numpy_helper.to_array(w) for w in model.graph.initializer}
     assert [n.name for n in model.graph.node][0] == PATCH_EMBED_NODE
     assert [i.name for i in model.graph.input] == ["x_16_48", "x_16_32"]  # one shared input per activation shape
-    session = ort_session(_save(model, tmp_path / "floor.onnx"), 1)
+    session = cpu_session(_save(model, tmp_path / "floor.onnx"), 1)
     feeds = {"x_16_48": np.ones((2, 16, 48), np.float32), "x_16_32": np.full((2, 16, 32), 0.5, np.float32)}
     for out, (_, _, fan_in, _), i in zip(session.run(None, feeds), gemms, range(3), strict=True):
         np.testing.assert_allclose(out, feeds[f"x_16_{fan_in}"] @ weights[f"w{i}"], rtol=1e-5, atol=1e-5)

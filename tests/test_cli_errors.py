@@ -13,9 +13,9 @@ from hjepa.device import DeviceUnavailableError
 from hjepa.errors import HJEPAError, OptionError
 from hjepa.evaluation.report import ReportError
 from hjepa.export.errors import ExportError
-from hjepa.inference.checkpoint import CheckpointError
-from hjepa.inference.images import ImageError
-from hjepa.inference.metadata import RuntimeSourceError, RuntimeUnavailableError
+from hjepa.inference.artifacts.checkpoint import CheckpointError
+from hjepa.inference.artifacts.metadata import RuntimeSourceError, RuntimeUnavailableError
+from hjepa.inference.runtimes.images import ImageError
 from hjepa.registry import Registry, UnknownNameError
 from hjepa.train.loop import NonFiniteLossError
 

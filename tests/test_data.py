@@ -218,7 +218,7 @@ def test_spread_subset_of_a_folder_decodes_only_the_images_it_returns(tmp_path: 
     """The k-NN monitor, the int8 check and the serve gallery take spread subsets: an ImageNet-sized folder must not
     be decoded whole to keep a few thousand images."""
     from hjepa.data import imagefolder
-    from hjepa.inference.features import spread_arrays
+    from hjepa.inference.features.extract import spread_arrays
 
     make_folder(tmp_path)
     train = build_dataset("imagefolder", "train", data_dir=str(tmp_path), storage_size=24)

@@ -64,7 +64,7 @@ def test_hidden_files_and_folders_are_not_samples(tmp_path: Path) -> None:
 def test_datasets_and_the_app_read_a_high_depth_picture_alike(tmp_path: Path, values: tuple, mode: str) -> None:
     # One rule (hjepa.data.pixels) for image folders and the browser app, so a picture gets the same features in
     # evaluation as in the inspector. An I image holding 8-bit values stays as it is; floats are taken in [0, 1].
-    from hjepa.inference.images import read_image
+    from hjepa.inference.runtimes.images import read_image
 
     ramp = np.tile(np.linspace(*values, 24), (24, 1))
     image = Image.fromarray(ramp.round().astype(np.uint16)) if mode == "I;16" else Image.fromarray(

@@ -7,7 +7,8 @@ from hjepa.demo import main
 
 def test_demo_trains_and_compares_with_random_init_and_pixels(tmp_path):
     out = tmp_path / "run"
-    args = ["--config", "digits-debug", "--set", f"train.out_dir={out}", "--train-bank", "300"]
+    args = ["--config", "digits-debug", "--set", f"train.out_dir={out}", "--train-bank", "300",
+            "--dense-mosaics", "100", "40"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "demo.json").read_text())
@@ -20,6 +21,15 @@ def test_demo_trains_and_compares_with_random_init_and_pixels(tmp_path):
     assert summary["over_pixels_points"] == round(trained["top1"] - pixels["top1"], 2)
     assert "random init" in result.output and "raw pixels" in result.output and str(out) in result.output
     assert (out / "checkpoints" / "last.pt").is_file()
+    # Per level: pooled k-NN (pixels: level 0 only) and both dense probes, for every row.
+    levels = summary["levels"]
+    assert set(levels) == {"trained", "random init", "raw pixels"}
+    assert set(levels["trained"]) == {"0", "1"} and levels["trained"]["0"]["grid"] == [4, 4]
+    assert levels["trained"]["0"]["knn_top1"] == trained["top1"] and levels["raw pixels"]["1"]["knn_top1"] is None
+    for rows in levels.values():
+        assert all(0 <= row["miou"] <= 100 and 0 <= row["tile_top1"] <= 100 for row in rows.values())
+    assert summary["best_miou"]["trained"] == max(row["miou"] for row in levels["trained"].values())
+    assert "mIoU" in result.output and summary["dense_splits"] == {"train": 100, "test": 40}
 
 
 def test_demo_reports_a_missing_dataset_in_one_line(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
-from hjepa.inference.cache import FeatureCache, file_sha256
+from hjepa.inference.artifacts.hashing import file_sha256
+from hjepa.inference.features.cache import FeatureCache
 
 
 def make_features(rows=6, dim=4):

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
 from hjepa.evaluation.run import evaluate
 from hjepa.evaluation.sources import resolve_source
-from hjepa.inference.levels import parse_levels
-from hjepa.inference.runtime import RuntimeUnavailableError
+from hjepa.inference.artifacts.levels import parse_levels
+from hjepa.inference.runtimes.runtime import RuntimeUnavailableError
 from hjepa.train.checkpoint import load_model
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
-from hjepa.export import build_level_encoder, export_level
+from hjepa.export import checked_level_encoder, export_level
 from hjepa.export import fuse as fuse_module
 from hjepa.export.fuse import PATCH_EMBED_NODE, fuse_attention, fuse_for_cpu, fuse_patch_embed, op_counts
 from hjepa.export.onnx_export import save_onnx, trace_onnx
 from hjepa.export.quantize import quantize_int8
-from hjepa.export.verify import compare, ort_session
+from hjepa.export.verify import compare, cpu_session
 from hjepa.train.checkpoint import load_model
 
 
@@ -23,7 +23,7 @@ def model(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def traced(model):
-    module = build_level_encoder(model, 0, *dataset_stats("digits"))
+    module = checked_level_encoder(model, 0, *dataset_stats("digits"))
     return trace_onnx(module, images(2), 20)[0]
 
 
@@ -48,7 +48,7 @@ def test_export_writes_one_fused_attention_per_block_matching_pytorch(tiny_check
     heads = model.target_encoder.vit.blocks[0].attn.num_heads
     assert all(next(a.i for a in n.attribute if a.name == "num_heads") == heads for n in nodes)
     batch = images(5)
-    got = ort_session(tmp_path / "fp32" / entry["onnx"]).run(["tokens", "pooled"], {"images": batch.numpy()})
+    got = cpu_session(tmp_path / "fp32" / entry["onnx"]).run(["tokens", "pooled"], {"images": batch.numpy()})
     figures = compare([t.numpy() for t in model.extract_features(batch, 0)], got)
     assert figures["tokens"]["max_abs_err"] < 1e-4 and figures["pooled"]["min_cosine"] > 0.99999
 
@@ -87,7 +87,7 @@ def test_int8_of_the_fused_graph_quantizes_the_qkv_projection(traced, tmp_path, 
     assert patch.op_type == "MatMul" and any(i.name == patch.input[1] and i.data_type == onnx.TensorProto.FLOAT
                                              for i in int8.graph.initializer)
     batch = images(8)
-    got = ort_session(tmp_path / "int8.onnx").run(["tokens", "pooled"], {"images": batch.numpy()})
+    got = cpu_session(tmp_path / "int8.onnx").run(["tokens", "pooled"], {"images": batch.numpy()})
     figures = compare([t.numpy() for t in model.extract_features(batch, 0)], got)
     assert figures["pooled"]["min_cosine"] > 0.99 and figures["tokens"]["max_abs_err"] > 1e-6  # close, not identical
 
@@ -99,11 +99,11 @@ def test_half_is_not_fused_and_a_torchscript_graph_stays_correct(tiny_checkpoint
     # The TorchScript fallback traces attention differently; whatever matches there must still give the same outputs.
     from hjepa.export.onnx_export import _trace_torchscript
 
-    module = build_level_encoder(model, 0, *dataset_stats("digits"))
+    module = checked_level_encoder(model, 0, *dataset_stats("digits"))
     script = _trace_torchscript(module, images(2), 20, True)
     fused, _ = fuse_for_cpu(script, images(2).numpy())
     batch = images(3)
-    got = ort_session(fused.SerializeToString()).run(["tokens", "pooled"], {"images": batch.numpy()})
+    got = cpu_session(fused.SerializeToString()).run(["tokens", "pooled"], {"images": batch.numpy()})
     assert compare([t.numpy() for t in model.extract_features(batch, 0)], got)["tokens"]["max_abs_err"] < 1e-4
 
 
@@ -114,8 +114,8 @@ def test_patch_embedding_becomes_one_matmul_with_the_same_outputs(traced):
     assert "Conv" not in op_counts(rewritten) and op_counts(rewritten)["MatMul"] == op_counts(traced)["MatMul"] + 1
     onnx.checker.check_model(rewritten, full_check=True)
     batch = images(5).numpy()  # a batch size the trace never saw: the rewrite keeps the batch axis dynamic
-    want = ort_session(traced.SerializeToString()).run(["tokens", "pooled"], {"images": batch})
-    got = ort_session(rewritten.SerializeToString()).run(["tokens", "pooled"], {"images": batch})
+    want = cpu_session(traced.SerializeToString()).run(["tokens", "pooled"], {"images": batch})
+    got = cpu_session(rewritten.SerializeToString()).run(["tokens", "pooled"], {"images": batch})
     assert compare(want, got)["tokens"]["max_abs_err"] < 1e-5
 
 

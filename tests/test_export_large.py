@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hjepa.export import ExportOptions, export, onnx_export
-from hjepa.export.verify import ort_session, sample_inputs
+from hjepa.export.verify import cpu_session, sample_inputs
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def test_triton_repository_carries_the_external_weights(tiny_checkpoint, tmp_pat
     version = out / "triton" / "hjepa_l0" / "1"
     assert sorted(p.name for p in version.iterdir()) == ["level0.onnx.data", "model.onnx"]
     inputs = sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3)
-    expected = run(ort_session(out / "level0.onnx"), inputs)
-    for got, want in zip(run(ort_session(version / "model.onnx"), inputs), expected, strict=True):
+    expected = run(cpu_session(out / "level0.onnx"), inputs)
+    for got, want in zip(run(cpu_session(version / "model.onnx"), inputs), expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -42,7 +42,7 @@ def test_int8_of_an_external_data_model_leaves_no_stale_weights(tiny_checkpoint,
     names = sorted(p.name for p in out.iterdir())
     # The int8 file replaced the fp32 one; the fp32 weights file must not be left behind, unreferenced.
     assert names in (["level0.onnx", "manifest.json"], ["level0.onnx", "level0.onnx.data", "manifest.json"])
-    session = ort_session(out / "level0.onnx")
+    session = cpu_session(out / "level0.onnx")
     assert manifest["levels"]["0"]["metadata"]["precision"] == "int8"
     tokens, pooled = run(session, sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3))
     assert tokens.shape == (2, 16, 32) and np.isfinite(tokens).all()
@@ -61,8 +61,8 @@ def write_wide_artifact(directory, width: int = 4096, depth: int = 3) -> None:
 
     from safetensors.torch import save_file
 
-    from hjepa.inference.artifact import ARTIFACT_FORMAT
-    from hjepa.inference.hashing import file_sha256
+    from hjepa.inference.artifacts.artifact import ARTIFACT_FORMAT
+    from hjepa.inference.artifacts.hashing import file_sha256
     from hjepa.models.pretrained import EncoderArchitecture, PretrainedEncoder
 
     arch = EncoderArchitecture(embed_dim=width, depth=depth, num_heads=width // 64, mlp_hidden_dim=4 * width,
@@ -90,8 +90,8 @@ def write_wide_artifact(directory, width: int = 4096, depth: int = 3) -> None:
 
 
 def test_a_model_over_2gb_exports_with_external_data_and_every_reader_opens_it(tmp_path):
-    from hjepa.inference.artifact import load_artifact
-    from hjepa.inference.open import open_runtime
+    from hjepa.inference.artifacts.artifact import load_artifact
+    from hjepa.inference.runtimes.open import open_runtime
 
     artifact, out = tmp_path / "wide", tmp_path / "exp"
     write_wide_artifact(artifact)
@@ -123,7 +123,7 @@ def test_simplify_and_fusion_of_an_external_data_model(tiny_checkpoint, tmp_path
         assert (out / f"level{level}.onnx.data").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no work folders left
     inputs = sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3)
-    tokens, pooled = run(ort_session(out / "level0.onnx"), inputs)
+    tokens, pooled = run(cpu_session(out / "level0.onnx"), inputs)
     assert tokens.shape == (2, 16, 32) and np.isfinite(pooled).all()
 
 
@@ -134,9 +134,9 @@ def test_one_graph_for_all_levels_matches_the_per_level_files(tiny_checkpoint, t
     assert entry["outputs"] == ["tokens_0", "pooled_0", "tokens_1", "pooled_1"] and entry["fused_attention"] == 2
     assert "levels.onnx" in manifest["files"]
     inputs = sample_inputs(3, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=5)
-    together = ort_session(out / "levels.onnx").run(entry["outputs"], {"images": inputs})
+    together = cpu_session(out / "levels.onnx").run(entry["outputs"], {"images": inputs})
     for level in (0, 1):
-        alone = run(ort_session(out / f"level{level}.onnx"), inputs)
+        alone = run(cpu_session(out / f"level{level}.onnx"), inputs)
         for got, want in zip(together[2 * level : 2 * level + 2], alone, strict=True):
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
-from hjepa.export import METADATA_KEYS, ExportError, build_level_encoder, export, read_manifest, read_metadata
-from hjepa.export.verify import compare, ort_session
-from hjepa.inference.cache import file_sha256
-from hjepa.inference.levels import LevelError
+from hjepa.export import METADATA_KEYS, ExportError, checked_level_encoder, export, manifest_dict, read_metadata
+from hjepa.export.verify import compare, cpu_session
+from hjepa.inference.artifacts.hashing import file_sha256
+from hjepa.inference.artifacts.levels import LevelError
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.train.checkpoint import load_checkpoint, load_model
 
@@ -51,7 +51,7 @@ def test_one_self_contained_file_per_level_and_nothing_else(exported):
 
 def test_manifest_records_source_config_and_verification(exported, tiny_checkpoint):
     out, manifest = exported
-    assert read_manifest(out) == manifest
+    assert manifest_dict(out) == manifest
     assert manifest["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
     assert manifest["config"] == load_checkpoint(tiny_checkpoint)["config"]
     assert set(manifest["levels"]) == {"0", "1"}
@@ -100,7 +100,7 @@ def test_graph_is_valid_with_a_symbolic_batch_axis(exported):
 @pytest.mark.parametrize("level", [0, 1])
 def test_onnxruntime_matches_extract_features_at_batch_1_3_5(exported, model, level):
     out, _ = exported
-    session = ort_session(out / f"level{level}.onnx")
+    session = cpu_session(out / f"level{level}.onnx")
     for batch in (1, 3, 5):
         images = digits_batch(batch)
         tokens, pooled = model.extract_features(images, level)
@@ -115,7 +115,7 @@ def test_level_encoder_equals_extract_features_and_leaves_the_model_alone(model)
     mean, std = dataset_stats("digits")
     images = digits_batch(4)
     for level in range(model.num_levels):
-        tokens, pooled = build_level_encoder(model, level, mean, std)(images)
+        tokens, pooled = checked_level_encoder(model, level, mean, std)(images)
         ref_tokens, ref_pooled = model.extract_features(images, level)
         torch.testing.assert_close(tokens, ref_tokens, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(pooled, ref_pooled, atol=1e-6, rtol=1e-5)
@@ -125,20 +125,20 @@ def test_level_encoder_equals_extract_features_and_leaves_the_model_alone(model)
 
 def test_new_image_size_recomputes_sincos_positions(model):
     mean, std = dataset_stats("digits")
-    encoder = build_level_encoder(model, 1, mean, std, img_size=32)
+    encoder = checked_level_encoder(model, 1, mean, std, img_size=32)
     assert encoder.grid == (8, 8) and model.grid == (4, 4)
     torch.testing.assert_close(encoder.encoder.pos_embed[0], sincos_2d(32, (8, 8)))
     tokens, pooled = encoder(digits_batch(2, img_size=32))
     assert tokens.shape == (2, 16, 32) and pooled.shape == (2, 32) and torch.isfinite(tokens).all()
     with pytest.raises(ExportError, match=r"patch_size \* 2\^1 = 8"):
-        build_level_encoder(model, 1, mean, std, img_size=20)
+        checked_level_encoder(model, 1, mean, std, img_size=20)
     with pytest.raises(LevelError, match=r"available levels: \[0, 1\]"):
-        build_level_encoder(model, 2, mean, std)
+        checked_level_encoder(model, 2, mean, std)
 
 
 def test_half_module_keeps_layernorm_in_float32(model):
     mean, std = dataset_stats("digits")
-    half = build_level_encoder(model, 0, mean, std, half=True)
+    half = checked_level_encoder(model, 0, mean, std, half=True)
     norms = [m for m in half.modules() if type(m).__name__ == "Float32LayerNorm"]
     assert len(norms) == 2 * 2 + 1 + 1  # two per block, the final norm, the level's target norm
     assert all(m.weight.dtype == torch.float32 for m in norms if m.weight is not None)
@@ -167,13 +167,13 @@ def test_torchscript_fallback_when_torch_export_fails(model, monkeypatch, tmp_pa
 
     monkeypatch.setattr(onnx_export, "_trace_dynamo", broken)
     mean, std = dataset_stats("digits")
-    module = build_level_encoder(model, 1, mean, std)
+    module = checked_level_encoder(model, 1, mean, std)
     with pytest.warns(UserWarning, match="TorchScript exporter"):
         onnx_model, exporter = onnx_export.trace_onnx(module, digits_batch(2), 20)
     assert exporter == "torchscript"
     path = onnx_export.save_onnx(onnx_model, tmp_path / "fallback.onnx")
     images = digits_batch(3)
-    got = ort_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
+    got = cpu_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
     assert compare([t.numpy() for t in model.extract_features(images, 1)], got)["tokens"]["max_abs_err"] < 1e-4
 
 

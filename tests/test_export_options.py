@@ -11,7 +11,7 @@ from hjepa.config import load_config
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
 from hjepa.export import ExportOptions, export_level, read_metadata
 from hjepa.export.quantize import int8_knn
-from hjepa.export.verify import compare, ort_session
+from hjepa.export.verify import compare, cpu_session
 from hjepa.train.checkpoint import load_model
 
 
@@ -38,7 +38,7 @@ def test_static_export_has_a_fixed_batch(static_fp32, model):
     assert [d.dim_value for d in dims] == [2, 3, 16, 16] and not dims[0].dim_param
     assert entry["dynamic_batch"] is False and entry["batch"] == 2
     assert set(entry["verification"]["onnxruntime"]["batches"]) == {"batch_2"}
-    session = ort_session(path)
+    session = cpu_session(path)
     images = EvalTransform(16, *dataset_stats("digits"))(digits(3))
     tokens = session.run(["tokens"], {"images": images[:2].numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(tokens), model.extract_features(images[:2], 0)[0], atol=1e-4, rtol=0)
@@ -61,7 +61,7 @@ def test_int8_is_smaller_close_and_reports_knn(tiny_checkpoint, tmp_path, static
     assert knn["delta_top1"] == pytest.approx(knn["int8_top1"] - knn["fp32_top1"])
     # independent check of the quantized file against the PyTorch model on real digits
     images = EvalTransform(16, *dataset_stats("digits"))(digits(8))
-    got = ort_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
+    got = cpu_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
     figures = compare([t.numpy() for t in model.extract_features(images, 0)], got)
     assert figures["pooled"]["min_cosine"] > 0.99 and figures["tokens"]["max_abs_err"] > 1e-6  # close, not identical
 
@@ -86,7 +86,7 @@ def test_half_has_fp16_weights_fp32_layernorm_and_io(tiny_checkpoint, tmp_path, 
     assert onnx_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in onnx_model.graph.output)
     images = EvalTransform(16, *dataset_stats("digits"))(digits(5))
-    got = ort_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
+    got = cpu_session(path).run(["tokens", "pooled"], {"images": images.numpy()})
     figures = compare([t.numpy() for t in model.extract_features(images, 1)], got)
     assert figures["tokens"]["max_abs_err"] < 5e-2 and figures["tokens"]["min_cosine"] > 0.999
     assert figures["tokens"]["max_abs_err"] > 1e-6  # really computed in fp16
@@ -103,8 +103,8 @@ def test_uint8_input_equals_the_float_path_on_the_same_images(tiny_checkpoint, t
     assert entry["metadata"]["input_format"] == "uint8_nhwc"
     rgb = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     floats = EvalTransform(16, *dataset_stats("digits"))(rgb).numpy()
-    expected = ort_session(static_fp32[0]).run(["tokens", "pooled"], {"images": floats})
-    got = ort_session(path).run(["tokens", "pooled"], {"images": rgb.permute(0, 2, 3, 1).contiguous().numpy()})
+    expected = cpu_session(static_fp32[0]).run(["tokens", "pooled"], {"images": floats})
+    got = cpu_session(path).run(["tokens", "pooled"], {"images": rgb.permute(0, 2, 3, 1).contiguous().numpy()})
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=0)
 

@@ -22,7 +22,7 @@ import torch
 
 from hjepa.export import ExportError, ExportOptions, export
 from hjepa.export import tensorrt_build as trt_build
-from hjepa.export.verify import ort_runner, ort_session, sample_inputs
+from hjepa.export.verify import cpu_session, ort_runner, sample_inputs
 
 
 def fake_tensorrt(
@@ -229,7 +229,7 @@ def test_engine_runner_matches_onnxruntime(onnx_file, engine_file):
     runs: list[int] = []
     runner = trt_build.EngineRunner(fake_tensorrt("10.13.2", [], runs=runs), engine_file, device="cpu")
     assert runner.input_dtype == torch.float32 and runner.max_batch == 64 and runner.outputs == ["tokens", "pooled"]
-    reference = ort_runner(ort_session(onnx_file))
+    reference = ort_runner(cpu_session(onnx_file))
     for batch in (1, 3):
         images = sample_inputs(batch, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=batch)
         tokens, pooled = runner(images)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hjepa.serve import ImageError, RuntimeSourceError, Views, open_runtime
+from hjepa.serve import Explorer, ImageError, RuntimeSourceError, open_runtime
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword is deprecated)")
@@ -45,13 +45,13 @@ def huge_png_header(path: Path, width: int, height: int) -> Path:
 
 
 def test_pixel_limit_is_checked_before_decoding(runtime, tmp_path) -> None:
-    views = Views(runtime, display_size=64)
+    views = Explorer(runtime, display_size=64)
     # 13000 x 13000 (the 493 kB PNG): the header alone is refused, by size, with the limit named; a picture
     # that were decoded would instead fail as truncated.
     big = huge_png_header(tmp_path / "big.png", 13000, 13000)
     with pytest.raises(ImageError, match=r"big\.png is 13000 x 13000 pixels \(169\.0 megapixels\), over .* 40 mega"):
         views.embed(str(big))
-    small = Views(runtime, display_size=64, max_pixels=1_000_000)
+    small = Explorer(runtime, display_size=64, max_pixels=1_000_000)
     Image.fromarray(np.full((800, 1500, 3), 90, np.uint8)).save(tmp_path / "wide.png")
     with pytest.raises(ImageError, match="1500 x 800 pixels .* limit of 1 megapixels"):
         small.masks(str(tmp_path / "wide.png"))
@@ -65,8 +65,8 @@ def test_large_jpegs_are_decoded_reduced_and_clicks_keep_their_frame(runtime, tm
     rng = np.random.default_rng(0)
     pixels = np.repeat(np.repeat(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), 100, 0), 100, 1)
     Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=90)
-    views = Views(runtime, display_size=64, max_pixels=1_000_000)
-    from hjepa.inference.images import decode_image
+    views = Explorer(runtime, display_size=64, max_pixels=1_000_000)
+    from hjepa.inference.runtimes.images import decode_image
 
     array, full = decode_image(tmp_path / "photo.jpg", max_pixels=1_000_000, min_side=views.min_side)
     assert full == (3000, 4000) and array.shape == (375, 500, 3)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hjepa.export import ExportOptions, export
-from hjepa.export.verify import ort_session, sample_inputs
+from hjepa.export.verify import cpu_session, sample_inputs
 from hjepa.importers import ImportOptions, import_encoder
 from hjepa.importers.reference import ReferenceSpec, reference_levels, reference_tokens
 from tests.test_importers import DEPTH, DIM, GRID, HEADS, PATCH, fused_vit, ijepa_checkpoint
@@ -60,6 +60,6 @@ def test_an_imported_encoder_exports_at_another_size(table, tmp_path):
     tokens = reference_tokens(raw, ReferenceSpec("fused", "", HEADS, 1e-6, DEPTH), torch.from_numpy(images))
     reference = reference_levels(tokens, (side, side), [0, 1], "identity")
     for level in (0, 1):
-        got = ort_session(tmp_path / "exp" / f"level{level}.onnx").run(None, {"images": images})
+        got = cpu_session(tmp_path / "exp" / f"level{level}.onnx").run(None, {"images": images})
         np.testing.assert_allclose(got[0], reference[level][0].numpy(), atol=2e-4, rtol=0)
         np.testing.assert_allclose(got[1], reference[level][1].numpy(), atol=2e-4, rtol=0)

@@ -1,10 +1,11 @@
 """The package's import arrows, checked over every import in ``hjepa/`` (function-local and TYPE_CHECKING ones too).
 
 cli -> {train, importers, export, evaluation, serve} -> inference -> {models, masks, losses, data} -> {config,
-registry, device, dist}: a module may import its own package and any package of a lower layer. Within the lowest
-two layers siblings may import each other (masks' query layouts are used by the predictors) as long as no cycle
-forms, except that ``models`` never imports ``losses`` (the training side wires the loss). ``train``,
-``importers``, ``export``, ``evaluation`` and ``serve`` never import each other.
+registry, device, dist}: a module may import its own package and any package of a lower layer. Inside inference,
+runtimes and features build on artifacts and not on each other; the package's __init__ sits above all three.
+Within the lowest two layers siblings may import each other (masks' query layouts are used by the predictors)
+as long as no cycle forms, except that ``models`` never imports ``losses`` (the training side wires the loss).
+``train``, ``importers``, ``export``, ``evaluation`` and ``serve`` never import each other.
 No cycles, between packages or between modules.
 """
 
@@ -20,13 +21,15 @@ ROOT = Path(__file__).resolve().parents[1] / "hjepa"
 # The top-level name of every module / package in hjepa/ -> its layer (higher imports lower).
 LAYERS = {
     "__init__": 0, "config": 0, "config_checks": 0, "safe_yaml": 0, "registry": 0, "device": 0, "dist": 0,
-    "errors": 0, "configs": 0,
+    "errors": 0, "configs": 0, "files": 0, "logs": 0,
     "models": 1, "masks": 1, "losses": 1, "data": 1,
-    "inference": 2,
-    "train": 3, "importers": 3, "export": 3, "evaluation": 3, "serve": 3,
-    "cli": 4, "demo": 4,
+    "inference.artifacts": 2,  # saved-model files
+    "inference.runtimes": 3, "inference.features": 3,
+    "inference": 4,  # the package's own __init__
+    "train": 5, "importers": 5, "export": 5, "evaluation": 5, "serve": 5,
+    "cli": 6, "demo": 6,
 }
-SIBLINGS_ALLOWED = {0, 1, 4}  # layers whose members may import each other (acyclically)
+SIBLINGS_ALLOWED = {0, 1, 6}  # layers whose members may import each other (acyclically)
 FORBIDDEN = {("models", "losses")}
 
 
@@ -61,7 +64,10 @@ def imports(path: Path, known: set[str]) -> list[tuple[str, int]]:
 
 
 def top(module: str) -> str:
+    """The unit LAYERS names: the top-level name, or ``inference.<subpackage>`` inside inference."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[1] == "inference":
+        return f"inference.{parts[2]}"
     return parts[1] if len(parts) > 1 else "__init__"
 
 
@@ -136,12 +142,19 @@ def test_no_cycle_between_modules():
     assert cycle is None, f"module cycle: {' -> '.join(cycle or [])}"
 
 
-@pytest.mark.parametrize("rule", ["down", "sideways", "forbidden"])
+@pytest.mark.parametrize("rule", ["down", "sideways", "forbidden", "artifacts-up", "runtimes-features"])
 def test_the_checker_catches_what_it_should(rule):
     """The rules above would fail on a bad arrow: a check that cannot fail checks nothing."""
-    pairs = {"down": ("models", "inference"), "sideways": ("export", "serve"), "forbidden": ("models", "losses")}
+    pairs = {"down": ("models", "inference"), "sideways": ("export", "serve"), "forbidden": ("models", "losses"),
+             "artifacts-up": ("inference.artifacts", "inference.runtimes"),
+             "runtimes-features": ("inference.runtimes", "inference.features")}
     source, target = pairs[rule]
     high, low = LAYERS[source], LAYERS[target]
     allowed = (source, target) not in FORBIDDEN and (low < high or (high == low and high in SIBLINGS_ALLOWED))
     assert not allowed
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
+
+
+def test_inference_subpackages_are_told_apart():
+    assert top("hjepa.inference.runtimes.open") == "inference.runtimes"
+    assert top("hjepa.inference") == "inference" and top("hjepa.export.api") == "export"

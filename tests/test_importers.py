@@ -18,7 +18,7 @@ from hjepa.cli.importer import main as import_main
 from hjepa.importers import ImportOptions, ImportSourceError, import_encoder
 from hjepa.importers.cards import find_card
 from hjepa.importers.reference import ReferenceSpec, reference_levels, reference_tokens
-from hjepa.inference.artifact import SPEC_NAME, load_source_model
+from hjepa.inference.artifacts.artifact import SPEC_NAME, load_source_model
 
 DIM, DEPTH, HEADS, HIDDEN, PATCH, SIZE = 32, 2, 4, 96, 4, 32  # MLP ratio 3: not timm's default 4
 GRID = SIZE // PATCH

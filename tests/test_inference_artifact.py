@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from hjepa.cli.export import main as export_main
 from hjepa.evaluation.sources import resolve_source
 from hjepa.inference import open_runtime, source_kind
-from hjepa.inference.artifact import SPEC_NAME, WEIGHTS_NAME, load_source_model
-from hjepa.inference.checkpoint import CheckpointError
+from hjepa.inference.artifacts.artifact import SPEC_NAME, WEIGHTS_NAME, load_source_model
+from hjepa.inference.artifacts.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""``hjepa.inference.levels``: the one ``--level`` parser, its syntax and its single message format."""
+"""``hjepa.inference.artifacts.levels``: the one ``--level`` parser, its syntax and its single message format."""
 
 import numpy as np
 import pytest
 
 from hjepa.errors import HJEPAError
-from hjepa.inference.levels import LevelError, check_level, level_syntax, parse_levels
+from hjepa.inference.artifacts.levels import LevelError, check_level, level_syntax, parse_levels
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hjepa.inference.knn import knn_classify, knn_evaluate, knn_neighbours, top_k_accuracy
+from hjepa.inference.features.knn import knn_classify, knn_evaluate, knn_neighbours, top_k_accuracy
 
 
 def dino_reference(train, train_labels, test, k, temperature, num_classes):

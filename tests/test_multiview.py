@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hjepa.config import load_config
+from hjepa.config import HamiltonianConfig, load_config
 from hjepa.data import MultiViewAugment, batch_generator
 from hjepa.losses import MultiViewLoss, SIGRegLoss, VICRegLoss
 from hjepa.models.pos_embed import sincos_2d
@@ -92,7 +92,8 @@ def test_loss_refuses_lambda_outside_0_1():
 
 @pytest.mark.parametrize("name", VIEW_PREDICTORS.names())
 def test_view_predictors_keep_shape(name):
-    predictor = VIEW_PREDICTORS.build(name, dim=6, hidden_dim=8, match="qp")
+    hamiltonian = HamiltonianConfig(hidden_dim=8, match="qp")
+    predictor = VIEW_PREDICTORS.build_from(name, dim=6, hidden_dim=8, hamiltonian=hamiltonian)
     z = torch.randn(5, 6)
     out = predictor(z)
     assert out.shape == z.shape and torch.isfinite(out).all()
@@ -151,7 +152,7 @@ def test_training_resumes_exactly(tmp_path):
 
 
 def test_validation_split_is_fixed_disjoint_and_complete():
-    from hjepa.train.knn_monitor import validation_split
+    from hjepa.data.splits import validation_split
 
     bank, val = validation_split(600)
     again_bank, again_val = validation_split(600)

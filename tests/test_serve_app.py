@@ -1,4 +1,4 @@
-"""The app's computations (``Views``), the gallery and its cache, the CLI, and the Gradio API through gradio_client."""
+"""The app's computations (``Explorer``), the gallery and its cache, the CLI, and the Gradio API (gradio_client)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hjepa.inference import BACKENDS
-from hjepa.serve import ImageError, Views, build_gallery, open_runtime
+from hjepa.serve import Explorer, ImageError, build_gallery, open_runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -40,8 +40,8 @@ def gallery(runtime, tmp_path_factory) -> Gallery:
 
 
 @pytest.fixture(scope="module")
-def views(runtime, gallery) -> Views:
-    return Views(runtime, gallery, display_size=128)
+def views(runtime, gallery) -> Explorer:
+    return Explorer(runtime, gallery, display_size=128)
 
 
 def test_embed_gives_one_pca_map_per_level_with_visible_cells(views, runtime) -> None:
@@ -63,7 +63,7 @@ def test_masks_are_drawn_and_follow_the_seed(views) -> None:
     plain = np.asarray(Image.open(COFFEE).convert("RGB"))
     multiblock, hierarchical, stats = views.masks(plain, seed=0)
     assert multiblock.shape == hierarchical.shape == (128, 128, 3)
-    from hjepa.inference.images import center_crop_resize
+    from hjepa.inference.runtimes.images import center_crop_resize
 
     assert not np.array_equal(multiblock, center_crop_resize(plain, 128))
     assert set(stats) == {"multiblock", "hierarchical"} and stats["hierarchical"]["grid"] == [4, 4]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hjepa.inference.images import ImageError, read_image
+from hjepa.inference.runtimes.images import ImageError, read_image
 
 
 def test_exif_rotated_jpeg_is_read_upright(tmp_path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hjepa.inference.images import (
+from hjepa.inference.runtimes.images import (
     ImageError,
     batch_to_list,
     center_crop_resize,

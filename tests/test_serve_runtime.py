@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from hjepa.inference import BACKENDS, runtime_tensorrt
-from hjepa.inference.runtime_onnx import choose_providers
+from hjepa.inference import BACKENDS
+from hjepa.inference.runtimes import runtime_tensorrt
+from hjepa.inference.runtimes.runtime_onnx import choose_providers
 from hjepa.serve import RuntimeSourceError, RuntimeUnavailableError, TorchRuntime, open_runtime
 from hjepa.train.checkpoint import CheckpointError
 

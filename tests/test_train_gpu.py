@@ -40,11 +40,11 @@ def test_train_step_makes_no_host_syncs(regularizer):
     generator = build_mask_generator(cfg.masks, model.grid, model.num_levels)
     images = torch.randn(16, 3, 16, 16, device=device)
     masks = generator(16, batch_generator(0, 0)).with_queries().to(device)  # as the loop: layout made on the CPU
-    train_step(model, model, images, masks, optimizer, schedules, 0, cfg.optim.clip_grad)  # warm-up
+    train_step(model, model, images, masks, optimizer, schedules, 0, cfg.optim.clip_grad, amp=True)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        outputs = train_step(model, model, images, masks, optimizer, schedules, 1, cfg.optim.clip_grad)
+        outputs = train_step(model, model, images, masks, optimizer, schedules, 1, cfg.optim.clip_grad, amp=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert outputs["loss"].dtype == torch.float32 and torch.isfinite(outputs["loss"]).item()
@@ -81,7 +81,7 @@ def test_the_loops_per_step_path_makes_no_host_syncs():
         masks = masks_to(generator(16, batch_generator(0, index)).with_queries(), device)
         aug_gen = batch_generator(1, index, raw.device)  # as the loop: the generator lives where the batch does
         images = augment(raw.to(device, non_blocking=True), aug_gen)
-        return train_step(model, model, images, masks, optimizer, schedules, index, cfg.optim.clip_grad)
+        return train_step(model, model, images, masks, optimizer, schedules, index, cfg.optim.clip_grad, amp=True)
 
     for raw in sources:
         step(0, raw)  # warm-up: first-call allocations, cuBLAS handles, statistics copied to the GPU

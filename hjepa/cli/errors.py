@@ -9,10 +9,8 @@ import click
 
 from hjepa.errors import HJEPAError
 
-# HJEPAError: every error the project raises for something the user can fix (config, data, level, path, back-end).
-# OSError: a missing, unreadable or unwritable path the user named (permissions, a read-only disk, a file where a
-# folder should be); its message already names the path. Anything else (a plain KeyError / ValueError from deep
-# inside) is a bug, and keeps its traceback.
+# HJEPAError: the user can fix it. OSError: a path they named (the message names it).
+# Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (HJEPAError, OSError)
 
 

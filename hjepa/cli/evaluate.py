@@ -123,5 +123,61 @@ def run_all(source: str | None, **options: Any) -> None:
     _run(("knn", "linear"), source, **options)
 
 
+@main.command("dense")
+@click.argument("source", required=False)
+@click.option("--random-init", "random_init", metavar="CONFIG", default=None,
+              help="Evaluate an untrained model built from CONFIG instead of SOURCE.")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["pixels", "random-init"]),
+              help="Add a baseline row, repeatable (same data and probes).")
+@click.option("--dataset", default="fashion-mnist", show_default=True,
+              help="fashion-mnist | digits | cifar100 (as mosaics) | voc (a VOC-layout folder in --data-dir).")
+@click.option("--data-dir", default=None, help="Dataset location (default: the dataset's own).")
+@click.option("--level", "levels", default="all", show_default=True, help="Level K, a list '0,2', or 'all'.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option("--train-mosaics", type=int, default=4000, show_default=True, help="Mosaics the probes are fitted on.")
+@click.option("--test-mosaics", type=int, default=1000, show_default=True, help="Mosaics the probes are scored on.")
+@click.option("--layout", "layouts", type=int, multiple=True, help="Tiles per side, repeatable (default 2 and 4).")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="val: score on a validation split carved from train (for choosing settings).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Mosaic and probe seed.")
+@click.option("--limit", "voc_limit", type=int, default=None, help="VOC: the first N images of each split.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per encoder batch.")
+@click.option("--backend", default="auto", show_default=True,
+              help="auto | torch | onnxruntime[:cpu|cuda|tensorrt] | tensorrt.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N].")
+def dense(source: str | None, random_init: str | None, baselines: tuple[str, ...], levels: str, out: str | None,
+          backend: str, device: str, layouts: tuple[int, ...], **options: Any) -> None:
+    """Per-level dense probes on the level-k grids: linear segmentation mIoU and tile top-1 (docs/dense.md)."""
+    from hjepa.evaluation.dense import DenseOptions, dense_rows, evaluate_dense
+    from hjepa.evaluation.report import check_report_path, format_table, write_report
+    from hjepa.evaluation.sources import resolve_source
+    from hjepa.inference.artifacts.levels import parse_levels
+
+    if (source is None) == (random_init is None):
+        raise click.UsageError("give either SOURCE (checkpoint, .onnx, export directory, .engine) or "
+                               "--random-init CONFIG")
+    with user_errors():
+        if out is not None:
+            check_report_path(out)
+        dense_options = DenseOptions(layouts=layouts or (2, 4), **options)
+        evaluated = resolve_source(source, random_init=random_init, backend=backend, device=device)
+
+        def random_init_baseline():
+            from hjepa.evaluation.baselines import random_init_like
+
+            return random_init_like(evaluated, device)
+
+        chosen = parse_levels(levels, evaluated.levels, evaluated.name)
+        report = evaluate_dense(evaluated, dense_options, chosen, baselines, random_init_baseline)
+        if out is not None:
+            write_report(out, report)
+    click.echo(f"source: {report['source']}  backend: {report['backend']}  dense data: {report['data']} "
+               f"(train {report['splits']['train']}, test {report['splits']['test']}, "
+               f"{report['num_classes']} classes incl. background)")
+    click.echo(format_table(dense_rows(report, "random-init" if random_init else "model")))
+    if out is not None:
+        click.echo(f"report: {out}")
+
+
 if __name__ == "__main__":
     main()

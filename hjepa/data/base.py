@@ -1,13 +1,7 @@
-"""The dataset interface shared by every source: uint8 images plus integer labels, normalisation stats attached.
+"""The dataset interface: uint8 images plus integer labels, normalisation stats attached.
 
-Datasets never augment. They return the stored uint8 pixels and leave augmentation to the batched, seeded
-transforms in ``hjepa.data.transforms``, which run on the training device; that keeps a run reproducible from its
-step number and lets a GPU run skip CPU-side image work entirely.
-
-Two kinds exist:
-- in memory (Fashion-MNIST, digits, CIFAR-100): the whole split is one uint8 tensor ``[N, C, H, W]``, so a batch
-  is a single gather (on the GPU when ``on_device`` is set);
-- lazy (image folders): files are decoded one by one, through a ``torch.utils.data.DataLoader``.
+Datasets never augment; the batched, seeded transforms on the training device do. In-memory datasets are one
+``[N, C, H, W]`` tensor (a batch is one gather); image folders decode lazily through a DataLoader.
 """
 
 from __future__ import annotations
@@ -29,9 +23,8 @@ Stats = tuple[float, float, float]
 IMAGENET_MEAN: Stats = (0.485, 0.456, 0.406)
 IMAGENET_STD: Stats = (0.229, 0.224, 0.225)
 
-# Per-channel stats of the uint8 pixels scaled to [0, 1]; grayscale datasets repeat theirs over three channels
-# because the transforms expand one channel to three. Kept here (not computed on load) so an exported model can
-# record its normalisation from the dataset name alone.
+# Per-channel stats of pixels in [0, 1] (grayscale repeated to 3 channels, as the transforms do).
+# Tabled, not computed, so an export records them from the name alone.
 DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
     "fashion-mnist": ((0.286, 0.286, 0.286), (0.353, 0.353, 0.353)),
     "digits": ((0.305, 0.305, 0.305), (0.376, 0.376, 0.376)),  # measured over all 1797 images
@@ -43,7 +36,7 @@ DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
 SPLITS = ("train", "test")
 
 
-# How each command takes a data folder / a download, for messages that a user of any of them can act on.
+# How each command takes a data folder or a download, for messages.
 DATA_DIR_HINT = "--data-dir DIR; hjepa-train: --set data.data_dir=DIR"
 DOWNLOAD_HINT = "hjepa-eval --download; hjepa-train: --set data.download=true"
 

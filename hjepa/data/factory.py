@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The dataset modules register themselves in DATASETS when imported; importing them here makes every name available.
+# Importing the dataset modules registers them.
 from hjepa.data import cifar, digits, fashion_mnist, imagefolder  # noqa: F401
 from hjepa.data.base import DATASETS, DataError, ImageDataset, normalise_split
 

@@ -55,7 +55,7 @@ def decode_image(path: Path, size: int) -> torch.Tensor:
     """Decode ``path`` to uint8 ``[3, size, size]``: RGB, shorter side resized to ``size``, then center-cropped."""
     try:
         with Image.open(path) as image:
-            # JPEG can decode at 1/2, 1/4, 1/8 scale for free; draft keeps both sides >= size, so quality holds.
+            # JPEG decodes at 1/2, 1/4, 1/8 for free; draft keeps both sides >= size.
             image.draft("RGB", (size, size))
             image = to_rgb_image(image)  # 16-bit and float pictures scaled, not clipped to white / black
             width, height = image.size
@@ -67,7 +67,7 @@ def decode_image(path: Path, size: int) -> torch.Tensor:
             image = image.crop((left, top, left + size, top + size))
             pixels = np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # PIL reports unreadable, truncated and oversized files through these; name the file so it can be removed.
+        # PIL's errors for bad files: name the file so it can be removed.
         raise DataError(f"cannot decode image {path}: {error}") from error
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 

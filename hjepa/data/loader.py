@@ -22,8 +22,7 @@ from hjepa.device import to_device_async
 
 T = TypeVar("T")
 
-# Different streams derived from one user seed; the salt keeps the epoch shuffles and the per-step augmentation
-# generators from ever sharing a seed.
+# Salted so epoch shuffles and per-step augmentation never share a seed.
 _EPOCH_SALT = 0
 _STEP_SALT = 1
 
@@ -149,8 +148,7 @@ class TrainBatches:
         epoch, first_batch = divmod(start_step, self.steps_per_epoch)
         step = start_step
         while True:
-            # One small host-to-device copy of the epoch's indices (pinned, so it does not sync), then every gather
-            # stays on the images' device.
+            # One pinned (non-syncing) copy of the indices; every gather then stays on the device.
             order = to_device_async(self.epoch_order(epoch), images.device)
             for batch in range(first_batch, self.steps_per_epoch):
                 index = order[self._rank_slice(batch)]

@@ -21,10 +21,14 @@ from hjepa.data.transforms import PretrainAugment
 
 @dataclass
 class Views:
-    """``globals_ [V_g, B, 3, S, S]`` and ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views)."""
+    """``globals_ [V_g, B, 3, S, S]``, ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views), the global
+    crops' ``boxes [V_g, B, 5]`` (``PretrainAugment.crops_and_boxes``) and ``same_picture [B]``: False where the
+    second global view was cut from another picture (neighbour views), so crop geometry does not relate them."""
 
     globals_: torch.Tensor
     locals_: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    same_picture: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -57,21 +61,25 @@ class MultiViewAugment:
         hflip: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        zoom_out: float = 0.0,
+        zoom_out_scale: tuple[float, float] = (1.0, 2.0),
     ) -> None:
         if num_global < 1:
             raise ConfigError(f"data.num_global_views must be at least 1, got {num_global}")
         if num_local < 0:
             raise ConfigError(f"data.num_local_views must be >= 0, got {num_local}")
         self.num_global, self.num_local = num_global, num_local
-        self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std)
+        self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std,
+                                           zoom_out=zoom_out, zoom_out_scale=zoom_out_scale)
         self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator, second: torch.Tensor | None = None) -> Views:
         """``second`` (uint8, like ``images``): the pictures the second global view is cut from (neighbour views,
         ``hjepa.data.neighbours``); local views always come from ``images``."""
         sources = [second if i == 1 and second is not None else images for i in range(self.num_global)]
-        globals_ = torch.stack([self.global_view(source, generator) for source in sources])
+        crops, boxes = zip(*(self.global_view.crops_and_boxes(source, generator) for source in sources), strict=True)
         locals_ = None
         if self.num_local:
             locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])
-        return Views(globals_, locals_)
+        same_picture = None if second is None else (second == images).flatten(1).all(1)
+        return Views(torch.stack(crops), locals_, torch.stack(boxes), same_picture)

@@ -1,18 +1,7 @@
-"""Neighbour views for the multi-view objective: the second global view of an image is cut from its nearest
-neighbour in raw pixels instead of from the image itself.
+"""Neighbour views: the second global view of an image is cut from its nearest raw-pixel neighbour.
 
-Two crops of one picture teach invariance to crops and flips only. A second picture that is its nearest neighbour
-in pixel space (cosine of the centred pixel vectors, the "raw pixels" k-NN baseline's own metric) is most often of
-the same kind of object, so predicting one from the other teaches what such neighbours share. No label is read:
-the neighbours come from the training images alone. The idea is NNCLR's (Dwibedi et al. 2021, neighbours as
-positives) with the neighbours found in input space rather than in the encoder's own embedding; the latter was
-measured too and did worse here (docs/learning.md).
-
-``PixelNeighbours(images uint8 [N, C, H, W], share, pool)``: at each step, for the batch's dataset indices, a
-random pool of ``pool`` training images is drawn from the step's generator, each image's nearest neighbour in that
-pool is found (never itself), and a ``share`` of the batch is replaced by those neighbours. Everything is a pure
-function of (seed, step), so resume stays exact. Only in-memory datasets have the pixel table; it lives on the
-device of ``images`` (the training GPU with ``data.on_device``), where the search runs.
+Predicting a neighbour teaches what such images share, with no label read (NNCLR's idea, in input space; the
+embedding-space variant did worse, docs/learning.md). A pure function of (seed, step), so resume stays exact.
 """
 
 from __future__ import annotations

@@ -73,7 +73,13 @@ class PretrainAugment:
         hflip: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        zoom_out: float = 0.0,
+        zoom_out_scale: tuple[float, float] = (1.0, 2.0),
     ) -> None:
+        if not 0 <= zoom_out <= 1 or not 1 <= zoom_out_scale[0] <= zoom_out_scale[1]:
+            raise ConfigError(f"data.zoom_out must be in [0, 1] and data.zoom_out_scale satisfy 1 <= low <= high, got "
+                              f"{zoom_out} and {tuple(zoom_out_scale)}")
+        self.zoom_out, self.zoom_out_scale = float(zoom_out), (float(zoom_out_scale[0]), float(zoom_out_scale[1]))
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {tuple(crop_scale)}")
         if not 0 < crop_ratio[0] <= crop_ratio[1]:
@@ -103,7 +109,7 @@ class PretrainAugment:
         crop_w = crop_w.gather(1, first).squeeze(1)
         crop_h = crop_h.gather(1, first).squeeze(1)
 
-        # torchvision's fallback when no attempt fits: the largest centered crop with the ratio clamped to range.
+        # torchvision's fallback: the largest centred crop, ratio clamped.
         source_ratio = width / height
         if source_ratio < self.crop_ratio[0]:
             fallback_w, fallback_h = float(width), width / self.crop_ratio[0]
@@ -117,16 +123,32 @@ class PretrainAugment:
         x0 = torch.where(any_valid, x_u * (width - crop_w), (width - crop_w) / 2)
         y0 = torch.where(any_valid, y_u * (height - crop_h), (height - crop_h) / 2)
         flip = (flip_u < 0.5).float() if self.hflip else torch.zeros_like(flip_u)
-        return torch.stack([x0, y0, crop_w, crop_h, flip], dim=1)
+        boxes = torch.stack([x0, y0, crop_w, crop_h, flip], dim=1)
+        return self._zoom_out(boxes, height, width, generator) if self.zoom_out else boxes
+
+    def _zoom_out(self, boxes: torch.Tensor, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """A ``zoom_out`` share of the boxes become a canvas ``f`` times the picture's side (f in ``zoom_out_scale``)
+        with the whole picture at a random place inside: small objects, as in a scene (SSD's "expand")."""
+        pick_u, scale_u, x_u, y_u = torch.rand(4, boxes.shape[0], generator=generator, device=generator.device)
+        low, high = self.zoom_out_scale
+        factor = low + (high - low) * scale_u
+        canvas_w, canvas_h = factor * width, factor * height
+        zoomed = torch.stack([-(canvas_w - width) * x_u, -(canvas_h - height) * y_u, canvas_w, canvas_h,
+                              boxes[:, 4]], dim=1)
+        return torch.where((pick_u < self.zoom_out).unsqueeze(1), zoomed, boxes)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.crops_and_boxes(images, generator)[0]
+
+    def crops_and_boxes(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crops and their boxes ``[B, 5]`` = (x0, y0, width, height, flip) as fractions of the source."""
         pixels = to_unit_float(images)
         batch, channels, height, width = pixels.shape
         boxes = self.crop_boxes(batch, height, width, generator)
         boxes = to_device_async(boxes, pixels.device)  # drawn on the CPU for GPU pixels: the copy must not sync
         x0, y0, crop_w, crop_h, flip = boxes.unbind(dim=1)
-        # With align_corners=False, normalised -1 / +1 are the outer edges of the image, so the output's edges map to
-        # the crop's edges by x_in = scale * x_out + center; a negative x scale mirrors the crop horizontally.
+        # align_corners=False: -1 / +1 are the outer edges, so x_in = scale * x_out + center maps edge to edge;
+        # a negative x scale flips.
         theta = torch.zeros(batch, 2, 3, device=pixels.device)
         theta[:, 0, 0] = (crop_w / width) * (1 - 2 * flip)
         theta[:, 0, 2] = (2 * x0 + crop_w) / width - 1
@@ -134,8 +156,11 @@ class PretrainAugment:
         theta[:, 1, 2] = (2 * y0 + crop_h) / height - 1
         grid = F.affine_grid(theta, [batch, channels, self.img_size, self.img_size], align_corners=False)
         # Grayscale is sampled as one channel and only expanded afterwards: a third of the work.
-        crops = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return self.normalise(crops)
+        # Zoomed-out canvases are black outside the picture; plain crops never leave it.
+        padding = "zeros" if self.zoom_out else "border"
+        crops = F.grid_sample(pixels, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+        scale = torch.tensor([width, height, width, height, 1.0], device=boxes.device)
+        return self.normalise(crops), boxes / scale
 
 
 class EvalTransform:

@@ -5,9 +5,9 @@ Feature extraction from checkpoints and exported models lives beside these and c
 
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
-from hjepa.inference.cache import FeatureCache
-from hjepa.inference.hashing import file_sha256
-from hjepa.inference.knn import knn_classify, knn_evaluate, knn_neighbours, knn_scores, top_k_accuracy
+from hjepa.inference.artifacts.hashing import file_sha256
+from hjepa.inference.features.cache import FeatureCache
+from hjepa.inference.features.knn import knn_classify, knn_evaluate, knn_neighbours, knn_scores, top_k_accuracy
 
 
 def __getattr__(name: str):  # evaluate / resolve_source pull in the runtimes: import them only when asked for

@@ -10,14 +10,18 @@ on the test features as is, without retraining on train + validation: simpler, a
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hjepa.inference.knn import as_features, as_labels, resolve_num_classes, top_k_accuracy
+from hjepa.inference.features.knn import as_features, as_labels, resolve_num_classes, top_k_accuracy
 
 DEFAULT_PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 _MOMENTUM = 0.9
@@ -83,28 +87,75 @@ def _evaluate(features: Tensor, labels: Tensor, weight: Tensor, bias: Tensor) ->
     return accuracies, losses
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    """The sweep :func:`linear_probe` trains: one classifier per learning rate in ``lrs``."""
+
+    num_classes: int | None = None  # None: from the labels
+    lrs: Sequence[float] = DEFAULT_PROBE_LRS
+    epochs: int = 100
+    batch_size: int = 256
+    val_fraction: float = 0.1
+    weight_decay: float = 0.0  # weights only, not biases
+    seed: int = 0
+    device: str | torch.device = "cpu"
+
+
+def _train_sweep(train: Tensor, labels: Tensor, num_classes: int, options: ProbeOptions,
+                 device: torch.device) -> tuple[Tensor, Tensor]:
+    """SGD with momentum and a cosine schedule for every lr at once; returns ``weight [L, D, C], bias [L, C]``."""
+    lrs, batch_size = options.lrs, options.batch_size
+    # Separate generators, one initial draw: slice i of a sweep is the classifier a single-lr run would train.
+    init_generator = torch.Generator().manual_seed(options.seed)
+    order_generator = torch.Generator().manual_seed(options.seed + 1)
+    num_lrs, dim = len(lrs), train.shape[1]
+    initial = torch.randn(dim, num_classes, generator=init_generator) * 0.01  # dinov2's N(0, 0.01), zero bias
+    weight = initial.repeat(num_lrs, 1, 1).to(device).requires_grad_()
+    bias = torch.zeros(num_lrs, num_classes, device=device, requires_grad=True)
+    weight_momentum, bias_momentum = torch.zeros_like(weight), torch.zeros_like(bias)
+    slice_lrs = torch.tensor(list(lrs), dtype=torch.float32, device=device)
+
+    schedule = cosine_schedule(options.epochs * math.ceil(train.shape[0] / batch_size)).tolist()
+    step = 0
+    for _ in range(options.epochs):
+        permutation = torch.randperm(train.shape[0], generator=order_generator).to(device)
+        for start in range(0, train.shape[0], batch_size):
+            batch = permutation[start : start + batch_size]
+            # Step 1. Forward: every slice sees the same batch; summing per-slice mean losses keeps gradients apart.
+            logits = _logits(train[batch], weight, bias)  # [L, B, C]
+            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].repeat(num_lrs), reduction="sum")
+            loss = loss / batch.numel()
+            weight.grad = bias.grad = None
+            loss.backward()
+            # Step 2. SGD with momentum (torch.optim.SGD semantics), each slice scaled by its own learning rate.
+            with torch.no_grad():
+                step_lrs = slice_lrs * schedule[step]
+                weight_momentum.mul_(_MOMENTUM).add_(weight.grad + options.weight_decay * weight)
+                bias_momentum.mul_(_MOMENTUM).add_(bias.grad)
+                weight.sub_(step_lrs.view(-1, 1, 1) * weight_momentum)
+                bias.sub_(step_lrs.view(-1, 1) * bias_momentum)
+            step += 1
+    return weight.detach(), bias.detach()
+
+
 def linear_probe(
     train_features: Tensor | np.ndarray,
     train_labels: Tensor | np.ndarray,
     test_features: Tensor | np.ndarray,
     test_labels: Tensor | np.ndarray,
-    num_classes: int | None = None,
-    lrs: list[float] | tuple[float, ...] = DEFAULT_PROBE_LRS,
-    epochs: int = 100,
-    batch_size: int = 256,
-    val_fraction: float = 0.1,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    options: ProbeOptions | None = None,
+    **overrides: Any,
 ) -> dict:
     """Trains one linear classifier per learning rate on standardised features; reports the best one's test accuracy.
 
-    train_features [N, D], train_labels [N], test_features [M, D], test_labels [M] (tensors or numpy arrays).
-    Features are standardised with the mean / std of the training rows (validation rows excluded). The best lr has
-    the highest validation top-1; ties go to the lower validation loss. Weight decay applies to weights, not biases.
+    train_features [N, D], train_labels [N], test_features [M, D], test_labels [M] (tensors or numpy arrays);
+    ``overrides`` are :class:`ProbeOptions` fields. Features are standardised with the training rows' mean / std
+    (validation rows excluded). The best lr has the highest validation top-1, ties to the lower validation loss.
     Returns ``{"top1", "top5", "best_lr", "val_top1_per_lr": {lr: %}, "val_loss_per_lr": {lr: loss},
     "train_size", "val_size", "test_size", "num_classes", "epochs"}`` (accuracies in percent).
     """
+    options = dataclasses.replace(options or ProbeOptions(), **overrides)
+    lrs, epochs, batch_size = options.lrs, options.epochs, options.batch_size
     if len(lrs) == 0 or any(lr <= 0 for lr in lrs):
         raise ValueError(f"lrs must be a non-empty list of positive learning rates, got {list(lrs)}")
     if epochs < 1 or batch_size < 1:
@@ -115,10 +166,10 @@ def linear_probe(
         raise ValueError(f"test_features have dim {test.shape[1]} but train_features have dim {train_all.shape[1]}")
     labels_all = as_labels(train_labels, train_all.shape[0], "train_labels")
     test_targets = as_labels(test_labels, test.shape[0], "test_labels")
-    num_classes = resolve_num_classes(num_classes, labels_all, test_targets)
-    device = torch.device(device)
+    num_classes = resolve_num_classes(options.num_classes, labels_all, test_targets)
+    device = torch.device(options.device)
 
-    train_rows, val_rows = stratified_split(labels_all, val_fraction, seed)
+    train_rows, val_rows = stratified_split(labels_all, options.val_fraction, options.seed)
     train, val = train_all[train_rows], train_all[val_rows]
     labels, val_targets = labels_all[train_rows].to(device), labels_all[val_rows].to(device)
     mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)  # clamp: constant dims would divide by zero
@@ -126,42 +177,9 @@ def linear_probe(
     train, val, test = train.to(device), val.to(device), test.to(device)
     test_targets = test_targets.to(device)
 
-    # Separate generators, one initial draw: slice i of a sweep is the classifier a single-lr run would train.
-    init_generator = torch.Generator().manual_seed(seed)
-    order_generator = torch.Generator().manual_seed(seed + 1)
-    num_lrs, dim = len(lrs), train.shape[1]
-    # dinov2 initialises its linear heads with N(0, 0.01) weights and zero bias; every lr starts from the same draw.
-    initial = torch.randn(dim, num_classes, generator=init_generator) * 0.01
-    weight = initial.repeat(num_lrs, 1, 1).to(device).requires_grad_()
-    bias = torch.zeros(num_lrs, num_classes, device=device, requires_grad=True)
-    weight_momentum, bias_momentum = torch.zeros_like(weight), torch.zeros_like(bias)
-    slice_lrs = torch.tensor(list(lrs), dtype=torch.float32, device=device)
-
-    steps_per_epoch = math.ceil(train.shape[0] / batch_size)
-    schedule = cosine_schedule(epochs * steps_per_epoch).tolist()
-    step = 0
-    for _ in range(epochs):
-        permutation = torch.randperm(train.shape[0], generator=order_generator).to(device)
-        for start in range(0, train.shape[0], batch_size):
-            batch = permutation[start : start + batch_size]
-            # Step 1. Forward: every slice sees the same batch; summing per-slice mean losses keeps gradients separate.
-            logits = _logits(train[batch], weight, bias)  # [L, B, C]
-            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].repeat(num_lrs), reduction="sum")
-            loss = loss / batch.numel()
-            weight.grad = bias.grad = None
-            loss.backward()
-            # Step 2. SGD with momentum (torch.optim.SGD semantics), each slice scaled by its own learning rate.
-            with torch.no_grad():
-                step_lrs = slice_lrs * schedule[step]
-                weight_momentum.mul_(_MOMENTUM).add_(weight.grad + weight_decay * weight)
-                bias_momentum.mul_(_MOMENTUM).add_(bias.grad)
-                weight.sub_(step_lrs.view(-1, 1, 1) * weight_momentum)
-                bias.sub_(step_lrs.view(-1, 1) * bias_momentum)
-            step += 1
-
-    weight, bias = weight.detach(), bias.detach()
+    weight, bias = _train_sweep(train, labels, num_classes, options, device)
     val_top1, val_loss = _evaluate(val, val_targets, weight, bias)
-    best = max(range(num_lrs), key=lambda i: (val_top1[i], -val_loss[i]))
+    best = max(range(len(lrs)), key=lambda i: (val_top1[i], -val_loss[i]))
     with torch.no_grad():
         test_accuracy = top_k_accuracy(_logits(test, weight[best : best + 1], bias[best : best + 1])[0], test_targets)
     return {

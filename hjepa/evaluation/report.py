@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 
 import hjepa
 from hjepa.errors import HJEPAError
+from hjepa.files import atomic_write_text
 
 _PROBES = ("linear", "logreg")
 
@@ -144,20 +144,9 @@ def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
     path = check_report_path(path)
     text = json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return atomic_write_text(path, text)
     except OSError as error:
         raise ReportError(f"cannot write the report to {path}: {error}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise ReportError(f"cannot write the report to {path}: {error}") from None
-        raise
-    return path
 
 
 def read_report(path: str | Path) -> dict[str, Any]:

@@ -10,10 +10,12 @@ probe settings skips the encoder entirely.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,13 @@ from hjepa.config import EvalConfig
 from hjepa.data import DataError, ImageDataset, build_dataset, iterate_eval
 from hjepa.device import resolve_device
 from hjepa.errors import OptionError
-from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
+from hjepa.evaluation.linear_probe import ProbeOptions, linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, check_report_path, write_report
 from hjepa.evaluation.sources import EvalSource, resolve_source
-from hjepa.inference.cache import FeatureCache
-from hjepa.inference.features import extract_levels, spread_subset
-from hjepa.inference.knn import knn_evaluate
-from hjepa.inference.levels import parse_levels
+from hjepa.inference.artifacts.levels import parse_levels
+from hjepa.inference.features.cache import FeatureCache
+from hjepa.inference.features.extract import extract_levels, spread_subset
+from hjepa.inference.features.knn import knn_evaluate
 
 PROTOCOLS = ("knn", "linear")
 CLASSIFIERS = ("sgd", "logreg")
@@ -137,111 +139,137 @@ def split_features(
     return {level: out[level] for level in levels}
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """What :func:`evaluate` measures and how. ``None`` settings take :class:`EvalConfig`'s defaults, the same for
+    every source, so rows of different models compare. ``cache_dir=None`` turns the feature cache off."""
+
+    data_dir: str | None = None
+    levels: str | int | Sequence[int] = "all"
+    protocols: Sequence[str] = PROTOCOLS
+    out: str | Path | None = None  # the JSON report
+    cache_dir: str | Path | None = DEFAULT_CACHE_DIR
+    ks: Sequence[int] | None = None
+    temperature: float | None = None
+    classifier: str = "sgd"  # the linear protocol: "sgd" (linear_probe's lr sweep) or "logreg" (scikit-learn)
+    train_limit: int | None = None
+    test_limit: int | None = None
+    batch_size: int | None = None
+    probe_epochs: int | None = None
+    download: bool = False
+    random_init: str | None = None  # a config name: evaluate an untrained encoder
+    backend: str = "auto"
+    device: str = "auto"
+    progress: bool = True
+
+    def resolved(self) -> EvalOptions:
+        """These options with the defaults filled in, checked."""
+        protocols = tuple(self.protocols)
+        unknown = sorted(set(protocols) - set(PROTOCOLS))
+        if unknown or not protocols:
+            raise OptionError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.classifier not in CLASSIFIERS:
+            raise OptionError(f"unknown classifier {self.classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+        settings = EvalConfig()
+        ks = [int(k) for k in (settings.knn_k if self.ks is None else self.ks)]
+        temperature = settings.knn_temperature if self.temperature is None else float(self.temperature)
+        batch_size = settings.batch_size if self.batch_size is None else int(self.batch_size)
+        probe_epochs = settings.probe_epochs if self.probe_epochs is None else int(self.probe_epochs)
+        if not ks or batch_size <= 0 or probe_epochs <= 0 or min(ks) <= 0 or temperature <= 0:
+            raise OptionError("batch size, probe epochs, every k and the temperature must be positive")
+        return dataclasses.replace(self, protocols=protocols, ks=ks, temperature=temperature, batch_size=batch_size,
+                                   probe_epochs=probe_epochs)
+
+
+def eval_options(options: EvalOptions | None = None, **overrides: Any) -> EvalOptions:
+    """``options`` (or the defaults) with ``overrides``; an unknown name is an :class:`OptionError` naming it."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(EvalOptions)})
+    if unknown:
+        raise OptionError(f"unknown evaluation option {unknown[0]!r}")
+    return dataclasses.replace(options or EvalOptions(), **overrides)
+
+
+def run_protocols(
+    train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], options: EvalOptions,
+    num_classes: int, timings: dict[str, float],
+) -> dict[str, Any]:
+    """Every protocol of ``options`` on one level's ``(features [N, D], labels [N])``; adds to ``timings``."""
+    results: dict[str, Any] = {}
+    if "knn" in options.protocols:
+        tic = time.perf_counter()
+        results["knn"] = knn_evaluate(*train, *test, ks=options.ks, temperature=options.temperature,
+                                      num_classes=num_classes)
+        timings["knn_s"] += time.perf_counter() - tic
+    if "linear" in options.protocols:
+        tic = time.perf_counter()
+        if options.classifier == "sgd":
+            settings = EvalConfig()
+            results["linear"] = linear_probe(*train, *test, ProbeOptions(
+                num_classes=num_classes, lrs=settings.probe_lrs, epochs=options.probe_epochs,
+                val_fraction=settings.probe_val_fraction, device=resolve_device("auto")))
+        else:
+            results["logreg"] = logreg_probe(*train, *test)
+        timings["linear_s"] += time.perf_counter() - tic
+    return results
+
+
+def protocol_settings(options: EvalOptions, levels: list[int]) -> dict[str, Any]:
+    """The settings the report records beside its figures."""
+    protocol = {"protocols": list(options.protocols), "levels": levels, "knn_k": options.ks,
+                "knn_temperature": options.temperature, "classifier": options.classifier,
+                "batch_size": options.batch_size}
+    if "linear" in options.protocols and options.classifier == "sgd":
+        settings = EvalConfig()
+        protocol.update(probe_epochs=options.probe_epochs, probe_lrs=list(settings.probe_lrs),
+                        probe_val_fraction=settings.probe_val_fraction)
+    return protocol
+
+
 def evaluate(
-    source: str | Path | EvalSource | None,
-    dataset: str,
-    data_dir: str | None = None,
-    levels: str | int | Sequence[int] = "all",
-    protocols: Sequence[str] = PROTOCOLS,
-    out: str | Path | None = None,
-    cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-    ks: Sequence[int] | None = None,
-    temperature: float | None = None,
-    classifier: str = "sgd",
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    batch_size: int | None = None,
-    probe_epochs: int | None = None,
-    download: bool = False,
-    random_init: str | None = None,
-    backend: str = "auto",
-    device: str = "auto",
-    progress: bool = True,
+    source: str | Path | EvalSource | None, dataset: str, options: EvalOptions | None = None, **overrides: Any
 ) -> dict[str, Any]:
     """Evaluate ``source`` (a path or :class:`EvalSource`; or ``random_init=CONFIG``) on ``dataset``; returns the
-    report dict (see ``hjepa.evaluation.report``) and writes it to ``out`` as JSON when given.
+    report dict (see ``hjepa.evaluation.report``) and writes it to ``options.out`` as JSON when given.
 
-    ``protocols``: any of ``knn`` (weighted k-NN for each k in ``ks``, temperature ``temperature``) and ``linear``
-    (``classifier="sgd"``: the learning-rate sweep of ``linear_probe``; ``"logreg"``: scikit-learn logistic
-    regression). Settings not given come from :class:`EvalConfig` defaults, the same for every source, so rows of
-    different models are comparable. ``cache_dir=None`` disables the feature cache.
+    ``overrides`` are :class:`EvalOptions` fields (``evaluate(path, "digits", levels=0, ks=[5])``).
     """
     started = time.perf_counter()
-    protocols = tuple(protocols)
-    unknown = sorted(set(protocols) - set(PROTOCOLS))
-    if unknown or not protocols:
-        raise OptionError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
-    if classifier not in CLASSIFIERS:
-        raise OptionError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
-    settings = EvalConfig()
-    ks = [int(k) for k in (settings.knn_k if ks is None else ks)]
-    temperature = settings.knn_temperature if temperature is None else float(temperature)
-    batch_size = settings.batch_size if batch_size is None else int(batch_size)
-    probe_epochs = settings.probe_epochs if probe_epochs is None else int(probe_epochs)
-    if not ks or batch_size <= 0 or probe_epochs <= 0 or min(ks) <= 0 or temperature <= 0:
-        raise OptionError("batch size, probe epochs, every k and the temperature must be positive")
-    if out is not None:
-        check_report_path(out)  # a report that cannot be written fails now, not after the features are computed
+    o = eval_options(options, **overrides).resolved()
+    if o.out is not None:
+        check_report_path(o.out)  # a report that cannot be written fails now, not after the features are computed
     timings: dict[str, float] = {}
 
     # Step 1. The model and its levels (fails fast on a bad path or level, before any data is read).
     tic = time.perf_counter()
     if not isinstance(source, EvalSource):
-        source = resolve_source(source, random_init=random_init, backend=backend, device=device)
-    chosen_levels = parse_levels(levels, source.levels, source.name)
+        source = resolve_source(source, random_init=o.random_init, backend=o.backend, device=o.device)
+    chosen_levels = parse_levels(o.levels, source.levels, source.name)
     timings["load_s"] = time.perf_counter() - tic
 
     # Step 2. The data: uint8 images, preprocessed later with the source's own size and normalisation.
     tic = time.perf_counter()
-    limits = {"train": train_limit, "test": test_limit}
-    splits = {split: load_split(dataset, split, data_dir, download, limits[split]) for split in SPLITS}
+    limits = {"train": o.train_limit, "test": o.test_limit}
+    splits = {split: load_split(dataset, split, o.data_dir, o.download, limits[split]) for split in SPLITS}
     num_classes = splits["train"][0].num_classes
     timings["data_s"] = time.perf_counter() - tic
 
-    # Step 3. Per level: features of both splits (cache or encoder), then each protocol.
-    cache = FeatureCache(cache_dir) if cache_dir is not None else None
-    probe_device = resolve_device("auto")
+    # Step 3. Features of both splits (cache or ONE encoder pass per split for every level), then each protocol.
+    cache = FeatureCache(o.cache_dir) if o.cache_dir is not None else None
+    timings.update(extract_s=0.0, knn_s=0.0, linear_s=0.0)
+    extras = {split: _cache_extra(source, data, o.data_dir, full_size, limits[split]) if cache is not None else ""
+              for split, (data, full_size) in splits.items()}  # computed once: it reads every pixel or file stat
+    per_split = {split: split_features(source, data, dataset, split, chosen_levels, cache, extras[split],
+                                       o.batch_size, o.progress)
+                 for split, (data, _) in splits.items()}
     feature_info: dict[int, dict[str, dict[str, Any]]] = {}
     results: dict[int, dict[str, Any]] = {}
-    for name in ("extract_s", "knn_s", "linear_s"):
-        timings[name] = 0.0
-    extras = {split: _cache_extra(source, data, data_dir, full_size, limits[split]) if cache is not None else ""
-              for split, (data, full_size) in splits.items()}  # computed once: it reads every pixel or file stat
-    per_split = {split: split_features(source, data, dataset, split, chosen_levels, cache, extras[split], batch_size,
-                                       progress)
-                 for split, (data, _) in splits.items()}  # one encoder pass per split serves every level
     for level in chosen_levels:
-        arrays, feature_info[level] = {}, {}
-        for split in splits:
-            features, labels, info = per_split[split][level]
-            timings["extract_s"] += info["seconds"]
-            arrays[split], feature_info[level][split] = (features, labels), info
-
-        (train_features, train_labels), (test_features, test_labels) = arrays["train"], arrays["test"]
-        results[level] = {}
-        if "knn" in protocols:
-            tic = time.perf_counter()
-            results[level]["knn"] = knn_evaluate(train_features, train_labels, test_features, test_labels, ks=ks,
-                                                 temperature=temperature, num_classes=num_classes)
-            timings["knn_s"] += time.perf_counter() - tic
-        if "linear" in protocols:
-            tic = time.perf_counter()
-            if classifier == "sgd":
-                results[level]["linear"] = linear_probe(
-                    train_features, train_labels, test_features, test_labels, num_classes=num_classes,
-                    lrs=settings.probe_lrs, epochs=probe_epochs, val_fraction=settings.probe_val_fraction,
-                    device=probe_device,
-                )
-            else:
-                results[level]["logreg"] = logreg_probe(train_features, train_labels, test_features, test_labels)
-            timings["linear_s"] += time.perf_counter() - tic
+        feature_info[level] = {split: per_split[split][level][2] for split in splits}
+        timings["extract_s"] += sum(info["seconds"] for info in feature_info[level].values())
+        train, test = (per_split[split][level][:2] for split in SPLITS)
+        results[level] = run_protocols(train, test, o, num_classes, timings)
     timings["total_s"] = time.perf_counter() - started
 
-    protocol = {"protocols": list(protocols), "levels": chosen_levels, "knn_k": ks, "knn_temperature": temperature,
-                "classifier": classifier, "batch_size": batch_size}
-    if "linear" in protocols and classifier == "sgd":
-        protocol.update(probe_epochs=probe_epochs, probe_lrs=list(settings.probe_lrs),
-                        probe_val_fraction=settings.probe_val_fraction)
     report = build_report(
         source.name,
         dataset,
@@ -252,9 +280,9 @@ def evaluate(
         dataset_sizes={split: full_size for split, (_, full_size) in splits.items()},
         limits=limits,
         num_classes=num_classes,
-        protocol=protocol,
+        protocol=protocol_settings(o, chosen_levels),
         features=feature_info,
     )
-    if out is not None:
-        write_report(out, report)
+    if o.out is not None:
+        write_report(o.out, report)
     return report

@@ -20,7 +20,7 @@ from hjepa.config import load_config
 from hjepa.data import EvalTransform
 from hjepa.errors import OptionError
 from hjepa.inference import Runtime, RuntimeUnavailableError, file_sha256, open_runtime, source_kind
-from hjepa.inference.runtime_torch import TorchRuntime
+from hjepa.inference.runtimes.runtime_torch import TorchRuntime
 from hjepa.models import build_model
 
 RANDOM_INIT_SEED = 0

@@ -7,13 +7,13 @@
 from hjepa.export.api import (
     FORMATS,
     ExportOptions,
-    build_level_encoder,
+    checked_level_encoder,
     default_out_dir,
     export,
     export_level,
 )
 from hjepa.export.errors import ExportError
-from hjepa.export.manifest import METADATA_KEYS, read_manifest, read_metadata
+from hjepa.export.manifest import METADATA_KEYS, manifest_dict, read_metadata
 from hjepa.export.verify import Tolerance, tolerance_for
 from hjepa.models.level_encoder import LevelEncoder
 
@@ -24,11 +24,11 @@ __all__ = [
     "ExportOptions",
     "LevelEncoder",
     "Tolerance",
-    "build_level_encoder",
+    "checked_level_encoder",
     "default_out_dir",
     "export",
     "export_level",
-    "read_manifest",
+    "manifest_dict",
     "read_metadata",
     "tolerance_for",
 ]

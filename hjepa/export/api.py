@@ -8,7 +8,7 @@ directory appears (with ``manifest.json``) only after every level passed (``Stag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_n
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
 from hjepa.export.onnx_export import check_opset
 from hjepa.export.staging import StagedDirectory
-from hjepa.inference.artifact import is_artifact, load_source_model
-from hjepa.inference.checkpoint import checkpoint_file
-from hjepa.inference.levels import check_level, level_syntax, parse_levels
+from hjepa.inference.artifacts.artifact import is_artifact, load_source_model
+from hjepa.inference.artifacts.checkpoint import checkpoint_file
+from hjepa.inference.artifacts.levels import check_level, level_syntax, parse_levels
+from hjepa.logs import Log, silent
 from hjepa.models import level_encoder
 from hjepa.models.level_encoder import LevelEncoder
 
@@ -33,12 +34,6 @@ FORMATS = tuple(format_names())
 ENTRY_KEYS = ("onnx", "engine", "engine_metadata", "triton", "metadata", "verification", "int8_knn", "exporter",
               "opset", "dynamic_batch", "batch", "profile_batches", "simplified", "fused_attention",
               "patch_embed_matmul", "onnx_bytes")
-Log = Callable[[str], None]
-
-
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """The ``.pt`` file a checkpoint argument names (a file, a run directory or its ``checkpoints/``)."""
-    return checkpoint_file(checkpoint)
 
 
 def check_img_size(img_size: int, patch_size: int, level: int) -> None:
@@ -51,7 +46,7 @@ def check_img_size(img_size: int, patch_size: int, level: int) -> None:
         )
 
 
-def build_level_encoder(
+def checked_level_encoder(
     model: torch.nn.Module,
     level: int,
     mean: Sequence[float],
@@ -60,8 +55,8 @@ def build_level_encoder(
     uint8_input: bool = False,
     half: bool = False,
 ) -> LevelEncoder:
-    """``hjepa.models.level_encoder.build_level_encoder`` with the level and image size checked first, as
-    ``LevelError`` / ``ExportError`` naming what would work."""
+    """:func:`hjepa.models.level_encoder.build_level_encoder` with the level and image size checked first
+    (``LevelError`` / ``ExportError`` naming what would work)."""
     check_level(level, range(model.num_levels), "this checkpoint")
     check_img_size(img_size or model.config.model.img_size, model.config.model.patch_size, level)
     return level_encoder.build_level_encoder(model, level, mean, std, img_size, uint8_input, half)
@@ -90,9 +85,9 @@ def export(
     options = options or ExportOptions()
     options.validate()
     formats = resolve_formats(options.formats)
-    say = log or (lambda message: None)
+    log = log or silent
     level_syntax(levels)  # a typo fails before the checkpoint is read
-    path = Path(checkpoint) if is_artifact(checkpoint) else resolve_checkpoint(checkpoint)
+    path = Path(checkpoint) if is_artifact(checkpoint) else checkpoint_file(checkpoint)
     loaded = load_source_model(path, "cpu")
     model, cfg = loaded.model, loaded.config
     targets = parse_levels(levels, range(model.num_levels), path.name)
@@ -104,27 +99,28 @@ def export(
     if options.simplify:
         _require_onnxslim()
     resources = {fmt.name: fmt.prepare(options) for fmt in formats}  # a missing back-end stops here
-    stats = (loaded.mean, loaded.std)  # they travel with the model, never looked up by dataset name
     sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
     onnx_levels = targets if any(fmt.per_level for fmt in formats) else []  # --format hjepa alone: no ONNX
     with StagedDirectory(out_dir or default_out_dir(path, cfg)) as staged:
         for fmt in formats:
             fmt.start(staged, resources[fmt.name])
         entries = {}
-        for level in onnx_levels:
-            entries[level] = _export_level(formats, model, cfg, level, staged.path, options, img_size, stats, sha,
-                                           resources, loaded.spec["provenance"], say)
+        for level in onnx_levels:  # mean / std travel with the model, never looked up by dataset name
+            job = LevelJob(model=model, cfg=cfg, level=level, out=staged.path, options=options, img_size=img_size,
+                           mean=loaded.mean, std=loaded.std, sha=sha, resources=resources,
+                           provenance=loaded.spec["provenance"], entry=dict.fromkeys(ENTRY_KEYS))
+            entries[level] = _export_level(formats, job, log)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
         manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
             if not fmt.per_level:
                 with stage(f"{fmt.name} export", ExportError):
-                    fmt.export_model(loaded, staged.path, manifest, say)
+                    fmt.export_model(loaded, staged.path, manifest, log)
         # Every file this export wrote (the non-level formats' too), so a later re-export replaces only its own.
         manifest["files"] = sorted({*staged.files(), *manifest.get("files", []), MANIFEST_NAME})
         write_json(manifest, staged.path / MANIFEST_NAME)
         final = staged.commit()
-    say(f"export written to {final}")
+    log(f"export written to {final}")
     return manifest
 
 
@@ -146,28 +142,13 @@ def _require_onnxslim() -> None:
         raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
 
 
-def _export_level(
-    formats: list[ExportFormat],
-    model: torch.nn.Module,
-    cfg: Config,
-    level: int,
-    out: Path,
-    options: ExportOptions,
-    img_size: int,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    sha: str,
-    resources: dict[str, Any],
-    provenance: dict[str, Any] | None,
-    say: Log,
-) -> dict[str, Any]:
-    """Run every per-level format on ``level`` inside the staging folder ``out``; returns its manifest entry."""
-    job = LevelJob(model, cfg, level, out, options, img_size, *stats, sha, resources, provenance,
-                   entry=dict.fromkeys(ENTRY_KEYS))
+def _export_level(formats: list[ExportFormat], job: LevelJob, log: Log) -> dict[str, Any]:
+    """Run every per-level format on ``job`` inside the staging folder; returns its manifest entry."""
     for fmt in formats:
         if fmt.per_level:
-            with stage(f"level {level}: {fmt.name} export", ExportError):
+            with stage(f"level {job.level}: {fmt.name} export", ExportError):
                 fmt.export_level(job)
-    say(job.summary())
+    log(job.summary())
     return job.entry
 
 

@@ -9,7 +9,6 @@ kept is moved into place beside the weights.
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -29,8 +28,9 @@ from hjepa.export.onnx_export import (
     strip_debug_info,
     trace_onnx_file,
 )
-from hjepa.export.verify import compare, ort_runner, ort_session
-from hjepa.inference.sessions import OUTPUT_NAMES
+from hjepa.export.verify import compare, cpu_session, ort_runner
+from hjepa.files import move
+from hjepa.inference.runtimes.sessions import OUTPUT_NAMES
 
 EXTERNAL_THRESHOLD = 1024  # tensors over 1 KB go to the weights file; shape constants stay in the graph
 
@@ -88,8 +88,8 @@ def fuse_file(
     save_graph(model, fused_path)
     del model
     # One session at a time: each holds the whole model in memory.
-    reference = ort_runner(ort_session(traced), names)(inputs)
-    figures = compare(reference, ort_runner(ort_session(fused_path), names)(inputs), names)
+    reference = ort_runner(cpu_session(traced), names)(inputs)
+    figures = compare(reference, ort_runner(cpu_session(fused_path), names)(inputs), names)
     worst = max(fig["max_abs_err"] for fig in figures.values())
     if worst > fuse.PARITY_ATOL:
         warnings.warn(f"fused attention differs from the traced graph ({worst:.2g}); "
@@ -113,8 +113,8 @@ def _finish_level(
     if (work / data_name).stat().st_size < onnx_export._PROTOBUF_LIMIT - (1 << 20):
         _inline(chosen, onnx_path)  # under 2 GB the file keeps its weights inside, as small exports do
     else:
-        os.replace(work / data_name, onnx_path.parent / data_name)
-        os.replace(chosen, onnx_path)
+        move(work / data_name, onnx_path.parent / data_name)
+        move(chosen, onnx_path)
     shutil.rmtree(work)
     return load_graph(onnx_path), count
 

@@ -315,7 +315,7 @@ def fuse_for_cpu(
     """``(fused copy of model, attention blocks fused)`` (the patch embedding rewritten as a ``MatMul`` too), or
     ``(model, 0)`` when no attention block matched or onnxruntime
     gives the fused graph's outputs on ``inputs`` more than ``PARITY_ATOL`` away from the traced graph's."""
-    from hjepa.export.verify import compare, ort_runner, ort_session
+    from hjepa.export.verify import compare, cpu_session, ort_runner
 
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
@@ -323,8 +323,8 @@ def fuse_for_cpu(
     if not count:
         return model, 0
     fuse_patch_embed(fused)
-    reference = ort_runner(ort_session(model.SerializeToString()), names)(inputs)
-    figures = compare(reference, ort_runner(ort_session(fused.SerializeToString()), names)(inputs), names)
+    reference = ort_runner(cpu_session(model.SerializeToString()), names)(inputs)
+    figures = compare(reference, ort_runner(cpu_session(fused.SerializeToString()), names)(inputs), names)
     if max(fig["max_abs_err"] for fig in figures.values()) > PARITY_ATOL:
         worst = max(fig["max_abs_err"] for fig in figures.values())
         warnings.warn(f"fused attention differs from the traced graph ({worst:.2g}); "

@@ -1,7 +1,7 @@
 """What an export records about itself: ONNX ``metadata_props`` and ``OUT/manifest.json``.
 
 The schema (the metadata keys, their values, the manifest's name) is defined once, in
-:mod:`hjepa.inference.metadata`, next to the reader every runtime uses; this module writes it.
+:mod:`hjepa.inference.artifacts.metadata`, next to the reader every runtime uses; this module writes it.
 ``provenance`` (source, its sha256 and format, encoder, epoch, licence) travels in every level's metadata and in
 the manifest: an imported encoder's licence goes with every file made from it.
 """
@@ -18,8 +18,8 @@ import onnx
 
 import hjepa
 from hjepa.config import Config
-from hjepa.export.files import atomic_write
-from hjepa.inference.metadata import (  # noqa: F401  (the schema lives with its reader; re-exported for export)
+from hjepa.files import atomic_write_text
+from hjepa.inference.artifacts.metadata import (  # noqa: F401  (the schema lives with its reader; re-exported for export)
     INPUT_FORMATS,
     MANIFEST_NAME,
     METADATA_KEYS,
@@ -56,11 +56,11 @@ def build_manifest(
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
     """Write ``data`` as indented JSON, atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """``OUT/manifest.json`` of an export directory."""
+def manifest_dict(out_dir: str | Path) -> dict[str, Any]:
+    """``OUT/manifest.json`` as written; :func:`hjepa.inference.artifacts.metadata.read_manifest` parses it."""
     path = Path(out_dir) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {out_dir} is not an hjepa export directory")

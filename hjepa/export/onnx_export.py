@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 
 from hjepa.export.errors import ExportError
-from hjepa.export.files import atomic_write
-from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
+from hjepa.files import atomic_path
+from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES
 
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 20
@@ -167,14 +167,18 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"the exported ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
-        return atomic_write(path, lambda tmp: onnx.save_model(model, tmp))
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, tmp)
+        return path
 
     def write_external(tmp: Path) -> None:
         onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=external_data_name(path), size_threshold=1024)
         check_file(tmp)  # a > 2 GB model can only be checked from its path
 
-    return atomic_write(path, write_external)
+    with atomic_path(path) as tmp:
+        write_external(tmp)
+    return path
 
 
 def check_file(path: Path) -> None:

@@ -91,7 +91,7 @@ def _features(session: Any, images: torch.Tensor, metadata: dict[str, Any], batc
 
 def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     from hjepa.data import build_dataset
-    from hjepa.inference.features import spread_arrays
+    from hjepa.inference.features.extract import spread_arrays
 
     return spread_arrays(build_dataset(cfg.data.dataset, split, cfg.data.data_dir, download=False), count)
 
@@ -112,7 +112,7 @@ def int8_knn(
     itself is still valid and verified.
     """
     from hjepa.data import DataError
-    from hjepa.inference.knn import knn_evaluate
+    from hjepa.inference.features.knn import knn_evaluate
 
     try:
         train_images, train_labels = _split_arrays(cfg, "train", train_samples)
@@ -120,9 +120,9 @@ def int8_knn(
     except (DataError, OSError, ValueError, RuntimeError) as exc:
         return {"dataset": cfg.data.dataset, "skipped": f"dataset unavailable: {str(exc).splitlines()[0]}"}
     if isinstance(fp32_session, (str, Path)):  # opened only now that the dataset is here: it holds the model
-        from hjepa.export.verify import ort_session
+        from hjepa.export.verify import cpu_session
 
-        fp32_session = ort_session(fp32_session)
+        fp32_session = cpu_session(fp32_session)
     k = cfg.eval.knn_k[0]
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     top1 = {}

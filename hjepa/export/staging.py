@@ -17,7 +17,6 @@ import fcntl
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,11 +24,10 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from hjepa.export.errors import ExportError
-from hjepa.export.files import file_mode
 from hjepa.export.manifest import MANIFEST_NAME
 from hjepa.export.ownership import export_files, foreign_paths
+from hjepa.files import LOCK_NAME, commit_directory, hold_lock, move, new_stage
 
-LOCK_NAME = ".lock"  # inside each staging / backup folder; removed before the folder becomes the export
 # A staging folder without a lock file was made by an hjepa older than the locks (or is a split second old):
 # it counts as abandoned once nothing has changed in it for this long.
 UNLOCKED_STALE_AFTER_S = 600.0
@@ -98,7 +96,7 @@ class StagedDirectory:
                 previous = folder / "previous"
                 backup = folder.name.startswith(f".{self.target.name}.old-")
                 if backup and previous.is_dir() and not self.target.exists():
-                    os.replace(previous, self.target)
+                    move(previous, self.target)
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
             except OSError:
@@ -116,9 +114,8 @@ class StagedDirectory:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             self._created = missing  # deepest first, the order to remove them in
-            self.path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.target.name}.partial-"))
-            self._lock = _hold_lock(self.path / LOCK_NAME)
-            self.path.chmod(file_mode(directory=True))
+            self.path = new_stage(self.target)
+            self._lock = hold_lock(self.path / LOCK_NAME)
         except OSError as exc:
             self._remove_created()
             raise ExportError(f"cannot write the export to {self.target}: {_reason(exc)} ({parent})") from None
@@ -153,23 +150,11 @@ class StagedDirectory:
     def commit(self) -> Path:
         """Move the finished folder into place, replacing a previous export; returns the final path."""
         assert self.path is not None, "commit() outside the with block"
-        backup, backup_lock = None, None
         try:
             (self.path / LOCK_NAME).unlink()  # not part of the export; the open descriptor keeps the lock held
-            if self.target.exists():
-                backup = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}.old-"))
-                backup_lock = _hold_lock(backup / LOCK_NAME)
-                os.replace(self.target, backup / "previous")
-            os.replace(self.path, self.target)
+            commit_directory(self.path, self.target)
         except OSError as exc:
-            if backup is not None and (backup / "previous").exists() and not self.target.exists():
-                os.replace(backup / "previous", self.target)  # put the old export back
             raise ExportError(f"cannot move the export into {self.target}: {_reason(exc)}") from None
-        finally:
-            if backup is not None:
-                shutil.rmtree(backup, ignore_errors=True)
-            if backup_lock is not None:
-                os.close(backup_lock)
         self._committed = True
         return self.target
 
@@ -198,18 +183,6 @@ class StagedDirectory:
 
 
 _UNLOCKED = -1  # _try_lock's answer for an old folder that has no lock file at all
-
-
-def _hold_lock(path: Path) -> int:
-    """Create ``path`` and lock it for as long as the returned descriptor stays open (or the process lives)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _try_lock(path: Path) -> int | None:

@@ -25,7 +25,7 @@ import torch
 
 from hjepa.export.errors import ExportError
 from hjepa.export.onnx_export import INPUT_NAME
-from hjepa.inference.tensorrt_engine import EngineRunner as _EngineRunner
+from hjepa.inference.runtimes.tensorrt_engine import EngineRunner as _EngineRunner
 
 INSTALL_HINT = "install it with pip install tensorrt, or pip install 'hjepa[gpu]'"
 
@@ -131,7 +131,7 @@ def build_engine(
 
 
 class EngineRunner(_EngineRunner):
-    """``hjepa.inference.tensorrt_engine.EngineRunner`` reporting problems as ``ExportError`` (export verification)."""
+    """The runtimes' ``EngineRunner`` reporting problems as ``ExportError`` (export verification)."""
 
     def __init__(self, trt: ModuleType, engine_path: Path, **kwargs: Any) -> None:
         kwargs.setdefault("source_error", ExportError)

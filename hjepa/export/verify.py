@@ -19,8 +19,8 @@ import torch
 
 from hjepa.config import ExportConfig
 from hjepa.export.errors import ExportError
-from hjepa.inference import sessions
-from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
+from hjepa.inference.runtimes import sessions
+from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES
 
 RunFn = Callable[[np.ndarray], Sequence[np.ndarray]]  # input batch -> (tokens [B, N_k, D], pooled [B, D])
 
@@ -121,9 +121,9 @@ def verify(
     return {"against": against, "tolerance": asdict(tolerance), "batches": results, "passed": True}
 
 
-def ort_session(path: str | Path | bytes, threads: int | None = None, spinning: bool = True) -> Any:
+def cpu_session(path: str | Path | bytes, threads: int | None = None, spinning: bool = True) -> Any:
     """An onnxruntime CPU session with ``threads`` intra-op threads (default: torch's thread count); see
-    :func:`hjepa.inference.sessions.ort_session`."""
+    :func:`hjepa.inference.runtimes.sessions.ort_session`."""
     return sessions.ort_session(path, threads=threads or sessions.default_threads(), spinning=spinning)
 
 

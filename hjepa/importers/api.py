@@ -9,9 +9,6 @@ batch 1 and 4 on every level; only then is the artifact written (into a hidden s
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,20 +17,21 @@ import torch
 
 import hjepa
 from hjepa.errors import stage
+from hjepa.files import staged_directory
 from hjepa.importers import hf_ijepa, hjepa_seed, ijepa, timm_vit  # noqa: F401  (register the formats)
 from hjepa.importers.base import ENCODERS, IMPORTERS, Conversion, ImportOptions, LoadedSource
 from hjepa.importers.cards import ModelCard, cache_path, card_names, download, find_card, no_download_message
 from hjepa.importers.errors import ImportSourceError
 from hjepa.importers.loading import load_source
 from hjepa.importers.parity import TOLERANCE, check_parity, measure_parity
-from hjepa.inference.artifact import ARTIFACT_FORMAT, SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
-from hjepa.inference.checkpoint import CheckpointError, check_state
+from hjepa.inference.artifacts.artifact import ARTIFACT_FORMAT, SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
+from hjepa.inference.artifacts.checkpoint import CheckpointError, check_state
+from hjepa.logs import Log, silent
 from hjepa.models.pretrained import HEADS, EncoderArchitecture, PretrainedEncoder
 
 FORMATS = ("auto", *IMPORTERS.names())
 MAX_LEVELS = 4
 ARTIFACT_FILES = (SPEC_NAME, WEIGHTS_NAME)  # what an import writes, and all that --overwrite may replace
-Log = Callable[[str], None]
 RECIPE = ("level k: the imported encoder's output patch tokens, averaged over 2^k x 2^k cells, through the level "
           "head ({head}); pooled = mean over the level-k grid")
 
@@ -127,7 +125,7 @@ def import_encoder(
 ) -> dict[str, Any]:
     """Convert ``source`` into the artifact directory ``out`` (default ``imports/<name>``); returns its spec."""
     options = options or ImportOptions()
-    say = log or (lambda message: None)
+    log = log or silent
     if options.encoder not in ENCODERS:
         raise ImportSourceError(f"--encoder must be one of {', '.join(ENCODERS)}, got {options.encoder!r}")
     if options.head not in HEADS:
@@ -142,7 +140,7 @@ def import_encoder(
         check_replaceable(target)
 
     # Step 1. Read the source safely and convert it, every tensor once.
-    path, card = resolve_source(source, download_card, say)
+    path, card = resolve_source(source, download_card, log)
     if card is not None:
         source_format = card.format if source_format == "auto" else source_format
         options.arch = options.arch or card.architecture
@@ -150,7 +148,7 @@ def import_encoder(
     with stage("reading the source", ImportSourceError):
         loaded = load_source(path)
     importer = pick_importer(loaded, source_format)
-    say(f"{loaded.path.name}: {importer.name} layout, {options.encoder} encoder")
+    log(f"{loaded.path.name}: {importer.name} layout, {options.encoder} encoder")
     with stage(f"converting the {importer.name} weights", ImportSourceError):
         conversion = importer.convert(loaded, options)
 
@@ -179,15 +177,17 @@ def import_encoder(
         parity = measure_parity(model, conversion)
     check_parity(parity)
     worst = max(row["max_abs_diff"] for batch in parity.values() for row in batch.values())
-    say(f"parity with the reference forward: max abs diff {worst:.3g} over batch 1 and 4, levels 0..{levels - 1}")
+    log(f"parity with the reference forward: max abs diff {worst:.3g} over batch 1 and 4, levels 0..{levels - 1}")
     mean = options.mean or (card.mean if card is not None else conversion.mean)
     std = options.std or (card.std if card is not None else conversion.std)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ImportSourceError(f"--mean / --std need 3 values each, std > 0; got {mean} {std}")
     spec = build_spec(conversion, arch, loaded, card, tuple(mean), tuple(std), parity)
-    with stage(f"writing {target}", ImportSourceError):
-        _write(LoadedModel(model, model.config, spec, loaded.sha256), target)
-    say(f"encoder artifact written to {target} (licence: {spec['provenance']['licence'] or 'unknown'})")
+    if target.exists():
+        check_replaceable(target)  # again: the folder may have changed during the import
+    with stage(f"writing {target}", ImportSourceError), staged_directory(target) as staged:
+        write_artifact(LoadedModel(model, model.config, spec, loaded.sha256), staged)
+    log(f"encoder artifact written to {target} (licence: {spec['provenance']['licence'] or 'unknown'})")
     return spec
 
 
@@ -200,19 +200,3 @@ def check_replaceable(target: Path) -> None:
         more = f" (+{len(others) - 1} more)" if len(others) > 1 else ""
         raise ImportSourceError(f"{target} holds {others[0]!r}{more}, which is not part of an encoder artifact; "
                                 "refusing to replace the folder (move it, or --out elsewhere)")
-
-
-def _write(loaded: LoadedModel, target: Path) -> None:
-    """Write into a hidden sibling, then rename into place (replacing a previous artifact only at the end)."""
-    target = target.absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write_artifact(loaded, stage)
-        if target.exists():
-            check_replaceable(target)  # again: the folder may have changed during the import
-            shutil.rmtree(target)
-        stage.rename(target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise

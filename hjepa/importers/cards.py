@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from hjepa.files import atomic_open
 from hjepa.importers.errors import ImportSourceError
+from hjepa.logs import Log
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 FIELDS = ("name", "url", "sha256", "size", "format", "architecture", "img_size", "mean", "std", "licence", "encoder")
@@ -98,7 +97,7 @@ def no_download_message(card: ModelCard) -> str:
             "and pass the file")
 
 
-def download(card: ModelCard, log: Callable[[str], None] = print) -> Path:
+def download(card: ModelCard, log: Log = print) -> Path:
     """Fetch the card's file into the cache (atomically) and check its sha256 when the card has one."""
     target = cache_path(card)
     if target.is_file():
@@ -108,21 +107,19 @@ def download(card: ModelCard, log: Callable[[str], None] = print) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     log(f"downloading {card.url} -> {target}")
     digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        try:
+    try:
+        with atomic_open(target, "wb") as tmp:
             with urllib.request.urlopen(card.url) as response:  # noqa: S310  (an https URL from a card)
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     tmp.write(chunk)
-        except OSError as exc:
-            Path(tmp.name).unlink(missing_ok=True)
-            raise ImportSourceError(f"download of {card.url} failed: {exc}") from None
-    received = Path(tmp.name).stat().st_size
-    if card.size is not None and received != card.size:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise ImportSourceError(f"{card.url}: received {received} bytes, the card says {card.size}; nothing kept")
-    if card.sha256 and digest.hexdigest() != card.sha256:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise ImportSourceError(f"{card.url}: sha256 {digest.hexdigest()} does not match the card's {card.sha256}")
-    shutil.move(tmp.name, target)
+            received = tmp.tell()
+            if card.size is not None and received != card.size:
+                raise ImportSourceError(f"{card.url}: received {received} bytes, the card says {card.size}; "
+                                        "nothing kept")
+            if card.sha256 and digest.hexdigest() != card.sha256:
+                raise ImportSourceError(
+                    f"{card.url}: sha256 {digest.hexdigest()} does not match the card's {card.sha256}")
+    except OSError as exc:
+        raise ImportSourceError(f"download of {card.url} failed: {exc}") from None
     return target

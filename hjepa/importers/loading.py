@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from hjepa.importers.base import LoadedSource
 from hjepa.importers.errors import ImportSourceError
-from hjepa.inference.hashing import file_sha256
+from hjepa.inference.artifacts.hashing import file_sha256
 
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 

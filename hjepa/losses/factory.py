@@ -75,6 +75,12 @@ def build_multiview_loss(cfg: LossConfig, num_levels: int) -> MultiViewLoss:
         raise ConfigError(f"loss.level_weights has {len(level_weights)} values but the model has {num_levels} levels")
     try:
         weights = expand_per_level(cfg.regularizer_weight, num_levels, "loss.regularizer_weight")
-        return MultiViewLoss(build_regularizer(cfg), weights, level_weights)
+        spatial = expand_per_level(cfg.spatial_weight, num_levels, "loss.spatial_weight")
+        regularizer = build_regularizer(cfg)
+        if any(spatial) and getattr(regularizer, "pairwise", True) and not getattr(regularizer, "accepts_single_view",
+                                                                                  False):
+            raise ConfigError(f"loss.spatial_weight needs a regulariser of one view's cells (vicreg or sigreg), "
+                              f"not {cfg.regularizer}")
+        return MultiViewLoss(regularizer, weights, level_weights, spatial)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

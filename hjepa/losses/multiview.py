@@ -8,11 +8,15 @@ regulariser weight and w_h the level weight::
     L_pred,h = 1/V sum_v mean_{b, k} (p_v - c)^2
     L_reg,h  = 1/V sum_v R(z_v)     SIGReg: R(z_v, step); VICReg: its variance + covariance terms of z_v alone (the
                                      prediction term is the invariance); Barlow Twins (needs a pair): R(z_v, sg(c))
-    loss     = sum_h w_h ((1 - lambda_h) L_pred,h + lambda_h L_reg,h)
+    loss     = sum_h w_h ((1 - lambda_h) L_pred,h + lambda_h L_reg,h) + sum_h w_h s_h L_local,h
+
+with s_h the level's spatial weight and L_local,h the cell-matching term of ``spatial.py`` on the global views' level
+maps (``local_maps[h] [V_g, B, h, w, K]``, needing ``boxes`` and ``same_picture``).
 
 Nothing but the regulariser keeps the embeddings from collapsing to a constant, so lambda_h > 0 is required. All
 parts are computed in float32. Keys: ``loss``, ``loss_prediction``, ``loss_regularizer``, ``pred_h{i}``,
-``reg_h{i}`` and the regulariser's other parts (``reg_h0_statistic_max``).
+``reg_h{i}``, the regulariser's other parts (``reg_h0_statistic_max``) and, with spatial terms, ``match_h{i}``,
+``match_share_h{i}`` (share of cells matched) and ``local_reg_h{i}``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from hjepa.losses.spatial import match_loss
+
 
 class MultiViewLoss(nn.Module):
     """See the module docstring. ``forward(embeddings, predictions, num_global, step)`` with per level
     ``embeddings[h] [V, B, K]`` (globals first) and ``predictions[h] [V, B, K]``."""
 
-    def __init__(self, regularizer: nn.Module, regularizer_weights: Sequence[float], level_weights: Sequence[float]):
+    def __init__(self, regularizer: nn.Module, regularizer_weights: Sequence[float], level_weights: Sequence[float],
+                 spatial_weights: Sequence[float] | None = None):
         super().__init__()
         if not all(0 < w <= 1 for w in regularizer_weights):
             raise ValueError(
@@ -37,9 +44,12 @@ class MultiViewLoss(nn.Module):
         self.regularizer = regularizer
         self.regularizer_weights = [float(w) for w in regularizer_weights]
         self.level_weights = [float(w) for w in level_weights]
+        self.spatial_weights = [float(w) for w in spatial_weights or [0.0] * len(self.level_weights)]
 
     def forward(
-        self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0
+        self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0,
+        local_maps: Sequence[Tensor | None] | None = None, boxes: Tensor | None = None,
+        same_picture: Tensor | None = None,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = prediction_total = regularizer_total = None
@@ -57,6 +67,9 @@ class MultiViewLoss(nn.Module):
                 for key in parts[0]:
                     if key != "loss":
                         out[f"reg_h{level}_{key}"] = torch.stack([part[key].detach() for part in parts]).mean()
+                if local_maps is not None and local_maps[level] is not None and self.spatial_weights[level] > 0:
+                    local = self._local_loss(local_maps[level].float(), boxes, same_picture, lam, step, level, out)
+                    level_loss = level_loss + weight * self.spatial_weights[level] * local
                 total = level_loss if total is None else total + level_loss
                 weighted_prediction = weight * (1 - lam) * prediction.detach()
                 weighted_regularizer = weight * lam * regularizer.detach()
@@ -68,6 +81,18 @@ class MultiViewLoss(nn.Module):
         out["loss_prediction"] = prediction_total
         out["loss_regularizer"] = regularizer_total
         return out
+
+    def _local_loss(self, maps: Tensor, boxes: Tensor | None, same_picture: Tensor | None, lam: float, step: int,
+                    level: int, out: dict[str, Tensor]) -> Tensor:
+        """(1 - lambda) cell matching + lambda regulariser of every view's cells; logs its parts into ``out``."""
+        if boxes is None:
+            raise ValueError("spatial terms need the global views' crop boxes (Views.boxes)")
+        match, share = match_loss(maps, boxes, same_picture)
+        cells = maps.flatten(1, 3)  # [V, B*h*w, K]
+        regularizer = torch.stack([self._regularize(view, view, step)["loss"] for view in cells]).mean()
+        out[f"match_h{level}"], out[f"match_share_h{level}"] = match.detach(), share.detach()
+        out[f"local_reg_h{level}"] = regularizer.detach()
+        return (1 - lam) * match + lam * regularizer
 
     def _regularize(self, view: Tensor, center: Tensor, step: int) -> dict[str, Tensor]:
         if not getattr(self.regularizer, "pairwise", True):

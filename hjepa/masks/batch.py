@@ -39,7 +39,7 @@ class MaskBatch:
     queries: QueryLayout | None = None
 
     def __post_init__(self) -> None:
-        # Shape checks only: data-dependent checks would force a device sync every time a batch is moved.
+        # Shapes only: checking values would sync the device.
         n = self.grid[0] * self.grid[1]
         if self.context.dim() != 2 or self.context.shape[1] != n:
             raise ValueError(f"context must be [B, {n}] for grid {self.grid}, got {list(self.context.shape)}")

@@ -1,25 +1,8 @@
-"""``BlockMaskGenerator``: the batched, vectorized sampling loop shared by the multi-block and hierarchical masks.
+"""``BlockMaskGenerator``: the batched, vectorised sampling shared by the multi-block and hierarchical masks.
 
-Per batch:
-
-1. One block size per level (in cells of that level's ``2**k`` grid) and one context-block size, shared by every
-   sample, as in I-JEPA. Sharing the size is what makes ``target_idx`` one dense tensor.
-2. Positions for every sample and block at once: one ``torch.randint(size=[B, T])`` over the ids of all valid
-   placements (``blocks.Placements``), so corners are uniform over every position on the level's cell lattice, the
-   last row and column included (I-JEPA's ``randint(0, H - h)`` never reaches them).
-3. Context = context block minus the union of every target block of every level.
-4. ``min_keep``: samples whose context has fewer than ``min_keep`` tokens redraw all their block positions (sizes
-   stay: they belong to the batch), vectorized over those samples, for at most ``max_attempts`` rounds. Fallback
-   for samples still short, so generation always terminates:
-   a. the context becomes the whole grid minus the targets;
-   b. if still short, every target block of the sample is stacked in the top-left corner (blocks of one level then
-      coincide, which drops them to one distinct block per level) and the context is the rest of the grid.
-      A target block never covers its whole level grid, so the bottom-right token is never a target and every
-      sample keeps at least one context token; the batch may then keep fewer than ``min_keep`` tokens.
-5. Equal lengths: ``K`` = the smallest context count in the batch; every sample keeps a uniformly random subset of
-   ``K`` of its context tokens (indices sorted ascending) and ``context`` is updated to match. I-JEPA truncates
-   instead, which always drops the last tokens in raster order and so biases the context towards the top of the
-   image.
+Per batch: block sizes, positions for every sample at once, context = context block minus every target, redraws
+while the context is under ``min_keep``, then equal context lengths by random subsets (I-JEPA truncates, which
+biases the context upwards). Step by step, with the fallbacks: docs/internals.md.
 """
 
 from __future__ import annotations
@@ -145,7 +128,7 @@ class BlockMaskGenerator:
         """Sample masks for ``batch_size`` samples; all randomness comes from ``generator`` (global RNG if None)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        # Step 1. Block sizes, once per batch: per block set in fine patches (multiples of its cell), and context.
+        # Step 1. Block sizes, once per batch, in multiples of each set's cell.
         placements = []
         for blocks in self.levels:
             coarse = (self.grid[0] // blocks.cell, self.grid[1] // blocks.cell)
@@ -159,7 +142,7 @@ class BlockMaskGenerator:
         targets, context = self._rasterize(placements, ids, context_placements, context_ids)
         counts = context.sum(dim=1)
 
-        # Step 4. Redraw positions of the samples whose context is too small, all of them in one go per round.
+        # Step 4. Redraw samples whose context is too small, all at once per round.
         for _ in range(self.max_attempts):
             short = (counts < self.min_keep).nonzero().squeeze(1)
             if short.numel() == 0:
@@ -211,7 +194,7 @@ class BlockMaskGenerator:
 
 def _union(targets: list[torch.Tensor]) -> torch.Tensor:
     """bool ``[n, T_k, N]`` per block set -> bool ``[n, N]``, the tokens inside any block."""
-    # An OR over block slices: ``Tensor.any(dim=1)`` on a middle dimension is an order of magnitude slower on CPU.
+    # any(dim=1) on a middle dim is ~10x slower on CPU than this OR.
     union = targets[0][:, 0].clone()
     for masks in targets:
         for t in range(masks.shape[1]):

@@ -1,18 +1,8 @@
 """``QueryLayout``: the distinct target queries of each sample, packed for the joint predictor.
 
-The joint predictor runs one sequence per image: the ``K`` context tokens followed by one query per target token of
-every block of every level. Target blocks overlap (four blocks of 15-20 % of an 8x8 grid cover about 31 distinct
-positions out of 44 queries), and two queries with the same level and position are the same vector: a mask token
-plus a position embedding. In a transformer where every token attends to every token, identical inputs stay
-identical at every layer, so the duplicates can be computed once, exactly, if each distinct query counts ``c`` times
-as an attention key. That is an additive bias of ``log c`` on its attention logit (``softmax`` over ``c`` equal logits
-is one logit plus ``log c``).
-
-Samples have different numbers ``U_b`` of distinct queries. Rather than pad every sequence to the longest, the layout
-packs the real tokens of the batch into one ``[T, D]`` matrix for the per-token layers (projections, MLP, norms: most
-of the FLOPs) and scatters them into a padded ``[B, K + U, D]`` batch only around attention, where padding is masked
-with a bias of ``-inf``. The training loop computes it on the CPU next to the masks (``MaskBatch.with_queries``), so
-the device never waits on it; the model makes it itself for a batch that comes without one.
+Overlapping blocks repeat queries; a query seen ``c`` times is computed once with a ``log c`` attention bias, which
+is exact. Real tokens are packed into ``[T, D]`` for the per-token layers and padded only around attention.
+Derivation: docs/internals.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def build_mask_generator(cfg: MaskConfig, grid_size: int | tuple[int, int], num_
 
     An unknown name raises ``KeyError`` listing the valid ones; bad values raise ``ValueError`` naming the field.
     """
-    # Importing the package registers the generators even when only this module was imported by name.
+    # Register the generators even when only this module is imported.
     import hjepa.masks  # noqa: F401
 
     return MASK_GENERATORS.get(cfg.generator).from_config(cfg, grid_size, num_levels)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hjepa.config import ConfigError
+from hjepa.config import ConfigError, HamiltonianConfig
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.models.predictor import PREDICTORS, gather_tokens
 
@@ -85,18 +85,12 @@ class HamiltonianPredictor(nn.Module):
         num_levels: int = 1,
         predictor_dim: int = 96,
         num_heads: int = 4,
-        dt: float = 0.1,
-        steps: int = 4,
-        damping: float = 0.0,
-        base_coeff: float = 0.5,
-        residual_scale: float = 0.1,
-        hidden_dim: int = 256,
-        match: str = "q",
-        **_: object,
+        hamiltonian: HamiltonianConfig | None = None,
     ) -> None:
         super().__init__()
-        widths = check_match(match)
-        self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
+        ham = hamiltonian or HamiltonianConfig()
+        widths = check_match(ham.match)
+        self.dt, self.steps, self.damping, self.match = ham.dt, ham.steps, ham.damping, ham.match
         self.embed = nn.Linear(embed_dim, predictor_dim)
         self.level_embed = nn.Parameter(torch.zeros(num_levels, predictor_dim))
         self.register_buffer("pos_embed", sincos_2d(predictor_dim, grid)[None], persistent=False)
@@ -104,7 +98,7 @@ class HamiltonianPredictor(nn.Module):
         self.norm = nn.LayerNorm(predictor_dim)
         self.to_q = nn.Linear(predictor_dim, predictor_dim)
         self.to_p = nn.Linear(predictor_dim, predictor_dim)
-        self.potential = Potential(predictor_dim, hidden_dim, base_coeff, residual_scale)
+        self.potential = Potential(predictor_dim, ham.hidden_dim, ham.base_coeff, ham.residual_scale)
         self.readout = nn.Linear(predictor_dim * widths, embed_dim)
 
     def forward(

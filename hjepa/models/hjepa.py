@@ -47,8 +47,7 @@ class HJEPA(LevelFeatures, nn.Module):
         dim = self.context_encoder.embed_dim
         self.head_dim = model_cfg.head_dim or dim
         self.context_heads = nn.ModuleList(LevelHead(dim, self.head_dim) for _ in range(self.num_levels))
-        ham = model_cfg.hamiltonian
-        self.predictor = PREDICTORS.build(
+        self.predictor = PREDICTORS.build_from(
             model_cfg.predictor,
             embed_dim=dim,
             grid=self.grid,
@@ -57,13 +56,7 @@ class HJEPA(LevelFeatures, nn.Module):
             depth=model_cfg.predictor_depth,
             num_heads=model_cfg.predictor_num_heads,
             drop_path=model_cfg.predictor_drop_path,
-            dt=ham.dt,
-            steps=ham.steps,
-            damping=ham.damping,
-            base_coeff=ham.base_coeff,
-            residual_scale=ham.residual_scale,
-            hidden_dim=ham.hidden_dim,
-            match=ham.match,
+            hamiltonian=model_cfg.hamiltonian,
         )
         # Target side: an EMA copy of the encoder, never trained by gradients, and per level either a parameter-free
         # LayerNorm (default) or EMA copies of the context heads. EMA heads leave a slow collapse path: a context head

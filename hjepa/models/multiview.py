@@ -14,6 +14,7 @@ the trained encoder itself; a positive momentum gives a weight average).
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,6 +29,12 @@ from hjepa.models.vit import ViTEncoder
 
 if TYPE_CHECKING:
     from hjepa.data.multiview import Views
+
+
+def local_projector(dim: int, hidden: int, out: int) -> nn.Sequential:
+    """The cells' expander: Linear, BatchNorm, GELU, Linear; ``[N, dim] -> [N, out]`` (one hidden layer: cells are
+    many, and the pooled projector already carries the deep one)."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, out))
 
 
 def projector(dim: int, hidden: int, out: int) -> nn.Sequential:
@@ -77,13 +84,17 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         )
         ham = model_cfg.hamiltonian
         self.predictors = nn.ModuleList(
-            VIEW_PREDICTORS.build(
-                model_cfg.view_predictor, dim=model_cfg.projector_dim, hidden_dim=ham.hidden_dim, dt=ham.dt,
-                steps=ham.steps, damping=ham.damping, base_coeff=ham.base_coeff, residual_scale=ham.residual_scale,
-                match=ham.match,
-            )
+            VIEW_PREDICTORS.build_from(model_cfg.view_predictor, dim=model_cfg.projector_dim,
+                                       hidden_dim=ham.hidden_dim, hamiltonian=ham)
             for _ in range(self.num_levels)
         )
+        # Spatial terms: per level, a projector of the level's cells (VICRegL's local expander) for cell matching.
+        weights = list(cfg.loss.spatial_weight) or [0.0]
+        self.spatial_levels = [level for level in range(self.num_levels) if weights[min(level, len(weights) - 1)] > 0]
+        self.local_projectors = nn.ModuleDict({
+            str(level): local_projector(dim, model_cfg.projector_hidden, model_cfg.projector_dim)
+            for level in self.spatial_levels
+        })
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
         for param in self.target_encoder.parameters():
@@ -91,17 +102,22 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         self.loss_fn = loss_fn
         self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
 
-    def level_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Per level, ``[B, D]``: the mean over the level-k grid of the normed level-k tokens of ``images``."""
+    def level_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, the normed level-k tokens ``[B, N_k, D]`` of ``images`` (the features inference exports)."""
         tokens = self.context_encoder(images)
         patch = self.context_encoder.patch_size
         grid = (images.shape[-2] // patch, images.shape[-1] // patch)
-        return [self.level_norm(pool_tokens(tokens, grid, level)).mean(1) for level in range(self.num_levels)]
+        return [self.level_norm(pool_tokens(tokens, grid, level)) for level in range(self.num_levels)]
+
+    def level_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, ``[B, D]``: the mean over the level-k grid of the normed level-k tokens of ``images``."""
+        return [tokens.mean(1) for tokens in self.level_tokens(images)]
 
     def forward(self, views: Views, masks: object = None, step: int = 0) -> dict[str, torch.Tensor]:
-        batch = views.batch_size
+        batch, num_global = views.batch_size, views.num_global
         # Step 1. Encode: global views in one batch, local views (another size) in another.
-        per_group = [self.level_embeddings(views.globals_.flatten(0, 1))]
+        global_tokens = self.level_tokens(views.globals_.flatten(0, 1))
+        per_group = [[tokens.mean(1) for tokens in global_tokens]]
         if views.locals_ is not None:
             per_group.append(self.level_embeddings(views.locals_.flatten(0, 1)))
         # Step 2. Per level: project every view, predict the centre from each.
@@ -111,8 +127,16 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             z = self.projectors[level](pooled)
             embeddings.append(z.view(-1, batch, z.shape[-1]))
             predictions.append(self.predictors[level](z).view(-1, batch, z.shape[-1]))
-        # Step 3. Loss.
-        out = self.loss_fn(embeddings, predictions, views.num_global, step=step)
+        # Step 3. Per spatial level: project the global views' cells, [V_g, B, h, w, K].
+        local_maps: list[torch.Tensor | None] = [None] * self.num_levels
+        for level in self.spatial_levels:
+            tokens = global_tokens[level]  # [V_g*B, N_k, D]
+            side = math.isqrt(tokens.shape[1])
+            cells = self.local_projectors[str(level)](tokens.flatten(0, 1))
+            local_maps[level] = cells.view(num_global, batch, side, side, -1)
+        # Step 4. Loss.
+        out = self.loss_fn(embeddings, predictions, num_global, step=step, local_maps=local_maps,
+                           boxes=views.boxes, same_picture=views.same_picture)
         out["target_pooled"] = per_group[0][0][:batch].detach().float()
         return out
 
@@ -122,5 +146,6 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             "target_encoder": self.target_encoder,
             "projectors": self.projectors,
             "predictors": self.predictors,
+            "local_projectors": self.local_projectors,
         }
         return parameter_counts(self, parts)

@@ -36,7 +36,6 @@ class TransformerPredictor(nn.Module):
         depth: int = 4,
         num_heads: int = 4,
         drop_path: float = 0.0,
-        **_: object,
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(embed_dim, predictor_dim)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hjepa.config import HamiltonianConfig
 from hjepa.models.hamiltonian import Potential, check_match, leapfrog, read_state
 from hjepa.registry import Registry
 
@@ -20,7 +21,7 @@ VIEW_PREDICTORS = Registry("view predictor")
 class IdentityViewPredictor(nn.Identity):
     """LeJEPA: no predictor."""
 
-    def __init__(self, dim: int, **_: object) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
 
 
@@ -28,7 +29,7 @@ class IdentityViewPredictor(nn.Identity):
 class MLPViewPredictor(nn.Module):
     """``z + MLP(LayerNorm(z))``; the last layer starts at zero, so training starts from the identity."""
 
-    def __init__(self, dim: int, hidden_dim: int = 256, **_: object) -> None:
+    def __init__(self, dim: int, hidden_dim: int = 256) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, hidden_dim)
@@ -45,24 +46,14 @@ class MLPViewPredictor(nn.Module):
 class HamiltonianViewPredictor(nn.Module):
     """(q0, p0) = (A z, B z); leapfrog under the learned separable Hamiltonian; readout of ``match`` (q, p or qp)."""
 
-    def __init__(
-        self,
-        dim: int,
-        hidden_dim: int = 256,
-        dt: float = 0.1,
-        steps: int = 4,
-        damping: float = 0.0,
-        base_coeff: float = 0.5,
-        residual_scale: float = 0.1,
-        match: str = "q",
-        **_: object,
-    ) -> None:
+    def __init__(self, dim: int, hamiltonian: HamiltonianConfig | None = None) -> None:
         super().__init__()
-        widths = check_match(match)
-        self.dt, self.steps, self.damping, self.match = dt, steps, damping, match
+        ham = hamiltonian or HamiltonianConfig()
+        widths = check_match(ham.match)
+        self.dt, self.steps, self.damping, self.match = ham.dt, ham.steps, ham.damping, ham.match
         self.to_q = nn.Linear(dim, dim)
         self.to_p = nn.Linear(dim, dim)
-        self.potential = Potential(dim, hidden_dim, base_coeff, residual_scale)
+        self.potential = Potential(dim, ham.hidden_dim, ham.base_coeff, ham.residual_scale)
         self.readout = nn.Linear(dim * widths, dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

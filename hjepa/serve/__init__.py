@@ -12,11 +12,11 @@ from hjepa.inference import (
     RuntimeUnavailableError,
     open_runtime,
 )
-from hjepa.inference.images import ImageError
-from hjepa.inference.runtime_torch import TorchRuntime
+from hjepa.inference.runtimes.images import ImageError
+from hjepa.inference.runtimes.runtime_torch import TorchRuntime
 from hjepa.serve.gallery import Gallery, Neighbour, build_gallery
 from hjepa.serve.maps import colourise, cosine_similarity_map, pca_rgb, similarity_overlay, upscale_nearest
-from hjepa.serve.views import Views
+from hjepa.serve.views import Explorer
 
 __all__ = [
     "BACKENDS",
@@ -28,7 +28,7 @@ __all__ = [
     "RuntimeSourceError",
     "RuntimeUnavailableError",
     "TorchRuntime",
-    "Views",
+    "Explorer",
     "build_app",
     "build_gallery",
     "colourise",

@@ -3,7 +3,7 @@
 Layout: the input image (upload, paste or one of the shipped examples; a click selects a patch) with the level
 picker and the status line on the left; on the right the per-level PCA maps, the similarity map of the selected
 patch, the nearest gallery images, and the multi-block / hierarchical masks with their statistics (a seed slider
-re-samples them). Every computation is a :class:`hjepa.serve.views.Views` method; the events here only wire them,
+re-samples them). Every computation is a :class:`hjepa.serve.views.Explorer` method; the events only wire them,
 and four of them are public API endpoints: ``/embed``, ``/masks``, ``/similarity``, ``/neighbours``.
 
 ``hjepa.serve`` imports this module (and so Gradio) only when ``build_app`` / ``launch_app`` are first used.
@@ -15,6 +15,7 @@ import functools
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +23,19 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from hjepa.inference.images import DEFAULT_MAX_PIXELS, too_many_pixels
-from hjepa.inference.runtime import Runtime
+from hjepa.inference.runtimes.images import DEFAULT_MAX_PIXELS, too_many_pixels
+from hjepa.inference.runtimes.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
-from hjepa.serve.views import Views, stats_markdown
+from hjepa.serve.views import Explorer, stats_markdown
 
-# Local fonts only: Gradio's default theme pulls its fonts from Google, and the app must make no outside requests.
+# Local fonts: the default theme fetches Google's, and the app makes no outside requests.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
 CSS = "#status p { margin: 0; } .pca-map img, .mask-view img { image-rendering: pixelated; }"
-# Every model-bound event joins this concurrency group: at most `concurrency` of them run at once across all
-# sessions and endpoints (the rest wait in Gradio's queue), which bounds the server's memory.
+# One concurrency group for every model-bound event: it bounds the server's memory.
 MODEL_QUEUE = "model"
 DEFAULT_CONCURRENCY = 2
-# Gradio deletes the answer files this app wrote once they are an hour old, checking every hour: each answer is a
-# file of its own (see `answer_picture`), so without this the cache folder grows with every request.
+# Each answer is its own file (answer_picture): delete them after an hour or the cache grows forever.
 DELETE_CACHE = (3600, 3600)
 
 
@@ -109,6 +108,154 @@ def _whole_number(value: Any, name: str) -> int:
         raise ValueError(f"{name} must be a whole number, got {value!r}") from None
 
 
+@dataclass
+class Handlers:
+    """The app's events, each one :class:`Explorer` call turned into Gradio's answer types."""
+
+    views: Explorer
+    has_gallery: bool
+    num_levels: int
+
+    def embed(self, image: str | None) -> tuple[Any, ...]:
+        if image is None:
+            return (*[None] * self.num_levels, "no image yet: upload one or pick an example", {})
+        maps, status, details = self.views.embed(image)
+        return (*[answer_picture(picture) for picture in maps], status, details)
+
+    def masks(self, image: str | None, seed: float) -> tuple[Any, Any, str]:
+        if image is None:
+            return None, None, ""
+        multiblock, hierarchical, stats = self.views.masks(image, _whole_number(seed, "seed"))
+        return answer_picture(multiblock), answer_picture(hierarchical), stats_markdown(stats)
+
+    def similarity(self, image: str | None, level: int, x: float | None, y: float | None) -> tuple[Any, str]:
+        if image is None:
+            return None, "no image yet"
+        overlay, status = self.views.similarity(image, _whole_number(level, "level"), x, y)
+        return answer_picture(overlay), status
+
+    def neighbours(self, image: str | None, level: int, k: float) -> tuple[Any, str]:
+        if image is None or not self.has_gallery:
+            return [], "no image yet" if image is None else "no gallery"
+        items, status = self.views.neighbours(image, _whole_number(level, "level"), _whole_number(k, "k"))
+        return [(answer_picture(thumb), caption) for thumb, caption in items], status
+
+    @staticmethod
+    def select_point(evt: gr.SelectData) -> tuple[float, float]:
+        return float(evt.index[0]), float(evt.index[1])
+
+    def similarity_at(self, image: str | None, level: int, point: tuple[float, float] | None) -> tuple[Any, str]:
+        return self.similarity(image, level, *(point or (None, None)))
+
+    def similarity_of_new_image(self, image: str | None, level: int) -> tuple[Any, str, None]:
+        return (*self.similarity(image, level, None, None), None)  # a new picture forgets the old click
+
+
+@dataclass
+class InputPanel:
+    image: gr.Image
+    level: gr.Radio
+    point: gr.State  # the clicked pixel, per session
+    x: gr.Number  # /similarity takes the pixel as two hidden numbers
+    y: gr.Number
+    similarity_api: gr.Button
+    k: gr.Slider
+    status: gr.Markdown
+    details: gr.JSON
+
+
+@dataclass
+class OutputPanel:
+    pca_maps: list[gr.Image]
+    similarity_map: gr.Image
+    gallery_view: gr.Gallery
+    neighbour_status: gr.Markdown
+    seed: gr.Slider
+    multiblock_view: gr.Image
+    hierarchical_view: gr.Image
+    mask_stats: gr.Markdown
+
+
+def input_panel(runtime: Runtime, max_bytes: int) -> InputPanel:
+    """The left column: image, examples, level selector, neighbour count, status, JSON details."""
+    levels, meta = runtime.levels, runtime.metadata
+    image = gr.Image(label="Image: click a patch", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                     height=320, elem_id="input-image")
+    guard_uploads(image, max_bytes)
+    gr.Examples(examples=[[str(p)] for p in example_files()], inputs=[image], label="Examples")
+    level = gr.Radio(
+        choices=[(f"level {k} ({meta.grid(k)[0]}x{meta.grid(k)[1]})", k) for k in levels],
+        value=levels[0],
+        label="Level for similarity and neighbours",
+        elem_id="level",
+    )
+    point, x, y = gr.State(None), gr.Number(value=None, visible=False), gr.Number(value=None, visible=False)
+    similarity_api = gr.Button(visible=False)
+    k = gr.Slider(1, 16, value=8, step=1, label="neighbours")
+    status = gr.Markdown("upload an image or pick an example", elem_id="status")
+    with gr.Accordion("Features (JSON, as the /embed API returns them)", open=False):
+        details = gr.JSON(label="details")
+    return InputPanel(image, level, point, x, y, similarity_api, k, status, details)
+
+
+def output_panel(runtime: Runtime, gallery: Gallery | None) -> OutputPanel:
+    """The right column: PCA maps per level, similarity, neighbours, masks."""
+    meta = runtime.metadata
+    gr.Markdown("**Features**: first three principal components of each level's tokens as RGB")
+    with gr.Row():
+        pca_maps = [
+            gr.Image(label=f"level {k} · {meta.grid(k)[0]}x{meta.grid(k)[1]} tokens", format="png", interactive=False,
+                     elem_id=f"pca-level{k}", elem_classes=["pca-map"])
+            for k in runtime.levels
+        ]
+    with gr.Row():
+        similarity_map = gr.Image(label="cosine similarity to the selected patch", format="png", interactive=False,
+                                  elem_id="similarity")
+        gallery_view = gr.Gallery(label=f"nearest neighbours · {gallery.description if gallery else 'no gallery'}",
+                                  columns=3, height=300, object_fit="contain", format="png", elem_id="neighbours")
+    # Own status line: a shared one would show whichever of the chain ends last.
+    neighbour_status = gr.Markdown(elem_id="neighbour-status")
+    gr.Markdown("**Masks** sampled for this model's patch grid (blue: context, colours: targets per level)")
+    seed = gr.Slider(0, 1000, value=0, step=1, label="mask seed", elem_id="seed")
+    with gr.Row():
+        multiblock_view = gr.Image(label="multi-block", format="png", interactive=False, elem_classes=["mask-view"])
+        hierarchical_view = gr.Image(label="hierarchical", format="png", interactive=False,
+                                     elem_classes=["mask-view"])
+    mask_stats = gr.Markdown(elem_id="mask-stats")
+    return OutputPanel(pca_maps, similarity_map, gallery_view, neighbour_status, seed, multiblock_view,
+                       hierarchical_view, mask_stats)
+
+
+def wire(on: Handlers, inputs: InputPanel, outputs: OutputPanel, queue: dict[str, Any]) -> None:
+    """Connect the events. A new image runs every panel as one chain (/embed, /masks, /neighbours are its steps,
+    the similarity is for the centre patch); /similarity is the hidden button, the pixel as two numbers."""
+    i, o = inputs, outputs
+    embed, masks = _as_gradio_errors(on.embed), _as_gradio_errors(on.masks)
+    similarity, neighbours = _as_gradio_errors(on.similarity), _as_gradio_errors(on.neighbours)
+    similarity_at = _as_gradio_errors(on.similarity_at)
+    embed_outputs = [*o.pca_maps, i.status, i.details]
+    mask_io = ([i.image, o.seed], [o.multiblock_view, o.hierarchical_view, o.mask_stats])
+    similarity_io = ([i.image, i.level, i.point], [o.similarity_map, i.status])
+    neighbour_io = ([i.image, i.level, i.k], [o.gallery_view, o.neighbour_status])
+    (
+        i.image.change(embed, [i.image], embed_outputs, api_name="embed", **queue)
+        .success(masks, *mask_io, api_name="masks", **queue)
+        .success(_as_gradio_errors(on.similarity_of_new_image), [i.image, i.level],
+                 [o.similarity_map, i.status, i.point], api_visibility="private", **queue)
+        .success(neighbours, *neighbour_io, api_name="neighbours", **queue)
+    )
+    i.similarity_api.click(similarity, [i.image, i.level, i.x, i.y], [o.similarity_map, i.status],
+                           api_name="similarity", **queue)
+    i.image.select(on.select_point, None, i.point, api_visibility="private").success(
+        similarity_at, *similarity_io, api_visibility="private", **queue
+    )
+    i.level.change(similarity_at, *similarity_io, api_visibility="private", **queue).success(
+        neighbours, *neighbour_io, api_visibility="private", **queue
+    )
+    o.seed.release(masks, *mask_io, api_visibility="private", **queue)
+    i.k.release(neighbours, *neighbour_io, api_visibility="private", **queue)
+
+
 def build_app(
     runtime: Runtime,
     gallery: Gallery | None = None,
@@ -120,152 +267,25 @@ def build_app(
 ) -> gr.Blocks:
     """The app for ``runtime`` (neighbours from ``gallery`` when given); launch it with :func:`launch_app`.
 
-    Uploads over ``max_upload_mb`` or ``max_megapixels`` are refused with a message before they are decoded, and at
-    most ``concurrency`` model computations run at once (one queue for every endpoint and session).
+    Uploads over ``max_upload_mb`` or ``max_megapixels`` are refused before they are decoded; at most
+    ``concurrency`` model computations run at once, across every endpoint and session.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     max_bytes = int(max_upload_mb * 2**20)
-    max_pixels = int(max_megapixels * 1e6)
-    views = Views(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes, max_pixels=max_pixels)
-    queue = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": concurrency}
-    levels = runtime.levels
-    meta = runtime.metadata
-
-    @_as_gradio_errors
-    def embed(image: str | None) -> tuple[Any, ...]:
-        if image is None:
-            return (*[None] * len(levels), "no image yet: upload one or pick an example", {})
-        maps, status, details = views.embed(image)
-        return (*[answer_picture(picture) for picture in maps], status, details)
-
-    @_as_gradio_errors
-    def masks(image: str | None, seed: float) -> tuple[Any, Any, str]:
-        if image is None:
-            return None, None, ""
-        multiblock, hierarchical, stats = views.masks(image, _whole_number(seed, "seed"))
-        return answer_picture(multiblock), answer_picture(hierarchical), stats_markdown(stats)
-
-    @_as_gradio_errors
-    def similarity(image: str | None, level: int, x: float | None, y: float | None) -> tuple[Any, str]:
-        if image is None:
-            return None, "no image yet"
-        overlay, status = views.similarity(image, _whole_number(level, "level"), x, y)
-        return answer_picture(overlay), status
-
-    @_as_gradio_errors
-    def neighbours(image: str | None, level: int, k: float) -> tuple[Any, str]:
-        if image is None or gallery is None:
-            return [], "no image yet" if image is None else "no gallery"
-        items, status = views.neighbours(image, _whole_number(level, "level"), _whole_number(k, "k"))
-        return [(answer_picture(thumb), caption) for thumb, caption in items], status
-
-    def select_point(evt: gr.SelectData) -> tuple[float, float]:
-        return float(evt.index[0]), float(evt.index[1])
-
-    def similarity_at(image: str | None, level: int, point: tuple[float, float] | None) -> tuple[Any, str]:
-        return similarity(image, level, *(point or (None, None)))
-
-    def similarity_of_new_image(image: str | None, level: int) -> tuple[Any, str, None]:
-        return (*similarity(image, level, None, None), None)  # a new picture forgets the old click
-
+    views = Explorer(runtime, gallery, display_size=display_size, max_upload_bytes=max_bytes,
+                  max_pixels=int(max_megapixels * 1e6))
+    handlers = Handlers(views, gallery is not None, len(runtime.levels))
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         source = "/".join(Path(runtime.source).parts[-3:])  # enough to recognise the run, no home directory
         provenance = runtime.provenance()  # an imported encoder says where it came from and under which licence
         gr.Markdown(f"## {title}\n`{source}` · {runtime.describe()}" + (f"\n\n{provenance}" if provenance else ""))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                image = gr.Image(
-                    label="Image: click a patch",
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    height=320,
-                    elem_id="input-image",
-                )
-                guard_uploads(image, max_bytes)
-                gr.Examples(examples=[[str(p)] for p in example_files()], inputs=[image], label="Examples")
-                level = gr.Radio(
-                    choices=[(f"level {k} ({meta.grid(k)[0]}x{meta.grid(k)[1]})", k) for k in levels],
-                    value=levels[0],
-                    label="Level for similarity and neighbours",
-                    elem_id="level",
-                )
-                # The clicked pixel lives in the session; /similarity takes it as two numbers (hidden inputs).
-                point = gr.State(None)
-                x = gr.Number(value=None, visible=False)
-                y = gr.Number(value=None, visible=False)
-                similarity_api = gr.Button(visible=False)
-                k = gr.Slider(1, 16, value=8, step=1, label="neighbours")
-                status = gr.Markdown("upload an image or pick an example", elem_id="status")
-                with gr.Accordion("Features (JSON, as the /embed API returns them)", open=False):
-                    details = gr.JSON(label="details")
+                inputs = input_panel(runtime, max_bytes)
             with gr.Column(scale=2):
-                gr.Markdown("**Features**: first three principal components of each level's tokens as RGB")
-                with gr.Row():
-                    pca_maps = [
-                        gr.Image(
-                            label=f"level {k} · {meta.grid(k)[0]}x{meta.grid(k)[1]} tokens",
-                            format="png",
-                            interactive=False,
-                            elem_id=f"pca-level{k}",
-                            elem_classes=["pca-map"],
-                        )
-                        for k in levels
-                    ]
-                with gr.Row():
-                    similarity_map = gr.Image(
-                        label="cosine similarity to the selected patch",
-                        format="png",
-                        interactive=False,
-                        elem_id="similarity",
-                    )
-                    gallery_view = gr.Gallery(
-                        label=f"nearest neighbours · {gallery.description if gallery else 'no gallery'}",
-                        columns=3,
-                        height=300,
-                        object_fit="contain",
-                        format="png",
-                        elem_id="neighbours",
-                    )
-                # The neighbour search reports on its own line: the level chain runs similarity, then neighbours, and
-                # one shared status line would show whichever finished last.
-                neighbour_status = gr.Markdown(elem_id="neighbour-status")
-                gr.Markdown("**Masks** sampled for this model's patch grid (blue: context, colours: targets per level)")
-                seed = gr.Slider(0, 1000, value=0, step=1, label="mask seed", elem_id="seed")
-                with gr.Row():
-                    multiblock_view = gr.Image(
-                        label="multi-block", format="png", interactive=False, elem_classes=["mask-view"]
-                    )
-                    hierarchical_view = gr.Image(
-                        label="hierarchical", format="png", interactive=False, elem_classes=["mask-view"]
-                    )
-                mask_stats = gr.Markdown(elem_id="mask-stats")
-
-        embed_outputs = [*pca_maps, status, details]
-        mask_io = ([image, seed], [multiblock_view, hierarchical_view, mask_stats])
-        similarity_io = ([image, level, point], [similarity_map, status])
-        neighbour_io = ([image, level, k], [gallery_view, neighbour_status])
-
-        # A new image: every panel, the similarity for the center patch (the old click is forgotten). /embed, /masks
-        # and /neighbours are steps of this chain; /similarity is the hidden button, with the pixel as two numbers.
-        (
-            image.change(embed, [image], embed_outputs, api_name="embed", **queue)
-            .success(masks, *mask_io, api_name="masks", **queue)
-            .success(similarity_of_new_image, [image, level], [similarity_map, status, point],
-                     api_visibility="private", **queue)
-            .success(neighbours, *neighbour_io, api_name="neighbours", **queue)
-        )
-        similarity_api.click(similarity, [image, level, x, y], [similarity_map, status], api_name="similarity",
-                             **queue)
-        image.select(select_point, None, point, api_visibility="private").success(
-            similarity_at, *similarity_io, api_visibility="private", **queue
-        )
-        level.change(similarity_at, *similarity_io, api_visibility="private", **queue).success(
-            neighbours, *neighbour_io, api_visibility="private", **queue
-        )
-        seed.release(masks, *mask_io, api_visibility="private", **queue)
-        k.release(neighbours, *neighbour_io, api_visibility="private", **queue)
+                outputs = output_panel(runtime, gallery)
+        wire(handlers, inputs, outputs, {"concurrency_id": MODEL_QUEUE, "concurrency_limit": concurrency})
     return demo
 
 

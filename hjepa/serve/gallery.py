@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from hjepa.errors import OptionError
-from hjepa.inference.cache import FeatureCache
-from hjepa.inference.images import IMAGE_SUFFIXES, read_image
-from hjepa.inference.runtime import Runtime
+from hjepa.inference.features.cache import FeatureCache
+from hjepa.inference.runtimes.images import IMAGE_SUFFIXES, read_image
+from hjepa.inference.runtimes.runtime import Runtime
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 
@@ -144,7 +144,7 @@ def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = No
 def dataset_gallery(name: str, size: int, data_dir: str | None = None, cache_dir: str | Path | None = None) -> Gallery:
     """An evenly spread ``size``-image subset of dataset ``name``'s test split (raises DataError when absent)."""
     from hjepa.data import build_dataset
-    from hjepa.inference.features import spread_arrays
+    from hjepa.inference.features.extract import spread_arrays
 
     dataset = build_dataset(name, "test", data_dir=data_dir, download=False)
     images, labels = spread_arrays(dataset, size)
@@ -205,6 +205,6 @@ def build_gallery(
 
 
 def _spread(count: int, total: int) -> list[int]:
-    from hjepa.inference.features import spread_subset
+    from hjepa.inference.features.extract import spread_subset
 
     return spread_subset(count, total).tolist()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Anchors of a perceptually ordered dark-blue -> teal -> yellow colour map (close to viridis), for similarity maps.
+# Dark blue -> teal -> yellow, close to viridis.
 _COLOUR_ANCHORS = np.array(
     [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
     dtype=np.float32,

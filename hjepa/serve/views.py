@@ -1,6 +1,6 @@
 """What the app computes, without Gradio: image in, pictures and short texts out.
 
-``Views`` wraps one runtime (and optionally a gallery) and answers the four questions the app asks: the per-level
+``Explorer`` wraps one runtime (and optionally a gallery) and answers the four questions the app asks: the per-level
 PCA maps (``embed``), the training masks over the image (``masks``), the similarity of one patch to the rest
 (``similarity``) and the nearest gallery images (``neighbours``). Each answer comes with a status line naming the
 back-end and the model latency in milliseconds. Tokens of recent images are kept, so a click or a level change
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from hjepa.config import MaskConfig
-from hjepa.inference.images import (
+from hjepa.inference.runtimes.images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     ImageInput,
@@ -29,7 +29,7 @@ from hjepa.inference.images import (
     to_rgb_array,
     unit_to_cell,
 )
-from hjepa.inference.runtime import Runtime
+from hjepa.inference.runtimes.runtime import Runtime
 from hjepa.masks import HierarchicalMaskGenerator, MultiBlockMaskGenerator, draw_masks, mask_statistics
 from hjepa.serve.gallery import Gallery, thumbnail
 from hjepa.serve.maps import cosine_similarity_map, pca_rgb, similarity_overlay, upscale_nearest
@@ -37,7 +37,7 @@ from hjepa.serve.maps import cosine_similarity_map, pca_rgb, similarity_overlay,
 _CACHE_ENTRIES = 16
 
 
-class Views:
+class Explorer:
     """The app's computations over ``runtime`` (and ``gallery`` for neighbours); pictures are ``display_size`` px.
 
     ``max_upload_bytes`` and ``max_pixels`` bound image files handed in by path (uploads): larger files, or pictures

@@ -2,8 +2,8 @@
 
 A checkpoint is a dict of tensors and plain values written with ``torch.save`` and read back with
 ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is rejected.
-Each save stores a SHA-256 of the model weights (``model_sha256``), which ``hjepa.inference.checkpoint.load_checkpoint``
-checks together with the zip CRCs.
+Each save stores a SHA-256 of the model weights (``model_sha256``), which
+``hjepa.inference.artifacts.checkpoint.load_checkpoint`` checks together with the zip CRCs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch.nn as nn
 
 import hjepa
 from hjepa.config import Config
-from hjepa.inference.checkpoint import (  # noqa: F401  (re-exported: the training side's names)
+from hjepa.files import atomic_open, remove_stale_temp_files
+from hjepa.inference.artifacts.checkpoint import (  # noqa: F401  (re-exported: the training side's names)
     DIGEST_KEY,
     FORMAT,
     CheckpointError,
@@ -28,7 +29,6 @@ from hjepa.inference.checkpoint import (  # noqa: F401  (re-exported: the traini
     load_model_state,
     tensor_digest,
 )
-from hjepa.train.atomic import atomic_open, remove_stale_temp_files
 
 CHECKPOINT_NAMES = ("last.pt", "step_*.pt")  # what save_checkpoint writes, for the cleanup of stale temporaries
 
@@ -144,7 +144,7 @@ def save_checkpoint(
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the training model (with its loss) a checkpoint was trained with and load its weights; returns
-    (model, config, state). Inference reads only the encoder: ``hjepa.inference.checkpoint``."""
+    (model, config, state). Inference reads only the encoder: ``hjepa.inference.artifacts.checkpoint``."""
     from hjepa.train.model import build_training_model
 
     state = load_checkpoint(path)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hjepa.train.atomic import atomic_write_text
+from hjepa.files import atomic_write_text
 
 
 class MetricsLogger:
@@ -43,7 +43,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
-        # Through a temporary file and a rename: truncating in place, a kill mid-write left an empty history.
+        # Truncating in place, a kill mid-write left an empty history.
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def close(self) -> None:

@@ -25,11 +25,11 @@ from hjepa.data import (
     batch_generator,
     build_dataset,
 )
-from hjepa.device import resolve_device
+from hjepa.device import amp_enabled, resolve_device
 from hjepa.errors import HJEPAError
+from hjepa.files import atomic_write_text, remove_stale_temp_files
 from hjepa.masks import MaskBatch, build_mask_generator
 from hjepa.models import HJEPA
-from hjepa.train.atomic import atomic_write_text, remove_stale_temp_files
 from hjepa.train.checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -57,13 +57,12 @@ def masks_to(masks: MaskBatch, device: torch.device) -> MaskBatch:
     return masks.to(device)
 
 
-# Settings a resumed run may change without leaving the uninterrupted run's trajectory (where and how it runs, what
-# it logs and keeps); any other change is reported, since the resumed run then differs from an uninterrupted one.
+# Settings a resume may change without leaving the uninterrupted run's path; other changes are reported.
 _RESUME_NEUTRAL = ("train.out_dir", "train.device", "train.progress", "train.log_every", "train.checkpoint_every",
                    "train.keep_last", "train.knn_", "data.data_dir", "data.download", "data.num_workers", "eval.",
                    "export.")
 
-# What a resumable checkpoint must hold, by type (a damaged file otherwise fails deep inside torch with a KeyError).
+# What a resumable checkpoint holds (else a KeyError deep in torch).
 _ENTRY_TYPES: dict[str, type] = {"step": int, "model": dict, "optimizer": dict, "rng": dict}
 
 
@@ -88,8 +87,10 @@ def build_augment(cfg: Config, mean: tuple[float, ...], std: tuple[float, ...]) 
         return MultiViewAugment(
             cfg.model.img_size, data.num_global_views, data.num_local_views, data.local_img_size,
             crop_scale=data.crop_scale, local_crop_scale=data.local_crop_scale, hflip=data.hflip, mean=mean, std=std,
+            zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale,
         )
-    return PretrainAugment(cfg.model.img_size, crop_scale=data.crop_scale, hflip=data.hflip, mean=mean, std=std)
+    return PretrainAugment(cfg.model.img_size, crop_scale=data.crop_scale, hflip=data.hflip, mean=mean, std=std,
+                           zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale)
 
 
 def seed_everything(seed: int) -> None:
@@ -112,13 +113,48 @@ def compile_runner(module: torch.nn.Module, backend: str = "inductor") -> torch.
     return torch.compile(module, dynamic=True, backend=backend)
 
 
-def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwrite: bool = False) -> TrainResult:
-    """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir.
+@dataclass
+class MetricsWindow:
+    """Sums of the scalar outputs since the last log record. They travel in the checkpoint, so a run resumed between
+    two log steps writes the same averages as an uninterrupted one."""
 
-    ``stop_at`` ends the run early after that step (with a checkpoint) without changing the schedules, as a time-limited
-    job would; ``resume=True`` later continues exactly where it stopped. A directory that already holds a run
-    (``checkpoints/last.pt``) is refused unless ``resume`` or ``overwrite`` says what to do with it.
-    """
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0
+    timed_steps: int = 0  # throughput: steps run by this process
+    data_time: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, scalars: dict[str, torch.Tensor]) -> None:
+        for key, value in scalars.items():
+            self.sums[key] = self.sums.get(key, 0) + value.float()
+        self.steps += 1
+        self.timed_steps += 1
+
+    def record(self, batch_size: int, outputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.start
+        record = {k: float(v) / self.steps for k, v in self.sums.items()}
+        record.update(
+            images_per_s=self.timed_steps * batch_size * dist.world_size() / max(elapsed, 1e-9),
+            data_time=self.data_time / self.timed_steps,
+            **collapse_diagnostics(outputs["target_pooled"]),
+        )
+        if device.type == "cuda":
+            record["memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        return record
+
+    def state(self) -> dict:
+        return {"steps": self.steps, "sums": {k: v.cpu() for k, v in self.sums.items()}}
+
+
+@dataclass
+class Resumed:
+    step: int = 0
+    loss: float = math.nan
+    window: MetricsWindow = field(default_factory=MetricsWindow)
+
+
+def check_run_folder(cfg: Config, resume: bool, overwrite: bool, stop_at: int | None) -> tuple[Path, Path]:
+    """``(out_dir, checkpoints dir)``; refuses a run folder that is a file or already holds a run."""
     if stop_at is not None and stop_at < 1:
         raise ConfigError(f"the stop step (--stop-after) must be >= 1, got {stop_at}")
     out_dir = Path(cfg.train.out_dir)
@@ -129,12 +165,129 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     if not resume and not overwrite and (ckpt_dir / "last.pt").exists():
         raise ConfigError(f"{out_dir} already holds a run ({ckpt_dir / 'last.pt'}): continue it with --resume, start "
                           "it over with --overwrite, or choose another --out")
+    return out_dir, ckpt_dir
+
+
+def resume_from(last: Path, cfg: Config, model: HJEPA, optimizer: torch.optim.Optimizer,
+                device: torch.device) -> Resumed:
+    """Load ``last`` into ``model`` and ``optimizer`` and restore the RNGs; refuses a different model config."""
+    if not last.exists():
+        raise CheckpointError(f"--resume given but {last} does not exist")
+    state = load_checkpoint(last)
+    missing = [key for key, kind in _ENTRY_TYPES.items() if not isinstance(state.get(key), kind)]
+    if missing:
+        raise CheckpointError(f"cannot resume {last}: it has no usable {', '.join(missing)} entry")
+    saved = checkpoint_config(state)
+    if saved.model != cfg.model:
+        raise CheckpointError(f"cannot resume {last}: its model config differs from this run's")
+    changed = config_differences(saved, cfg, ignore=_RESUME_NEUTRAL)
+    if changed and dist.is_main():
+        warnings.warn(f"resuming {last} with settings that differ from the run's ({'; '.join(changed)}): the "
+                      "resumed run will not match an uninterrupted one", stacklevel=3)
+    load_model_state(model, state["model"], source=str(last))
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot resume {last}: its optimizer state does not fit ({reason})") from None
+    restore_rng_state(state["rng"])
+    saved_window = state.get("metrics_window") or {}
+    window = MetricsWindow({k: v.to(device) for k, v in saved_window.get("sums", {}).items()},
+                           int(saved_window.get("steps", 0)))
+    return Resumed(int(state["step"]), float(state.get("loss", math.nan)), window)
+
+
+def wrap_model(model: HJEPA, cfg: Config, distributed: bool, device: torch.device) -> torch.nn.Module:
+    """The module the step calls: DDP when distributed, compiled when asked."""
+    runner: torch.nn.Module = model
+    if distributed:
+        # Buffers never change: no broadcast per forward (torch >= 2.14 renames the flag).
+        no_buffer_sync = ({"forward_sync_buffers": False}
+                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                         **no_buffer_sync)
+    return compile_runner(runner) if cfg.train.compile else runner
+
+
+class BatchMaker:
+    """Step ``step``'s views and masks from the loader's images: the augmentation, the mask generator and the
+    neighbour views, each seeded by step so a resumed run draws the same batches."""
+
+    def __init__(self, cfg: Config, dataset: object, model: HJEPA, batches: TrainBatches, device: torch.device):
+        self.cfg, self.model, self.batches, self.device = cfg, model, batches, device
+        self.augment = build_augment(cfg, dataset.mean, dataset.std)
+        # The multi-view objective has no masks: its views are the augmentation's output.
+        self.mask_generator = (build_mask_generator(cfg.masks, model.grid, model.num_levels)
+                               if cfg.model.objective == "masked" else None)
+        self.neighbours = None
+        if cfg.data.neighbour_views:
+            if not dataset.in_memory:
+                raise ConfigError(
+                    f"data.neighbour_views needs an in-memory dataset; {dataset.name} decodes images lazily")
+            table_device = device if cfg.data.on_device else torch.device("cpu")  # where the crops are made
+            self.neighbours = PixelNeighbours(dataset.tensors()[0].to(table_device), cfg.data.neighbour_views,
+                                              cfg.data.neighbour_pool)
+
+    def __call__(self, step: int, images: torch.Tensor) -> tuple[torch.Tensor, MaskBatch | None]:
+        cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
+        masks = None
+        if self.mask_generator is not None:  # identical on every rank: seeded by step only
+            masks = self.mask_generator(cfg.data.batch_size, batch_generator(seed, step, "cpu"))
+            if self.model.packs_queries:
+                masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
+            masks = masks_to(masks, device)
+        aug_gen = batch_generator(seed * 7919 + dist.rank(), step, images.device)
+        if self.neighbours is not None:  # its own generator: the crops stay those of a run without neighbours
+            second = self.neighbours(images, self.batches.batch_indices(step),
+                                     batch_generator(seed * 7907 + dist.rank(), step, "cpu"))
+            images = self.augment(images.to(device, non_blocking=True), aug_gen, second.to(device, non_blocking=True))
+        else:
+            images = self.augment(images.to(device, non_blocking=True), aug_gen)
+        torch.manual_seed(seed * 1_000_003 + step)  # drop path draws from the global RNG
+        return images, masks
+
+
+def prepare_run_folder(cfg: Config, out_dir: Path, ckpt_dir: Path, logger: MetricsLogger, start_step: int) -> bool:
+    """Clear what a killed or replaced run left; returns whether ``config.yaml`` was written. A resumed run writes
+    it only with its first checkpoint, so a resume that fails before that leaves the old one in place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_checkpoint_temporaries(ckpt_dir)  # SIGKILL leaves them; this run is the only writer here
+    remove_stale_temp_files(out_dir, (logger.path.name, "config.yaml"))
+    if start_step:
+        logger.truncate_after(start_step)
+        return False
+    atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
+    logger.path.unlink(missing_ok=True)  # a fresh start: nothing of an earlier run may pass for this one's
+    for stale in ckpt_dir.glob("*.pt"):
+        stale.unlink()
+    return True
+
+
+def check_finite(loss: torch.Tensor, scalars: dict[str, torch.Tensor], step: int, ckpt_dir: Path) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        parts = {k: round(float(v), 5) for k, v in scalars.items()}
+        kept = (f"the last good checkpoint in {ckpt_dir} is intact" if (ckpt_dir / "last.pt").exists()
+                else "no checkpoint had been written yet")
+        raise NonFiniteLossError(f"non-finite loss at step {step}: {parts}; {kept}")
+    return value
+
+
+def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwrite: bool = False) -> TrainResult:
+    """Train HJEPA as ``cfg`` says, writing ``config.yaml``, ``checkpoints/`` and ``metrics.jsonl`` under out_dir.
+
+    ``stop_at`` ends the run early after that step (with a checkpoint) without changing the schedules;
+    ``resume=True`` later continues exactly there. A folder holding a run needs ``resume`` or ``overwrite``.
+    """
+    # Phase 1. Device, data, model, optimizer; resume.
+    out_dir, ckpt_dir = check_run_folder(cfg, resume, overwrite, stop_at)
     device = resolve_device(cfg.train.device)
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank())
+    use_amp = amp_enabled(device, cfg.train.amp, cfg.train.cpu_amp)
     seed_everything(cfg.train.seed)
-
     dataset = build_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.download)
     if cfg.data.limit:
         dataset = dataset.limit(cfg.data.limit)
@@ -142,178 +295,56 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, overwri
     schedules = build_schedules(cfg)
     model.set_momentum_schedule(schedules.momentum)
     optimizer = build_optimizer(model, cfg.optim, device)
-
-    start_step, last_loss = 0, math.nan
-    # The metrics window (sums over the steps since the last log record) travels in the checkpoint, so a run resumed
-    # between two log steps writes the same averages as an uninterrupted one.
-    window: dict[str, torch.Tensor] = {}
-    window_steps = 0
-    if resume and (ckpt_dir / "last.pt").exists():
-        last = ckpt_dir / "last.pt"
-        state = load_checkpoint(last)
-        missing = [key for key, kind in _ENTRY_TYPES.items() if not isinstance(state.get(key), kind)]
-        if missing:
-            raise CheckpointError(f"cannot resume {last}: it has no usable {', '.join(missing)} entry")
-        saved = checkpoint_config(state)
-        if saved.model != cfg.model:
-            raise CheckpointError(f"cannot resume {last}: its model config differs from this run's")
-        changed = config_differences(saved, cfg, ignore=_RESUME_NEUTRAL)
-        if changed and dist.is_main():
-            warnings.warn(f"resuming {last} with settings that differ from the run's ({'; '.join(changed)}): the "
-                          "resumed run will not match an uninterrupted one", stacklevel=2)
-        load_model_state(model, state["model"], source=str(last))
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"cannot resume {last}: its optimizer state does not fit ({reason})") from None
-        restore_rng_state(state["rng"])
-        start_step = int(state["step"])
-        last_loss = float(state.get("loss", math.nan))
-        saved_window = state.get("metrics_window") or {}
-        window = {k: v.to(device) for k, v in saved_window.get("sums", {}).items()}
-        window_steps = int(saved_window.get("steps", 0))
-    elif resume:
-        raise CheckpointError(f"--resume given but {ckpt_dir / 'last.pt'} does not exist")
-
-    runner: torch.nn.Module = model
-    if distributed:
-        # The model's buffers (sin-cos position tables, the momentum schedule) never change after construction, so
-        # they are not re-broadcast from rank 0 before every forward (the default), which is pure communication.
-        # torch >= 2.14 names this forward_sync_buffers (and warns about the old name); older releases only know
-        # broadcast_buffers.
-        no_buffer_sync = ({"forward_sync_buffers": False}
-                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                          else {"broadcast_buffers": False})
-        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                         **no_buffer_sync)
-    if cfg.train.compile:
-        runner = compile_runner(runner)
-
-    augment = build_augment(cfg, dataset.mean, dataset.std)
-    # The multi-view objective has no masks: its views are the augmentation's output.
-    mask_generator = (build_mask_generator(cfg.masks, model.grid, model.num_levels)
-                      if cfg.model.objective == "masked" else None)
-    batches = TrainBatches(
-        dataset,
-        cfg.data.batch_size,
-        seed=cfg.train.seed,
-        rank=dist.rank(),
-        world_size=dist.world_size(),
-        device=device,
-        on_device=cfg.data.on_device,
-        num_workers=cfg.data.num_workers,
-    )
-    neighbours = None
-    if cfg.data.neighbour_views:
-        if not dataset.in_memory:
-            raise ConfigError(f"data.neighbour_views needs an in-memory dataset; {dataset.name} decodes images lazily")
-        # With data.on_device the pixel table and the search live on the training device, like the crops.
-        table_device = device if cfg.data.on_device else torch.device("cpu")
-        neighbours = PixelNeighbours(dataset.tensors()[0].to(table_device), cfg.data.neighbour_views,
-                                     cfg.data.neighbour_pool)
+    start = resume_from(ckpt_dir / "last.pt", cfg, model, optimizer, device) if resume else Resumed()
+    runner = wrap_model(model, cfg, distributed, device)
+    batches = TrainBatches(dataset, cfg.data.batch_size, seed=cfg.train.seed, rank=dist.rank(),
+                           world_size=dist.world_size(), device=device, on_device=cfg.data.on_device,
+                           num_workers=cfg.data.num_workers)
+    make_batch = BatchMaker(cfg, dataset, model, batches, device)
     main = dist.is_main()
-    monitor = None
-    if cfg.train.knn_every and main:
-        monitor = KnnMonitor(cfg, device, cfg.train.knn_train_samples, cfg.train.knn_test_samples)
+    monitor = (KnnMonitor(cfg, device, cfg.train.knn_train_samples, cfg.train.knn_test_samples)
+               if cfg.train.knn_every and main else None)
 
-    # Only now, with everything that can refuse the config built, touch the run directory: a run that fails to start
-    # must not delete the metrics or overwrite the config of the run already there.
+    # Phase 2. The run folder, only now that everything that can refuse the config is built.
     logger = MetricsLogger(out_dir, enabled=main)
-    # config.yaml describes the checkpoint beside it: a fresh run writes it now, a resumed one (whose settings may
-    # differ) only with its first checkpoint, so a resume that fails before that leaves the old one in place.
-    config_written = False
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # SIGKILL during a write leaves its hidden temporary file; this run is the only writer here.
-        remove_stale_checkpoint_temporaries(ckpt_dir)
-        remove_stale_temp_files(out_dir, (logger.path.name, "config.yaml"))
-        if not start_step:
-            atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
-            config_written = True
-        if start_step:
-            logger.truncate_after(start_step)
-        else:  # a fresh start (or --overwrite): nothing of an earlier run may be mistaken for this one's
-            logger.path.unlink(missing_ok=True)
-            for stale in ckpt_dir.glob("*.pt"):
-                stale.unlink()
+    config_written = prepare_run_folder(cfg, out_dir, ckpt_dir, logger, start.step) if main else False
 
-    # On the CPU a sync is free, so the loss is checked every step; on a GPU only at log steps (no host syncs).
-    check_every = 1 if device.type == "cpu" else cfg.train.log_every
-    history: list[dict] = []
-    timed_steps, data_time, window_start = 0, 0.0, time.perf_counter()  # throughput: steps run by this process
-    knn_result, done = None, start_step
-    bar = tqdm(total=cfg.train.steps, initial=start_step, disable=not (main and cfg.train.progress), desc="train")
+    # Phase 3. The steps.
+    check_every = 1 if device.type == "cpu" else cfg.train.log_every  # a sync is free on the CPU only
+    end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
+    window, last_loss, history, knn_result, done = start.window, start.loss, [], None, start.step
+    bar = tqdm(total=cfg.train.steps, initial=start.step, disable=not (main and cfg.train.progress), desc="train")
     model.train()
-    fetch_start = time.perf_counter()
-    for step, images, _labels in batches.iterate(start_step):
-        if step >= (cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)):
+    window.start = fetch_start = time.perf_counter()
+    for step, images, _labels in batches.iterate(start.step):
+        if step >= end:
             break
-        # Masks are identical on every rank (seeded by step only); augmentation differs per rank.
-        masks = None
-        if mask_generator is not None:
-            masks = mask_generator(cfg.data.batch_size, batch_generator(cfg.train.seed, step, "cpu"))
-            if model.packs_queries:
-                masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
-            masks = masks_to(masks, device)
-        aug_gen = batch_generator(cfg.train.seed * 7919 + dist.rank(), step, images.device)
-        if neighbours is not None:  # its own generator: the crops stay those of a run without neighbour views
-            second = neighbours(images, batches.batch_indices(step),
-                                batch_generator(cfg.train.seed * 7907 + dist.rank(), step, "cpu"))
-            images = augment(images.to(device, non_blocking=True), aug_gen, second.to(device, non_blocking=True))
-        else:
-            images = augment(images.to(device, non_blocking=True), aug_gen)
-        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # drop path draws from the global RNG
-        data_time += time.perf_counter() - fetch_start
-
-        outputs = train_step(
-            runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad, cfg.train.amp
-        )
+        images, masks = make_batch(step, images)
+        window.data_time += time.perf_counter() - fetch_start
+        outputs = train_step(runner, model, images, masks, optimizer, schedules, step, cfg.optim.clip_grad, use_amp)
         scalars = {k: v.detach() for k, v in outputs.items() if v.ndim == 0}
-        for key, value in scalars.items():
-            window[key] = window.get(key, 0) + value.float()
-        window_steps += 1
-        timed_steps += 1
+        window.add(scalars)
         done = step + 1
 
-        # Always check before a checkpoint is written, so a saved checkpoint never holds non-finite weights.
+        # Phase 4. Loss check (always before a checkpoint), logging, k-NN, checkpoint.
+        saving = main and (done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at))
         if done % check_every == 0 or done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at):
-            last_loss = float(outputs["loss"].detach())
-            if not math.isfinite(last_loss):
-                parts = {k: round(float(v), 5) for k, v in scalars.items()}
-                kept = (f"the last good checkpoint in {ckpt_dir} is intact" if (ckpt_dir / "last.pt").exists()
-                        else "no checkpoint had been written yet")
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {step}: {parts}; {kept}"
-                )
-        # Not at stop_at: a record there would average a partial window that the uninterrupted run never writes.
+            last_loss = check_finite(outputs["loss"], scalars, step, ckpt_dir)
+        # Not at stop_at: an uninterrupted run never writes that partial window.
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            elapsed = time.perf_counter() - window_start
-            record = {k: float(v) / window_steps for k, v in window.items()}
-            record.update(
-                images_per_s=timed_steps * cfg.data.batch_size * dist.world_size() / max(elapsed, 1e-9),
-                data_time=data_time / timed_steps,
-                **collapse_diagnostics(outputs["target_pooled"]),
-            )
-            if device.type == "cuda":
-                record["memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            record = window.record(cfg.data.batch_size, outputs, device)
             logger.log(done, record)
             history.append({"step": done, **record})
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            window, window_steps, timed_steps, data_time, window_start = {}, 0, 0, 0.0, time.perf_counter()
+            window = MetricsWindow()
         if monitor is not None and (done % cfg.train.knn_every == 0 or done == cfg.train.steps):
             knn_result = monitor(model)
             prefix = "knn_top1" if cfg.train.knn_split == "test" else "knn_val_top1"
             logger.log(done, {f"{prefix}_k{k}": v["top1"] for k, v in knn_result.items()})
-        if main and (done % cfg.train.checkpoint_every == 0 or done in (cfg.train.steps, stop_at)):
-            save_checkpoint(
-                ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,
-                periodic=done % cfg.train.checkpoint_every == 0,
-                extra={
-                    "loss": last_loss,
-                    "metrics_window": {"steps": window_steps, "sums": {k: v.cpu() for k, v in window.items()}},
-                },
-            )
+        if saving:
+            save_checkpoint(ckpt_dir, done, model, optimizer, cfg, cfg.train.keep_last,
+                            periodic=done % cfg.train.checkpoint_every == 0,
+                            extra={"loss": last_loss, "metrics_window": window.state()})
             if not config_written:
                 atomic_write_text(out_dir / "config.yaml", cfg.to_yaml())
                 config_written = True

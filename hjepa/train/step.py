@@ -12,9 +12,9 @@ from hjepa.train.schedules import Schedules
 
 
 def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing on the CPU. bf16 needs no GradScaler (only float16 does)."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bf16 autocast when ``amp`` (resolved per device by ``hjepa.device.amp_enabled``). bf16 needs no GradScaler."""
+    if amp:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -27,7 +27,7 @@ def train_step(
     schedules: Schedules,
     step: int,
     clip_grad: float = 0.0,
-    amp: bool = True,
+    amp: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Run step ``step`` and return the model's output dict (tensors still on the device: no host sync here).
 

@@ -8,7 +8,7 @@ those they build on, ``requires``) in ``order``, level by level, inside the stag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,11 @@ from hjepa.export.errors import ExportError
 from hjepa.export.onnx_export import check_opset
 from hjepa.export.staging import StagedDirectory
 from hjepa.export.verify import sample_inputs
-from hjepa.inference.artifact import LoadedModel
+from hjepa.inference.artifacts.artifact import LoadedModel
+from hjepa.logs import Log
 from hjepa.registry import Registry
 
 EXPORT_FORMATS = Registry("export format")
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -135,7 +135,7 @@ class ExportFormat:
     def export_level(self, job: LevelJob) -> None:
         """Write this format's files for ``job.level`` into ``job.out`` and record them in ``job.entry``."""
 
-    def export_model(self, loaded: LoadedModel, out: Path, manifest: dict[str, Any], say: Log) -> None:
+    def export_model(self, loaded: LoadedModel, out: Path, manifest: dict[str, Any], log: Log) -> None:
         """Write this format's whole-model files into ``out`` and record them in ``manifest``."""
 
 

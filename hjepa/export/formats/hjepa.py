@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, Log
-from hjepa.inference.artifact import SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
+from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat
+from hjepa.inference.artifacts.artifact import SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
+from hjepa.logs import Log
 
 
 @EXPORT_FORMATS.register("hjepa")
@@ -16,7 +17,7 @@ class ArtifactFormat(ExportFormat):
     order = 30
     per_level = False
 
-    def export_model(self, loaded: LoadedModel, out: Path, manifest: dict[str, Any], say: Log) -> None:
+    def export_model(self, loaded: LoadedModel, out: Path, manifest: dict[str, Any], log: Log) -> None:
         manifest["artifact"] = {"spec": SPEC_NAME, "weights": WEIGHTS_NAME,
                                 "levels": write_artifact(loaded, out)["feature"]["levels"]}
-        say(f"encoder artifact: {SPEC_NAME} + {WEIGHTS_NAME} (levels {manifest['artifact']['levels']})")
+        log(f"encoder artifact: {SPEC_NAME} + {WEIGHTS_NAME} (levels {manifest['artifact']['levels']})")

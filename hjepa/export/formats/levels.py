@@ -20,8 +20,8 @@ from hjepa.export.external_data import export_large_level
 from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, ExportOptions, Log
 from hjepa.export.manifest import encode_metadata
 from hjepa.export.onnx_export import is_large, needs_external_data, save_onnx, set_metadata, trace_onnx
-from hjepa.export.verify import ort_runner, ort_session, sample_inputs, tolerance_for, verify
-from hjepa.inference.artifact import LoadedModel
+from hjepa.export.verify import cpu_session, ort_runner, sample_inputs, tolerance_for, verify
+from hjepa.inference.artifacts.artifact import LoadedModel
 from hjepa.models.level_encoder import build_level_encoder
 
 LEVELS_FILE = "levels.onnx"
@@ -93,7 +93,7 @@ class AllLevelsFormat(ExportFormat):
         def torch_outputs(inputs: Any) -> list[Any]:
             return [t.numpy() for t in module(torch.from_numpy(inputs))]
 
-        checks = verify(ort_runner(ort_session(path), names), torch_outputs, make_inputs, sorted({1, batch}),
+        checks = verify(ort_runner(cpu_session(path), names), torch_outputs, make_inputs, sorted({1, batch}),
                         tolerance_for("fp32", loaded.config.export), f"{LEVELS_FILE} (levels {levels})",
                         "PyTorch fp32", names)
         size = sum(p.stat().st_size for p in (path, out / f"{LEVELS_FILE}.data") if p.is_file())

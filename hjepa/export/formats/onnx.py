@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from hjepa.export.onnx_export import (
     simplify,
     trace_onnx,
 )
-from hjepa.export.verify import ort_runner, ort_session, tolerance_for, torch_runner, verify
+from hjepa.export.verify import cpu_session, ort_runner, tolerance_for, torch_runner, verify
+from hjepa.files import move
 from hjepa.models.hierarchy import level_grid
 from hjepa.models.level_encoder import build_level_encoder
 
@@ -47,7 +47,7 @@ class OnnxFormat(ExportFormat):
 
         # Step 2. onnxruntime vs PyTorch float32.
         what = f"level {level} ONNX ({'fp16' if options.half else 'fp32'})"
-        session = ort_session(onnx_path)
+        session = cpu_session(onnx_path)
         checks = job.checks
         checks["onnxruntime"] = verify(ort_runner(session), torch_runner(reference), job.make_inputs, job.batches,
                                        tolerance_for("fp16" if options.half else "fp32", cfg.export), what,
@@ -67,7 +67,7 @@ class OnnxFormat(ExportFormat):
             int8_model = load_graph(int8_path)  # its weights stay where quantization wrote them
             set_metadata(int8_model, encode_metadata(metadata))
             save_graph(int8_model, int8_path)
-            int8_session = ort_session(int8_path)
+            int8_session = cpu_session(int8_path)
             checks["onnxruntime_fp32"] = checks.pop("onnxruntime")
             checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,
                                            job.batches, tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)",
@@ -78,7 +78,7 @@ class OnnxFormat(ExportFormat):
             for name in (onnx_path.name, external_data_name(onnx_path)):
                 (out / name).unlink(missing_ok=True)
                 if (int8_dir / name).is_file():
-                    os.replace(int8_dir / name, out / name)
+                    move(int8_dir / name, out / name)
             shutil.rmtree(int8_dir)
             session = int8_session
 
@@ -116,8 +116,8 @@ class OnnxFormat(ExportFormat):
         opset = options.opset or cfg.export.opset
         example = torch.from_numpy(job.make_inputs(max(job.batch, 2) if options.dynamic else job.batch))
         metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), job.model.head_dim,
-                                  job.mean, job.std, job.input_format, job.sha, "fp16" if options.half else "fp32",
-                                  job.provenance)
+                                  (job.mean, job.std), job.input_format, job.sha,
+                                  "fp16" if options.half else "fp32", job.provenance)
         fuse_wanted = options.fuse and not options.half and job.resources.get("trt") is None
         fuse_inputs = job.make_inputs(job.batch) if fuse_wanted else None
         if is_large(module):

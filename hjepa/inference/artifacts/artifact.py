@@ -1,23 +1,8 @@
-"""The encoder artifact: what inference needs, travelling with the weights (as timm's ``pretrained_cfg`` and
-nanoGPT's ``model_args`` do).
+"""The encoder artifact: what inference needs, travelling with the weights (as timm's ``pretrained_cfg``).
 
-On disk: a directory holding ``encoder.safetensors`` (the target encoder and the target-side level heads, nothing
-of training) and ``encoder.json``::
-
-    {"format": "hjepa-encoder-v1",
-     "architecture": {"family": "hjepa-vit", "embed_dim", "depth", "num_heads", "patch_size", "img_size",
-                      "class_token": false, "pos_embed": "sincos-2d" | "table", "num_levels", "head": ...},
-     "preprocessing": {"img_size", "mean", "std"},          # [0, 1] pixel units, per channel
-     "feature": {"recipe": ..., "levels": [...]},           # how a level-k feature is made from the tokens
-     "provenance": {"source", "source_sha256", "config_name", "licence", "hjepa_version", "created"},
-     "config": {...}}                                       # the resolved training config, when there is one
-
-Mean / std and image size are read from here by every runtime, never looked up by dataset name. A foreign ViT
-(``hjepa-import``) writes the same two files with ``family: "vit"``: the architecture block of
-``hjepa.models.pretrained.EncoderArchitecture`` (head count, MLP width, norm eps, class token, level head),
-``pos_embed: "table"`` (the stored position table is the ``target_encoder.pos_embed`` weight), its own mean / std,
-licence and a ``parity`` block; it is built as a ``PretrainedEncoder`` and carries no training config.
-``load_source_model`` opens either an artifact or a training checkpoint and returns the same :class:`LoadedModel`.
+A directory of ``encoder.safetensors`` (target encoder + target-side heads) and ``encoder.json`` (architecture,
+preprocessing, feature recipe, provenance, config); the layout is in docs/internals.md. ``load_source_model``
+opens an artifact or a training checkpoint as the same :class:`LoadedModel`.
 """
 
 from __future__ import annotations
@@ -35,7 +20,7 @@ from safetensors.torch import load_file, save_file
 import hjepa
 from hjepa.config import Config, ConfigError
 from hjepa.data import DATASET_STATS, dataset_stats
-from hjepa.inference.checkpoint import (
+from hjepa.inference.artifacts.checkpoint import (
     CheckpointError,
     check_state,
     checkpoint_config,
@@ -43,7 +28,7 @@ from hjepa.inference.checkpoint import (
     inference_state,
     load_checkpoint,
 )
-from hjepa.inference.hashing import file_sha256
+from hjepa.inference.artifacts.hashing import file_sha256
 from hjepa.models import build_model
 from hjepa.models.pretrained import FAMILY as PRETRAINED_FAMILY
 from hjepa.models.pretrained import EncoderArchitecture, PretrainedEncoder
@@ -136,7 +121,7 @@ def write_artifact(loaded: LoadedModel, directory: Path) -> dict[str, Any]:
     """``directory/encoder.safetensors`` + ``directory/encoder.json`` (the directory must exist); returns the spec."""
     weights = {k: v.detach().cpu().contiguous() for k, v in inference_state(loaded.model.state_dict()).items()}
     save_file(weights, str(directory / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
-    # safetensors has no checksum of its own: the file's SHA-256 goes into the spec and is checked on every load
+    # safetensors has no checksum: the spec holds the SHA-256, checked on load
     spec = {**loaded.spec, "weights_sha256": file_sha256(directory / WEIGHTS_NAME)}
     (directory / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
     return spec

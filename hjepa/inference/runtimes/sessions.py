@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from hjepa.errors import OptionError
-from hjepa.inference.metadata import RuntimeUnavailableError
+from hjepa.inference.artifacts.metadata import RuntimeUnavailableError
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("tokens", "pooled")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from hjepa.inference.hashing import file_sha256  # noqa: F401  (re-exported: caches key on it)
+from hjepa.files import atomic_path
 
 _FORMAT = "hjepa-features"
 _VERSION = "1"
@@ -83,14 +81,8 @@ class FeatureCache:
             "labels": labels.detach().cpu().long().contiguous(),
         }
         metadata = {"format": _FORMAT, "version": _VERSION, "key": key}
-        handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
-        os.close(handle)
-        try:
-            save_file(tensors, temporary, metadata=metadata)
-            os.replace(temporary, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary:
+            save_file(tensors, str(temporary), metadata=metadata)
         return path
 
     def store(self, key: str, features: Tensor, labels: Tensor) -> Path | None:

@@ -1,6 +1,6 @@
 """``TensorRTRuntime``: serialized TensorRT engines run through the TensorRT 10/11 tensor-address API.
 
-Each level's engine is an ``hjepa.inference.tensorrt_engine.EngineRunner``, the runner export verification uses too:
+Each level's engine is a ``tensorrt_engine.EngineRunner``, the runner export verification uses too:
 buffers are torch CUDA tensors (no pycuda), ``set_input_shape`` fixes the batch, ``set_tensor_address`` binds every
 I/O tensor, ``execute_async_v3`` runs on torch's current stream. A serialized engine has no room for metadata; it is
 read from its sidecar ``level{K}.engine.json``, the export's ``manifest.json`` or the ``.onnx`` file beside it.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hjepa.device import DeviceUnavailableError, resolve_device
-from hjepa.inference.metadata import (
+from hjepa.inference.artifacts.metadata import (
     MANIFEST_NAME,
     RuntimeSourceError,
     RuntimeUnavailableError,
@@ -29,8 +29,8 @@ from hjepa.inference.metadata import (
     metadata_from_levels,
     read_manifest,
 )
-from hjepa.inference.runtime import RUNTIMES, Runtime
-from hjepa.inference.tensorrt_engine import EngineRunner
+from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime
+from hjepa.inference.runtimes.tensorrt_engine import EngineRunner
 
 
 def import_tensorrt() -> ModuleType:
@@ -87,7 +87,7 @@ class TensorRTRuntime(Runtime):
         super().__init__()
         trt = import_tensorrt()
         self.device = cuda_device(device)
-        # A bad engine is the user's source (RuntimeSourceError); a failed execution is not (RuntimeError).
+        # A bad engine is the user's (RuntimeSourceError); a failed run is not.
         self.runners = {
             level: EngineRunner(trt, path, device=self.device, label=f"level {level}",
                                 source_error=RuntimeSourceError, run_error=RuntimeError)
@@ -174,12 +174,12 @@ def engine_metadata(engine_path: Path) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    from hjepa.inference.cache import file_sha256
+    from hjepa.inference.artifacts.hashing import file_sha256
 
     return file_sha256(path)
 
 
 def _config_or_none(config: dict[str, Any] | None) -> Any:
-    from hjepa.inference.runtime_onnx import _config_or_none as convert
+    from hjepa.inference.runtimes.runtime_onnx import _config_or_none as convert
 
     return convert(config)

@@ -9,10 +9,10 @@ import torch
 
 import hjepa
 from hjepa.config import Config
-from hjepa.inference import artifact
-from hjepa.inference.hashing import model_identity
-from hjepa.inference.metadata import RuntimeMetadata
-from hjepa.inference.runtime import RUNTIMES, Runtime, resolve_torch_device
+from hjepa.inference.artifacts import artifact
+from hjepa.inference.artifacts.hashing import model_identity
+from hjepa.inference.artifacts.metadata import RuntimeMetadata
+from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime, resolve_torch_device
 
 
 @RUNTIMES.register("torch")

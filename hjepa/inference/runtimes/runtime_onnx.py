@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from hjepa.inference.hashing import file_sha256
-from hjepa.inference.metadata import (
+from hjepa.inference.artifacts.hashing import file_sha256
+from hjepa.inference.artifacts.metadata import (
     RuntimeSourceError,
     decode_props,
     metadata_from_levels,
     read_manifest,
 )
-from hjepa.inference.runtime import RUNTIMES, Runtime
-from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES, choose_providers, ort_session
+from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime
+from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES, choose_providers, ort_session
 
 
 def _file_digest(paths: list[Path]) -> str:

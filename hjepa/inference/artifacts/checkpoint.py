@@ -1,13 +1,5 @@
-"""Reading training checkpoints for inference: safe loading (no arbitrary unpickling), format check, weights.
-
-A checkpoint is a dict of tensors and plain values written by ``hjepa.train.checkpoint.save_checkpoint`` and read
-back with ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a file that needs more is
-rejected. Loading also verifies integrity, since torch's reader does not check the zip CRCs it writes (100 flipped
-bytes in a weight load silently): every record's CRC is checked, and the model weights against the SHA-256 stored at
-save time (``model_sha256``; older checkpoints without it rely on the CRCs alone). Inference needs only the target
-encoder and the target-side level heads (``inference_state``), which ``hjepa.inference.artifact.load_source_model``
-loads into the architecture built without a loss; the training side (resume, diagnostics) keeps the full model
-(``hjepa.train.checkpoint.load_model``).
+"""Reading training checkpoints for inference: ``torch.load(weights_only=True)``, every zip CRC and the weights'
+SHA-256 checked (torch checks neither), and only the target encoder and its heads kept (``inference_state``).
 """
 
 from __future__ import annotations
@@ -144,8 +136,7 @@ def check_state(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
 
 
 
-# Weights inference reads: the target encoder and the target-side heads. The rest (context encoder, predictor,
-# projectors, the loss's buffers) is training state.
+# What inference reads; the rest is training state.
 INFERENCE_PREFIXES = ("target_encoder.", "target_heads.")
 
 

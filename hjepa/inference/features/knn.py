@@ -1,19 +1,8 @@
-"""Weighted k-nearest-neighbour classification of frozen features, as DINO evaluates it.
+"""Weighted k-NN on frozen features, as DINO's ``eval_knn.py``: cosine similarity, top-k, votes
+``exp(sim / T)``.
 
-Follows ``knn_classifier`` in facebookresearch/dino ``eval_knn.py``: features are L2-normalised, each test row is
-compared to every train row by cosine similarity (one matmul per chunk of test rows), the ``k`` most similar train
-rows vote for their label with weight ``exp(similarity / T)``, and the class scores are the summed votes.
-
-Tie-breaking (deterministic, the same on every device):
-  * neighbours: ordered by similarity, descending; train rows with exactly equal similarity are ordered by ascending
-    train index. ``torch.topk`` alone does not promise this (on CPU it returns tied indices in a scrambled order), so
-    rows whose k-th similarity is tied with unselected train rows are repaired explicitly. This also makes the first
-    ``k`` of the ``K > k`` neighbours identical to the ``k`` neighbours, which ``knn_evaluate`` relies on.
-  * predictions: exactly equal class scores go to the lowest class index (``torch.argmax`` returns the first
-    maximum; top-5 uses a stable descending sort for the same reason).
-
-``k`` larger than the number of train rows is clamped to that number, with a warning: the vote then uses every train
-row, which is the only sensible reading of such a request.
+Ties break the same on every device: equal similarities by train index, equal scores by class index
+(docs/internals.md). ``k`` above the train size is clamped, with a warning.
 """
 
 from __future__ import annotations
@@ -26,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# log(float32 max) ~ 88.7: above this exponent exp(sim / T) summed over k neighbours can overflow float32.
+# log(float32 max) ~ 88.7: a larger exponent can overflow the sum.
 _FLOAT32_LOG_MAX = 88.0
 
 
@@ -81,8 +70,7 @@ def _top_k_lowest_index_ties(similarity: Tensor, k: int) -> tuple[Tensor, Tensor
 
     similarity: [B, N]. Returns ``(values [B, k], indices [B, k])``.
     """
-    # One extra neighbour tells which rows have unselected train rows tied with the k-th: there the (k+1)-th value
-    # equals the k-th. Checking that costs nothing, unlike a comparison pass over the whole [B, N] block.
+    # The (k+1)-th neighbour flags ties with the k-th, without a pass over [B, N].
     extended = min(k + 1, similarity.shape[1])
     values, indices = similarity.topk(extended, dim=1, largest=True, sorted=True)
     ambiguous = (values[:, k] == values[:, k - 1]).nonzero().flatten().tolist() if extended > k else []
@@ -94,7 +82,7 @@ def _top_k_lowest_index_ties(similarity: Tensor, k: int) -> tuple[Tensor, Tensor
         tied = (row_sim == edge).nonzero().flatten()[: k - above.numel()]  # nonzero() is in ascending index order
         chosen = torch.cat([above, tied])
         indices[row], values[row] = chosen, row_sim[chosen]
-    # Sort by index, then stable-sort by similarity: equal similarities stay in ascending index order.
+    # Ties stay in ascending index order (stable sort after an index sort).
     indices, order = indices.sort(dim=1)
     values = values.gather(1, order)
     values, order = values.sort(dim=1, descending=True, stable=True)
@@ -146,7 +134,7 @@ def knn_scores(similarities: Tensor, neighbour_labels: Tensor, num_classes: int,
         exponent = exponent - exponent[:, :1]  # neighbours are sorted: column 0 holds the row maximum
     weights = exponent.exp()
     scores = torch.zeros(similarities.shape[0], num_classes, dtype=torch.float32, device=similarities.device)
-    # scatter_add equals DINO's (retrieval_one_hot * weights).sum(1) without building the [M, k, C] one-hot tensor.
+    # DINO's (one_hot * weights).sum(1) without the [M, k, C] one-hot.
     return scores.scatter_add_(1, neighbour_labels, weights)
 
 
@@ -218,7 +206,7 @@ def knn_evaluate(
     for k in ks:
         used = min(k, similarities.shape[1])  # already clamped (and warned about) by knn_neighbours
         scores = knn_scores(similarities[:, :used], neighbour_labels[:, :used], num_classes, temperature)
-        # A class counts as a prediction only if a neighbour voted for it (its weight may underflow to 0 at tiny T).
+        # Only voted classes count (weights can underflow to 0 at tiny T).
         voted = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, neighbour_labels[:, :used], True)
         accuracy = top_k_accuracy(scores, targets, (1, 5), candidates=voted)
         results[k] = {"top1": accuracy[1], "top5": accuracy[5]}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from hjepa.device import check_device_name
 from hjepa.errors import OptionError
-from hjepa.inference import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (register the back-ends)
-from hjepa.inference.artifact import is_artifact
-from hjepa.inference.metadata import MANIFEST_NAME, RuntimeSourceError, read_manifest
-from hjepa.inference.runtime import RUNTIMES, Runtime
+from hjepa.inference.artifacts.artifact import is_artifact
+from hjepa.inference.artifacts.metadata import MANIFEST_NAME, RuntimeSourceError, read_manifest
+from hjepa.inference.runtimes import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (register the back-ends)
+from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime
 
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

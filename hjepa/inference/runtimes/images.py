@@ -21,8 +21,7 @@ from hjepa.errors import HJEPAError
 
 ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# The app's default bound on decoded pixels per upload: a 40-megapixel photo is 120 MB as RGB and about 0.5 GB at the
-# peak of decoding and converting it; the model itself sees a few hundred pixels a side.
+# 40 MP is 120 MB as RGB, ~0.5 GB while decoding; the model sees a few hundred pixels a side.
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
@@ -62,8 +61,7 @@ def decode_image(
             check_pixels(path.name, image.size, max_pixels)
             drafted = image.size
             image.load()
-            # Cameras store pictures sideways with an EXIF orientation; browsers show them upright, so clicks come
-            # in the upright frame and the model must see that frame too.
+            # Browsers apply EXIF orientation, so clicks arrive in the upright frame: the model sees it too.
             array = to_rgb_array(_upright(image))
     except Image.DecompressionBombError as exc:
         raise ImageError(too_many_pixels(path.name, exc)) from None

@@ -1,6 +1,6 @@
 """One runtime interface over PyTorch checkpoints, ONNX models (onnxruntime) and TensorRT engines.
 
-``hjepa.inference.open.open_runtime(source)`` looks at what ``source`` is and returns a :class:`Runtime`; every
+``hjepa.inference.runtimes.open.open_runtime(source)`` looks at what ``source`` is and returns a :class:`Runtime`; every
 back-end preprocesses the same way (center square at the model size, normalised with the mean / std recorded in
 the artifact) and answers ``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])`` as float32 numpy arrays,
 in chunks of ``max_batch`` images; ``embed_levels`` answers several levels at once (one encoder pass where the
@@ -19,9 +19,9 @@ import torch
 
 from hjepa.device import DeviceUnavailableError, resolve_device
 from hjepa.errors import OptionError
-from hjepa.inference.images import batch_to_list, center_crop_resize, to_rgb_array
-from hjepa.inference.levels import check_level
-from hjepa.inference.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+from hjepa.inference.artifacts.levels import check_level
+from hjepa.inference.artifacts.metadata import RuntimeMetadata, RuntimeSourceError, RuntimeUnavailableError
+from hjepa.inference.runtimes.images import batch_to_list, center_crop_resize, to_rgb_array
 from hjepa.registry import Registry
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNTIMES", "Runtime", "RuntimeMetadata", "RuntimeSourceError", "RuntimeUnavailableError"]
 
-# Runtime kinds by name ("torch", "onnxruntime", "tensorrt"): each back-end file registers its class, and
-# hjepa.inference.open imports those files. A new back-end is one new file and one line there.
+# Each back-end file registers itself; open.py imports them. A new back-end: one file, one line.
 RUNTIMES = Registry("runtime")
 
 
@@ -51,8 +50,7 @@ class Runtime(ABC):
     source: str = ""
 
     def __init__(self) -> None:
-        # One chunk at a time: Gradio runs events in threads, and a TensorRT execution context (like its bound
-        # buffers) must not be shared by two concurrent calls.
+        # Gradio runs events in threads; a TensorRT context must not serve two calls at once.
         self._forward_lock = threading.Lock()
 
     @property
@@ -65,7 +63,7 @@ class Runtime(ABC):
         return check_level(level, self.levels, self.source or "this runtime")
 
     def crop(self, images: Any) -> np.ndarray:
-        """Images (see :func:`hjepa.inference.images.batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
+        """Images (see :func:`batch_to_list`) -> uint8 ``[B, S, S, 3]``, S = ``img_size``."""
         items = batch_to_list(images)
         if not items:
             raise OptionError("no images to embed")

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 
 from hjepa.errors import HJEPAError
-from hjepa.inference.sessions import INPUT_NAME, OUTPUT_NAMES
+from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES
 
 
 class EngineError(HJEPAError, RuntimeError):
     """An engine that cannot run (the default error types of :class:`EngineRunner`; callers pass their own)."""
 
 
-# TensorRT DataType member name -> torch dtype of the buffer bound to it (by name, so one table fits 10 and 11).
+# By member name, so one table fits TensorRT 10 and 11.
 TORCH_DTYPES = {
     "FLOAT": torch.float32,
     "HALF": torch.float16,
@@ -64,7 +64,7 @@ class EngineRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= set(names):
             raise source_error(f"{engine_path} has tensors {names}; expected '{INPUT_NAME}', 'tokens', 'pooled'")
-        # Every output gets a buffer, not only tokens and pooled: TensorRT refuses to run with an unbound tensor.
+        # TensorRT refuses to run with any output unbound.
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {name: self._torch_dtype(name) for name in names}
         self.context = self.engine.create_execution_context()
@@ -91,7 +91,7 @@ class EngineRunner:
             self.context.set_tensor_address(name, buffers[name].data_ptr())
         if not self.context.execute_async_v3(self._stream()):
             raise self.run_error(f"TensorRT execution failed for {self.label}")
-        # .cpu() waits for the stream: the copy is ordered after the engine's kernels on the same stream.
+        # .cpu() on the same stream waits for the engine.
         return [buffers[name].float().cpu().numpy() for name in OUTPUT_NAMES]
 
     def _stream(self) -> int:

@@ -1,13 +1,5 @@
-"""The exported-model schema, defined once, and what a served model is: ``RuntimeMetadata``, read from ONNX
-``metadata_props``, engine sidecars and manifests.
-
-The exporter writes one metadata dict per level (:func:`level_metadata`; every value a JSON string in ONNX
-``metadata_props``, :func:`encode_metadata`): keys ``METADATA_KEYS`` = ``hjepa_version``, ``level``, ``num_levels``,
-``img_size``, ``patch_size``, ``grid`` ([h, w] of level k), ``embed_dim``, ``mean``, ``std``, ``input_format``
-("float_nchw" | "uint8_nhwc"), ``checkpoint_sha256``, ``dataset``, ``precision`` ("fp32" | "fp16" | "int8"),
-``provenance`` (``PROVENANCE_KEYS``). An export
-directory holds ``manifest.json`` = ``{"config", "checkpoint_sha256", "levels": {"K": {"onnx", "engine",
-"metadata"}}}``. This module turns those into one :class:`RuntimeMetadata` and refuses artifacts that lack them.
+"""The exported-model schema, defined once, and :class:`RuntimeMetadata`: what a served model is, read from ONNX
+``metadata_props``, engine sidecars and manifests. Keys and manifest layout: docs/internals.md.
 """
 
 from __future__ import annotations
@@ -52,14 +44,15 @@ def level_metadata(
     img_size: int,
     grid: tuple[int, int],
     embed_dim: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    stats: tuple[Sequence[float], Sequence[float]],
     input_format: str,
     checkpoint_sha256: str,
     precision: str,
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The metadata of one exported level as plain Python values (see the module docstring for the keys)."""
+    """The metadata of one exported level as plain Python values (see the module docstring for the keys);
+    ``stats`` is the input normalisation ``(mean, std)``."""
+    mean, std = stats
     if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
         raise ValueError(f"bad input_format {input_format!r} or precision {precision!r}")
     return {

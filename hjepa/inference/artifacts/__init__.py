@@ -1,0 +1,1 @@
+"""Saved-model files: training checkpoints, encoder artifacts, runtime metadata, hashes, level parsing."""

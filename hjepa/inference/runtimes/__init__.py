@@ -1,0 +1,1 @@
+"""Runtimes: torch, onnxruntime and TensorRT behind one ``embed(images, level)``; sessions; image decoding."""
