@@ -149,3 +149,15 @@ def test_dense_cli_errors_are_one_line(tiny_checkpoint, tmp_path):
     assert result.exit_code != 0 and "level" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["dense", str(tiny_checkpoint), "--dataset", "imagenet100"])
     assert result.exit_code != 0 and "mosaics" in result.output
+
+
+def test_bf16_sources_hash_apart_and_stay_close_to_fp32(tiny_checkpoint):
+    from hjepa.evaluation.sources import in_bf16, resolve_source
+
+    images = torch.randn(8, 3, 16, 16)
+    fp32 = resolve_source(tiny_checkpoint)
+    bf16 = in_bf16(resolve_source(tiny_checkpoint))
+    assert bf16.source_hash != fp32.source_hash and bf16.runtime.metadata.precision == "bf16"
+    reference, reduced = fp32.embed_pooled(images, 0), bf16.embed_pooled(images, 0)
+    assert reduced.dtype == torch.float32 and not torch.equal(reference, reduced)
+    assert F.cosine_similarity(reference, reduced).min() > 0.99

@@ -139,3 +139,12 @@ def resolve_source(
     if kind == "export" and runtime.backend == "tensorrt":
         kind = "engine"
     return EvalSource(runtime, kind, str(path), digest)
+
+
+def in_bf16(source: EvalSource) -> EvalSource:
+    """``source`` (a PyTorch one) run under bf16 autocast, with its own hash so cached fp32 features are not reused."""
+    if not hasattr(source.runtime, "use_bf16"):
+        raise OptionError(f"bf16 features need the PyTorch back-end; {source.name} runs on {source.backend}")
+    source.runtime.use_bf16()
+    source.source_hash = hashlib.sha256(f"{source.source_hash}:bf16".encode()).hexdigest()
+    return source

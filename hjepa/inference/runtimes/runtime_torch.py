@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class TorchRuntime(Runtime):
         self.max_batch = int(max_batch)
         self.identity = identity or model_identity(model)
         self.backend = f"torch[{self.device}]"
+        self.bf16 = False
         # Mean / std travel with the model (the artifact's spec); a live model has its config's.
         mean, std = normalisation or artifact.normalisation(cfg)
         levels = range(model.num_levels)
@@ -86,10 +88,20 @@ class TorchRuntime(Runtime):
         """Wrap a live ``HJEPA`` model (its weights hashed for ``identity``)."""
         return cls(model, cfg, device)
 
+    def use_bf16(self) -> None:
+        """Run the encoder under bf16 autocast (outputs stay float32): on CPUs with native bf16 several times
+        faster; features differ from fp32 in the third digit."""
+        self.bf16 = True
+        self.metadata = dataclasses.replace(self.metadata, precision="bf16")
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     @torch.no_grad()
     def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
         images = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        tokens, pooled = self.model.extract_features(images, level)
+        with self._autocast():
+            tokens, pooled = self.model.extract_features(images, level)
         # .cpu() is the sync point, so the caller's timing covers the whole GPU run.
         return tokens.float().cpu().numpy(), pooled.float().cpu().numpy()
 
@@ -99,7 +111,8 @@ class TorchRuntime(Runtime):
     ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
         """Every level from one encoder pass; token maps stay on the device unless asked for."""
         images = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        out = self.model.extract_levels(images, levels, with_tokens=with_tokens)
+        with self._autocast():
+            out = self.model.extract_levels(images, levels, with_tokens=with_tokens)
         return {
             level: (None if tokens is None else tokens.float().cpu().numpy(), pooled.float().cpu().numpy())
             for level, (tokens, pooled) in out.items()
