@@ -6,6 +6,9 @@ Every error a user can act on (a bad path, level, config key, shape, a missing b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class HJEPAError(Exception):
     """A problem the user can fix; its message says what was wrong and what would work instead."""
@@ -32,3 +35,17 @@ class ConfigError(HJEPAError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))
+
+
+@contextlib.contextmanager
+def stage(name: str, error: type[HJEPAError]) -> Iterator[None]:
+    """Inside this block, a failure raised by a library below (protobuf, onnx, onnxruntime, torch) becomes one
+    line of ``error`` naming the stage and the cause; the project's own errors pass through unchanged."""
+    try:
+        yield
+    except HJEPAError:
+        raise
+    except MemoryError:
+        raise error(f"{name}: out of memory; close other programs or use a machine with more RAM") from None
+    except Exception as exc:  # whatever a dependency raises, the user gets the stage and the cause
+        raise error(one_line(f"{name} failed: {type(exc).__name__}: {exc}")) from exc

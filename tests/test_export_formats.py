@@ -17,7 +17,7 @@ def test_every_format_resolves_with_what_it_requires(name):
 
 
 def test_unknown_format_lists_the_valid_ones():
-    with pytest.raises(ExportError, match=r"unknown format 'tflite'; valid formats: hjepa, onnx, triton, trt"):
+    with pytest.raises(ExportError, match=r"unknown format 'tflite'; valid formats: hjepa, levels, onnx, triton, trt"):
         ExportOptions(formats=("tflite",)).validate()
 
 

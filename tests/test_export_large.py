@@ -5,8 +5,11 @@ The limit is lowered for the test so the tiny model takes the same path as a ViT
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
+import torch
 
 from hjepa.export import ExportOptions, export, onnx_export
 from hjepa.export.verify import cpu_session, sample_inputs
@@ -51,3 +54,129 @@ def test_int8_of_an_external_data_model_leaves_no_stale_weights(tiny_checkpoint,
 
         model = onnx.load(str(out / "level0.onnx"), load_external_data=False)
         assert any(uses_external_data(t) for t in model.graph.initializer)
+
+
+def write_wide_artifact(directory, width: int = 4096, depth: int = 3) -> None:
+    """An imported-encoder artifact whose fp32 weights pass 2 GB (width 4096, depth 3: 604M parameters) while a
+    32 px image is 4 tokens of compute. Random weights, scaled so activations stay O(1)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from hjepa.inference.artifacts.artifact import ARTIFACT_FORMAT
+    from hjepa.inference.artifacts.hashing import file_sha256
+    from hjepa.models.pretrained import EncoderArchitecture, PretrainedEncoder
+
+    arch = EncoderArchitecture(embed_dim=width, depth=depth, num_heads=width // 64, mlp_hidden_dim=4 * width,
+                               patch_size=16, img_size=32, num_levels=1)
+    with torch.device("meta"):  # no 2.4 GB initialisation pass: each tensor is drawn once below
+        model = PretrainedEncoder(arch, "wide")
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        fan_in = tensor.shape[-1] if tensor.ndim > 1 else 1
+        value = torch.randn(tensor.shape, generator=generator) / fan_in**0.5 if tensor.ndim > 1 else (
+            torch.ones(tensor.shape) if name.endswith("weight") else torch.zeros(tensor.shape))
+        weights[name] = value
+    directory.mkdir()
+    save_file(weights, str(directory / "encoder.safetensors"), metadata={"format": ARTIFACT_FORMAT})
+    del weights
+    spec = {
+        "format": ARTIFACT_FORMAT, "architecture": arch.to_dict(),
+        "preprocessing": {"img_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "feature": {"levels": [0], "level_head": "identity"},
+        "provenance": {"source": "synthetic", "source_sha256": "0" * 64, "config_name": "wide", "licence": None},
+        "parity": None, "config": None, "weights_sha256": file_sha256(directory / "encoder.safetensors"),
+    }
+    (directory / "encoder.json").write_text(json.dumps(spec))
+
+
+def test_a_model_over_2gb_exports_with_external_data_and_every_reader_opens_it(tmp_path):
+    artifact, out = tmp_path / "wide", tmp_path / "exp"
+    try:
+        check_wide_export(artifact, out)
+    finally:  # 4.8 GB: pytest keeps its last three temporary folders
+        shutil.rmtree(artifact, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def check_wide_export(artifact, out) -> None:
+    from hjepa.inference.artifacts.artifact import load_artifact
+    from hjepa.inference.runtimes.open import open_runtime
+
+    write_wide_artifact(artifact)
+    assert (artifact / "encoder.safetensors").stat().st_size > onnx_export._PROTOBUF_LIMIT
+    manifest = export(artifact, "all", out, ExportOptions(batch=2))
+    entry = manifest["levels"]["0"]
+    assert entry["fused_attention"] == 3  # fusion ran from paths on the weightless graph
+    assert entry["onnx_bytes"] > onnx_export._PROTOBUF_LIMIT
+    assert (out / "level0.onnx").stat().st_size < 20_000_000  # the graph alone: the weights are beside it
+    assert sorted(p.name for p in out.iterdir()) == ["level0.onnx", "level0.onnx.data", "manifest.json"]
+    images = sample_inputs(3, 32, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=7)
+    runtime = open_runtime(out, backend="onnxruntime", device="cpu")  # what hjepa-eval and hjepa-serve open
+    got = runtime.embed_preprocessed(images, 0)
+    del runtime
+    model = load_artifact(artifact).model
+    with torch.no_grad():
+        tokens, pooled = model.extract_levels(torch.from_numpy(images), [0])[0]
+    np.testing.assert_allclose(got[0], tokens.numpy(), atol=2e-3, rtol=0)
+    np.testing.assert_allclose(got[1], pooled.numpy(), atol=2e-3, rtol=0)
+
+
+def test_simplify_and_fusion_of_an_external_data_model(tiny_checkpoint, tmp_path, small_protobuf_limit):
+    pytest.importorskip("onnxslim")
+    out = tmp_path / "exp"
+    manifest = export(tiny_checkpoint, "all", out, ExportOptions(simplify=True))
+    for level in ("0", "1"):
+        entry = manifest["levels"][level]
+        assert entry["simplified"] and entry["fused_attention"] == 2
+        assert (out / f"level{level}.onnx.data").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no work folders left
+    inputs = sample_inputs(2, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3)
+    tokens, pooled = run(cpu_session(out / "level0.onnx"), inputs)
+    assert tokens.shape == (2, 16, 32) and np.isfinite(pooled).all()
+
+
+def test_one_graph_for_all_levels_matches_the_per_level_files(tiny_checkpoint, tmp_path):
+    out = tmp_path / "exp"
+    manifest = export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+    entry = manifest["all_levels"]
+    assert entry["outputs"] == ["tokens_0", "pooled_0", "tokens_1", "pooled_1"] and entry["fused_attention"] == 2
+    assert "levels.onnx" in manifest["files"]
+    inputs = sample_inputs(3, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=5)
+    together = cpu_session(out / "levels.onnx").run(entry["outputs"], {"images": inputs})
+    for level in (0, 1):
+        alone = run(cpu_session(out / f"level{level}.onnx"), inputs)
+        for got, want in zip(together[2 * level : 2 * level + 2], alone, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_tensorrt_builds_from_an_external_data_onnx(tiny_checkpoint, tmp_path, monkeypatch, small_protobuf_limit):
+    import functools
+    import sys
+
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    from hjepa.export import tensorrt_build as trt_build
+    from tests.test_export_tensorrt import fake_tensorrt
+
+    calls: list = []
+    trt = fake_tensorrt("11.4.1", calls, runs=[])
+    parse = trt.OnnxParser.parse_from_file
+
+    def parse_with_weights(self, path):  # the stand-in engine runs the bytes it was given: weights included
+        ok = parse(self, path)
+        self.network.onnx = onnx.load(path).SerializeToString()
+        return ok
+
+    monkeypatch.setattr(trt.OnnxParser, "parse_from_file", parse_with_weights)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_build, "cuda_available", lambda: True)
+    monkeypatch.setattr(trt_build, "gpu_info", lambda: {"gpu": "Stand-in GPU", "compute_capability": "9.0"})
+    monkeypatch.setattr(trt_build, "EngineRunner", functools.partial(trt_build.EngineRunner, device="cpu"))
+    out = tmp_path / "trt"
+    manifest = export(tiny_checkpoint, 0, out, ExportOptions(formats=("trt",)))
+    model = onnx.load(str(out / "level0.onnx"), load_external_data=False)
+    assert any(uses_external_data(t) for t in model.graph.initializer)  # the engine was parsed from the split file
+    assert ("parse", "images") in calls and manifest["levels"]["0"]["verification"]["tensorrt"]["passed"]

@@ -14,7 +14,8 @@ from hjepa.cli.errors import user_errors
 @click.option("--level", default="all", show_default=True, help="Level index (0 = patch tokens) or 'all'.")
 @click.option("--format", "formats", multiple=True, default=("onnx",), show_default=True,
               help="onnx; trt (TensorRT engine, needs an NVIDIA GPU); triton (model repository); hjepa (encoder-only "
-                   "artifact: encoder.safetensors + encoder.json, a SOURCE for export / eval / serve). Repeatable: "
+                   "artifact: encoder.safetensors + encoder.json, a SOURCE for export / eval / serve); levels (one "
+                   "levels.onnx with tokens_K / pooled_K for every level: one encoder pass). Repeatable: "
                    "--format trt --format triton puts the engines in the Triton repository.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: exports/<run name>). A previous export there is replaced; "
@@ -28,7 +29,7 @@ from hjepa.cli.errors import user_errors
 @click.option("--simplify", is_flag=True, help="Simplify the graph with onnxslim.")
 @click.option("--img-size", type=int, default=None,
               help="Input size (default: trained size); a multiple of patch_size * 2^level. Sin-cos positions are "
-                   "recomputed for the new grid.")
+                   "recomputed for the new grid; an imported learned table is resampled bicubically.")
 @click.option("--uint8-input", is_flag=True, help="Take uint8 [B, S, S, 3] pixels and normalise inside the graph.")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Write each attention block as one onnxruntime com.microsoft.Attention node (fp32/int8, no TensorRT "

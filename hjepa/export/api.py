@@ -16,6 +16,7 @@ import torch
 
 from hjepa.config import Config
 from hjepa.config_checks import check_model_size
+from hjepa.errors import stage
 from hjepa.export.errors import ExportError
 from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_names, resolve_formats
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
@@ -100,12 +101,12 @@ def export(
     resources = {fmt.name: fmt.prepare(options) for fmt in formats}  # a missing back-end stops here
     sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
     onnx_levels = targets if any(fmt.per_level for fmt in formats) else []  # --format hjepa alone: no ONNX
-    with StagedDirectory(out_dir or default_out_dir(path, cfg)) as stage:
+    with StagedDirectory(out_dir or default_out_dir(path, cfg)) as staged:
         for fmt in formats:
-            fmt.start(stage, resources[fmt.name])
+            fmt.start(staged, resources[fmt.name])
         entries = {}
         for level in onnx_levels:  # mean / std travel with the model, never looked up by dataset name
-            job = LevelJob(model=model, cfg=cfg, level=level, out=stage.path, options=options, img_size=img_size,
+            job = LevelJob(model=model, cfg=cfg, level=level, out=staged.path, options=options, img_size=img_size,
                            mean=loaded.mean, std=loaded.std, sha=sha, resources=resources,
                            provenance=loaded.spec["provenance"], entry=dict.fromkeys(ENTRY_KEYS))
             entries[level] = _export_level(formats, job, log)
@@ -113,11 +114,12 @@ def export(
         manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
             if not fmt.per_level:
-                fmt.export_model(loaded, stage.path, manifest, log)
+                with stage(f"{fmt.name} export", ExportError):
+                    fmt.export_model(loaded, staged.path, manifest, log)
         # Every file this export wrote (the non-level formats' too), so a later re-export replaces only its own.
-        manifest["files"] = sorted({*stage.files(), *manifest.get("files", []), MANIFEST_NAME})
-        write_json(manifest, stage.path / MANIFEST_NAME)
-        final = stage.commit()
+        manifest["files"] = sorted({*staged.files(), *manifest.get("files", []), MANIFEST_NAME})
+        write_json(manifest, staged.path / MANIFEST_NAME)
+        final = staged.commit()
     log(f"export written to {final}")
     return manifest
 
@@ -144,7 +146,8 @@ def _export_level(formats: list[ExportFormat], job: LevelJob, log: Log) -> dict[
     """Run every per-level format on ``job`` inside the staging folder; returns its manifest entry."""
     for fmt in formats:
         if fmt.per_level:
-            fmt.export_level(job)
+            with stage(f"level {job.level}: {fmt.name} export", ExportError):
+                fmt.export_level(job)
     log(job.summary())
     return job.entry
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from onnx.external_data_helper import uses_external_data
 
 from hjepa.config import Config
 from hjepa.export.errors import ExportError
@@ -44,17 +45,19 @@ def quantize_int8(src: Path, dst: Path) -> int:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=False)  # the graph is enough to pick the nodes
     nodes = weight_matmuls(model)
+    external = any(uses_external_data(t) for t in model.graph.initializer)  # a model over 2 GB
     if not nodes:
         raise ExportError(f"{src.name} has no weight MatMul / Gemm nodes to quantize")
     quant_logger = logging.getLogger()  # onnxruntime.quantization logs its pre-processing advice on the root logger
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)
     try:
+        # From the path: onnxruntime then infers shapes file to file, never serialising a >2 GB model in memory.
         quantize_dynamic(
-            model, dst, op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes, per_channel=True,
-            reduce_range=True, weight_type=QuantType.QInt8,
+            src, dst, op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes, per_channel=True,
+            reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=external,
         )
     finally:
         quant_logger.setLevel(level)
@@ -94,7 +97,7 @@ def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, to
 
 
 def int8_knn(
-    fp32_session: Any,
+    fp32_session: Any,  # a session, or the fp32 file's path
     int8_session: Any,
     cfg: Config,
     metadata: dict[str, Any],
@@ -116,6 +119,10 @@ def int8_knn(
         test_images, test_labels = _split_arrays(cfg, "test", test_samples)
     except (DataError, OSError, ValueError, RuntimeError) as exc:
         return {"dataset": cfg.data.dataset, "skipped": f"dataset unavailable: {str(exc).splitlines()[0]}"}
+    if isinstance(fp32_session, (str, Path)):  # opened only now that the dataset is here: it holds the model
+        from hjepa.export.verify import cpu_session
+
+        fp32_session = cpu_session(fp32_session)
     k = cfg.eval.knn_k[0]
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     top1 = {}

@@ -73,10 +73,12 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / denom
 
 
-def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict[str, dict[str, float]]:
+def compare(
+    reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], names: Sequence[str] = OUTPUT_NAMES
+) -> dict[str, dict[str, float]]:
     """Per output name: ``max_abs_err``, ``mean_abs_err``, ``min_cosine`` and ``mean_cosine`` (over rows)."""
     figures = {}
-    for name, ref, out in zip(OUTPUT_NAMES, reference, candidate, strict=True):
+    for name, ref, out in zip(names, reference, candidate, strict=True):
         ref, out = np.asarray(ref, dtype=np.float32), np.asarray(out, dtype=np.float32)
         if ref.shape != out.shape:
             raise ExportError(f"output {name!r} has shape {list(out.shape)}, expected {list(ref.shape)}")
@@ -101,12 +103,13 @@ def verify(
     tolerance: Tolerance,
     what: str,
     against: str,
+    names: Sequence[str] = OUTPUT_NAMES,
 ) -> dict[str, Any]:
     """Run both at every batch size, compare, and raise ``ExportError`` naming the worst excess; else the figures."""
     results: dict[str, Any] = {}
     for batch in batches:
         inputs = make_inputs(batch)
-        figures = compare(reference(inputs), candidate(inputs))
+        figures = compare(reference(inputs), candidate(inputs), names)
         results[f"batch_{batch}"] = figures
         for name, fig in figures.items():
             if fig["max_abs_err"] > tolerance.atol or fig["min_cosine"] < tolerance.min_cosine:
@@ -124,8 +127,8 @@ def cpu_session(path: str | Path | bytes, threads: int | None = None, spinning: 
     return sessions.ort_session(path, threads=threads or sessions.default_threads(), spinning=spinning)
 
 
-def ort_runner(session: Any) -> RunFn:
-    return lambda inputs: session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
+def ort_runner(session: Any, names: Sequence[str] = OUTPUT_NAMES) -> RunFn:
+    return lambda inputs: session.run(list(names), {INPUT_NAME: inputs})
 
 
 def torch_runner(module: torch.nn.Module) -> RunFn:

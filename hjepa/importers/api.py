@@ -13,7 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import hjepa
+from hjepa.errors import stage
 from hjepa.files import staged_directory
 from hjepa.importers import hf_ijepa, hjepa_seed, ijepa, timm_vit  # noqa: F401  (register the formats)
 from hjepa.importers.base import ENCODERS, IMPORTERS, Conversion, ImportOptions, LoadedSource
@@ -21,13 +24,14 @@ from hjepa.importers.cards import ModelCard, cache_path, card_names, download, f
 from hjepa.importers.errors import ImportSourceError
 from hjepa.importers.loading import load_source
 from hjepa.importers.parity import TOLERANCE, check_parity, measure_parity
-from hjepa.inference.artifacts.artifact import ARTIFACT_FORMAT, LoadedModel, write_artifact
+from hjepa.inference.artifacts.artifact import ARTIFACT_FORMAT, SPEC_NAME, WEIGHTS_NAME, LoadedModel, write_artifact
 from hjepa.inference.artifacts.checkpoint import CheckpointError, check_state
 from hjepa.logs import Log, silent
 from hjepa.models.pretrained import HEADS, EncoderArchitecture, PretrainedEncoder
 
 FORMATS = ("auto", *IMPORTERS.names())
 MAX_LEVELS = 4
+ARTIFACT_FILES = (SPEC_NAME, WEIGHTS_NAME)  # what an import writes, and all that --overwrite may replace
 RECIPE = ("level k: the imported encoder's output patch tokens, averaged over 2^k x 2^k cells, through the level "
           "head ({head}); pooled = mean over the level-k grid")
 
@@ -132,8 +136,8 @@ def import_encoder(
     target = Path(out) if out is not None else Path("imports") / f"{name}-{options.encoder}"
     if target.exists() and not overwrite:
         raise ImportSourceError(f"{target} exists; pass --overwrite to replace it or --out elsewhere")
-    if target.exists() and not (target / "encoder.json").is_file():
-        raise ImportSourceError(f"{target} exists and is not an encoder artifact; refusing to replace it")
+    if target.exists():
+        check_replaceable(target)
 
     # Step 1. Read the source safely and convert it, every tensor once.
     path, card = resolve_source(source, download_card, log)
@@ -141,10 +145,12 @@ def import_encoder(
         source_format = card.format if source_format == "auto" else source_format
         options.arch = options.arch or card.architecture
         options.encoder = card.encoder if options.encoder == "target" else options.encoder
-    loaded = load_source(path)
+    with stage("reading the source", ImportSourceError):
+        loaded = load_source(path)
     importer = pick_importer(loaded, source_format)
     log(f"{loaded.path.name}: {importer.name} layout, {options.encoder} encoder")
-    conversion = importer.convert(loaded, options)
+    with stage(f"converting the {importer.name} weights", ImportSourceError):
+        conversion = importer.convert(loaded, options)
 
     # Step 2. Levels and hjepa's model with the converted weights (strict: same keys, same shapes).
     grid = conversion.architecture.grid
@@ -154,16 +160,21 @@ def import_encoder(
         raise ImportSourceError(f"--levels {levels}: the {grid[0]}x{grid[1]} patch grid allows 1..{deepest} levels "
                                 f"(level k pools 2^k x 2^k cells)")
     arch = dataclasses.replace(conversion.architecture, num_levels=levels, head=options.head)
-    model = PretrainedEncoder(arch, name)
+    with stage("building the encoder", ImportSourceError), torch.device("meta"):
+        model = PretrainedEncoder(arch, name)  # no random init: the converted weights are assigned below
     encoder_state = {f"target_encoder.{k}": v for k, v in conversion.weights.items()}
     try:
         check_state(dict(model.state_dict()), encoder_state, source=str(loaded.path))
     except CheckpointError as exc:  # a converter bug, but say it as what it is
         raise ImportSourceError(str(exc)) from None
-    model.load_state_dict(encoder_state)
+    model.load_state_dict(encoder_state, assign=True)  # the converted tensors themselves, no second copy
+    for name, buffer in model.named_buffers():  # buffers not stored in the weights (a computed sin-cos table)
+        if buffer.is_meta:
+            raise ImportSourceError(f"{name} is neither in the source nor computable here (a converter bug)")
 
     # Step 3. Parity against the independent reference, then write.
-    parity = measure_parity(model, conversion)
+    with stage("the parity check", ImportSourceError):
+        parity = measure_parity(model, conversion)
     check_parity(parity)
     worst = max(row["max_abs_diff"] for batch in parity.values() for row in batch.values())
     log(f"parity with the reference forward: max abs diff {worst:.3g} over batch 1 and 4, levels 0..{levels - 1}")
@@ -172,7 +183,20 @@ def import_encoder(
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ImportSourceError(f"--mean / --std need 3 values each, std > 0; got {mean} {std}")
     spec = build_spec(conversion, arch, loaded, card, tuple(mean), tuple(std), parity)
-    with staged_directory(target) as stage:
-        write_artifact(LoadedModel(model, model.config, spec, loaded.sha256), stage)
+    if target.exists():
+        check_replaceable(target)  # again: the folder may have changed during the import
+    with stage(f"writing {target}", ImportSourceError), staged_directory(target) as staged:
+        write_artifact(LoadedModel(model, model.config, spec, loaded.sha256), staged)
     log(f"encoder artifact written to {target} (licence: {spec['provenance']['licence'] or 'unknown'})")
     return spec
+
+
+def check_replaceable(target: Path) -> None:
+    """``--overwrite`` replaces an artifact's own files only: a folder holding anything else is refused."""
+    if not target.is_dir() or not (target / SPEC_NAME).is_file():
+        raise ImportSourceError(f"{target} exists and is not an encoder artifact; refusing to replace it")
+    others = sorted(p.name for p in target.iterdir() if p.name not in ARTIFACT_FILES)
+    if others:
+        more = f" (+{len(others) - 1} more)" if len(others) > 1 else ""
+        raise ImportSourceError(f"{target} holds {others[0]!r}{more}, which is not part of an encoder artifact; "
+                                "refusing to replace the folder (move it, or --out elsewhere)")

@@ -20,7 +20,7 @@ from hjepa.importers.errors import ImportSourceError
 from hjepa.logs import Log
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-FIELDS = ("name", "url", "sha256", "format", "architecture", "img_size", "mean", "std", "licence", "encoder")
+FIELDS = ("name", "url", "sha256", "size", "format", "architecture", "img_size", "mean", "std", "licence", "encoder")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class ModelCard:
     licence: str
     sha256: str | None = None
     encoder: str = "target"
+    size: int | None = None  # bytes, when the card gives them
 
     @property
     def filename(self) -> str:
@@ -50,22 +51,39 @@ def card_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def is_plain_name(name: str) -> bool:
+    """A card name is a file name in the cache, never a path: no separators, no leading dot."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and "\0" not in name
+
+
 def find_card(name: str) -> ModelCard | None:
     """The card ``models/NAME.yaml``, or None when there is none."""
-    if "/" in name or "\\" in name or name.startswith("."):
+    if not is_plain_name(name):
         return None
     path = models_dir() / f"{name}.yaml"
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown or "url" not in data:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ImportSourceError(f"model card {path} is not readable UTF-8 YAML ({type(exc).__name__})") from None
+    unknown = sorted(set(data) - set(FIELDS)) if isinstance(data, dict) else []
+    if not isinstance(data, dict) or unknown or "url" not in data:
         raise ImportSourceError(f"model card {path} is malformed (unknown keys {unknown} or no url)")
-    return ModelCard(
-        name=data.get("name", name), url=data["url"], format=data["format"], architecture=data["architecture"],
-        img_size=int(data["img_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]), licence=data["licence"],
-        sha256=data.get("sha256"), encoder=data.get("encoder", "target"),
-    )
+    card_name = str(data.get("name", name))
+    if not is_plain_name(card_name):  # it names the cache folder: checked as the command line's name is
+        raise ImportSourceError(f"model card {path} has name {card_name!r}; a name has no '/', '\\' or leading '.'")
+    if not str(data["url"]).startswith("https://"):
+        raise ImportSourceError(f"model card {path} has url {data['url']!r}; only https:// URLs are fetched")
+    try:
+        return ModelCard(
+            name=card_name, url=str(data["url"]), format=data["format"], architecture=data["architecture"],
+            img_size=int(data["img_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
+            licence=data["licence"], sha256=data.get("sha256"), encoder=data.get("encoder", "target"),
+            size=int(data["size"]) if data.get("size") is not None else None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ImportSourceError(f"model card {path} is malformed ({type(exc).__name__}: {exc})") from None
 
 
 def cache_path(card: ModelCard) -> Path:
@@ -84,6 +102,8 @@ def download(card: ModelCard, log: Log = print) -> Path:
     target = cache_path(card)
     if target.is_file():
         return target
+    if not card.url.startswith("https://") or not is_plain_name(card.name):  # cards are checked when read; again
+        raise ImportSourceError(f"{card.name}: refusing to fetch {card.url!r} (only https:// URLs, plain names)")
     target.parent.mkdir(parents=True, exist_ok=True)
     log(f"downloading {card.url} -> {target}")
     digest = hashlib.sha256()
@@ -93,6 +113,10 @@ def download(card: ModelCard, log: Log = print) -> Path:
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     tmp.write(chunk)
+            received = tmp.tell()
+            if card.size is not None and received != card.size:
+                raise ImportSourceError(f"{card.url}: received {received} bytes, the card says {card.size}; "
+                                        "nothing kept")
             if card.sha256 and digest.hexdigest() != card.sha256:
                 raise ImportSourceError(
                     f"{card.url}: sha256 {digest.hexdigest()} does not match the card's {card.sha256}")

@@ -52,6 +52,10 @@ class HFIJepaImporter:
             raise ImportSourceError(f"{weights.where}: {positions[1]} positions are not a square grid")
         hidden = weights.shape("encoder.layer.0.intermediate.dense.weight")[0]
         heads = options.num_heads or config.get("num_attention_heads")
+        if options.num_heads is None and heads is not None and (
+                not isinstance(heads, int) or heads < 1 or dim % heads):
+            raise ImportSourceError(f"config.json num_attention_heads {heads!r} does not divide the width {dim} of "
+                                    f"{weights.where}; pass --num-heads N to override it")
         heads = resolve_num_heads(dim, depth, hidden, patch, side * patch, options.arch, heads, weights.where)
         eps = float(config.get("layer_norm_eps", 1e-6))
         if config.get("hidden_act", "gelu") != "gelu":

@@ -38,9 +38,11 @@ def _json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ImportSourceError(f"{path} is not UTF-8 text; a config file must be UTF-8 JSON") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise ImportSourceError(f"{path} is not readable JSON ({exc})") from None
+        raise ImportSourceError(_one_line(f"{path} is not readable JSON ({exc})")) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -57,12 +59,23 @@ def read_tensors(file: Path) -> Any:
             reason = f"{type(exc).__name__}: {exc}"
             raise ImportSourceError(_one_line(f"{file} is unreadable or corrupt ({reason})")) from None
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        return _torch_load(file)
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImportSourceError(_one_line(f"{file} holds objects that are not safe to load: {reason}")) from None
     except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
         raise ImportSourceError(_one_line(f"{file} is unreadable or corrupt ({type(exc).__name__}: {exc})")) from None
+
+
+def _torch_load(file: Path) -> Any:
+    """``torch.load`` memory-mapped: only the tensors read are paged in, so a 10 GB I-JEPA file with its optimizer
+    state costs the encoder's bytes. Files in torch's legacy (pre-zip) format cannot be mapped: read whole."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc) and "zip" not in str(exc):
+            raise
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def load_source(path: str | Path) -> LoadedSource:

@@ -65,9 +65,20 @@ def _patches(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
     return cols.transpose(1, 2) @ weight.reshape(weight.shape[0], -1).T + bias
 
 
+class _Float64:
+    """The raw tensors under ``prefix``, each made float64 when read: one block at a time, never a float64 copy of
+    a whole 2.5 GB encoder (5 GB)."""
+
+    def __init__(self, raw: dict[str, torch.Tensor], prefix: str) -> None:
+        self.raw, self.prefix = raw, prefix
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.raw[self.prefix + key].double()
+
+
 def reference_tokens(raw: dict[str, torch.Tensor], spec: ReferenceSpec, images: torch.Tensor) -> torch.Tensor:
     """Output patch tokens ``[B, N, D]`` (float64, after the final norm, class token dropped) of the source."""
-    w = {k[len(spec.prefix):]: v.double() for k, v in raw.items() if k.startswith(spec.prefix)}
+    w = _Float64(raw, spec.prefix)
     x = images.double()
     if spec.layout == "fused":
         x = _patches(x, w["patch_embed.proj.weight"], w["patch_embed.proj.bias"])

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from hjepa.models.hierarchy import level_grid, pool_tokens
 from hjepa.models.pos_embed import sincos_2d
+from hjepa.models.pos_regrid import regrid_positions
 
 
 class Float32LayerNorm(nn.Module):
@@ -179,15 +180,22 @@ class LevelEncoder(nn.Module):
 
 
 def resize_encoder(encoder: nn.Module, img_size: int) -> None:
-    """Point a ``ViTEncoder`` at a new square image size: patch embedding size check and sin-cos positions."""
-    if getattr(encoder, "stored_positions", False):
-        trained = encoder.grid[0] * encoder.patch_size
-        raise ValueError(f"this encoder's position table was stored for {trained} px images (an imported encoder); "
-                         f"it cannot run at {img_size} px")
+    """Point a ``ViTEncoder`` at a new square image size: patch embedding size check and positions (a stored
+    table is recomputed when it is sin-cos, else resampled bicubically: ``pos_regrid``)."""
     patch = encoder.vit.patch_embed.patch_size[0]
+    old_grid, new_grid = encoder.grid, (img_size // patch, img_size // patch)
     encoder.vit.patch_embed.set_input_size(img_size=img_size)
-    encoder.grid = (img_size // patch, img_size // patch)
+    encoder.grid = new_grid
+    if getattr(encoder, "stored_positions", False):  # an imported table: recomputed or resampled (pos_regrid)
+        encoder.pos_embed, encoder.pos_regrid = regrid_positions(encoder.pos_embed, old_grid, new_grid)
+        return
     encoder.pos_embed = sincos_2d(encoder.embed_dim, encoder.grid)[None].to(encoder.pos_embed.device)
+
+
+def _copy(module: nn.Module, share: bool) -> nn.Module:
+    """A copy of ``module``'s structure; with ``share`` its float32 tensors are the original's, not copies."""
+    memo = {id(t): t for t in module.state_dict(keep_vars=True).values() if t.dtype == torch.float32} if share else {}
+    return copy.deepcopy(module, memo)
 
 
 def build_level_encoder(
@@ -208,8 +216,10 @@ def build_level_encoder(
         raise ValueError(f"level {level} does not exist; this model has levels 0..{model.num_levels - 1}")
     trained_size = model.target_encoder.grid[0] * model.target_encoder.vit.patch_embed.patch_size[0]
     img_size = trained_size if img_size is None else img_size
-    encoder = copy.deepcopy(model.target_encoder).float().eval()
-    head = copy.deepcopy(model.target_heads[level]).float().eval()
+    # Copies share the fp32 weights (a ViT-H is 2.5 GB): resizing and half_except_layernorm replace tensors,
+    # never write into them, so the fp16 copy costs only its own fp16 bytes.
+    encoder = _copy(model.target_encoder, share=True).float().eval()
+    head = _copy(model.target_heads[level], share=True).float().eval()
     if img_size != trained_size:
         resize_encoder(encoder, img_size)
     if half:

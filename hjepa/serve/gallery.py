@@ -168,6 +168,13 @@ def examples_gallery(cache_dir: str | Path | None = None, reason: str = "") -> G
     return gallery
 
 
+def gallery_hint(dataset: str) -> str:
+    """One plain sentence for the caption when the model's own dataset is not here (never an error's text)."""
+    if dataset == "imagefolder":  # imported encoders: no dataset of their own
+        return "pass --gallery FOLDER to search your own images"
+    return f"the {dataset} test split is not on this machine; pass --data-dir DIR or --gallery FOLDER"
+
+
 def build_gallery(
     runtime: Runtime,
     source: str | Path | None = None,
@@ -186,8 +193,8 @@ def build_gallery(
             return examples_gallery(cache_dir, reason="the model does not record its dataset")
         try:
             return dataset_gallery(dataset, size, data_dir, cache_dir)
-        except (ValueError, OSError) as exc:  # DataError is a ValueError: dataset not downloaded / no folder
-            return examples_gallery(cache_dir, reason=f"{dataset} is not available here ({exc})"[:200])
+        except (ValueError, OSError):  # DataError is a ValueError: dataset not downloaded / no folder
+            return examples_gallery(cache_dir, reason=gallery_hint(dataset))
     path = Path(source).expanduser()
     if path.is_dir() and is_collection(path):
         from hjepa.serve.collection_gallery import CollectionGallery

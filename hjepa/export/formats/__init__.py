@@ -3,7 +3,7 @@
 Importing a format's module registers it: a new back-end is one file and one name on the first import line.
 """
 
-from hjepa.export.formats import hjepa, onnx, triton, trt  # noqa: F401
+from hjepa.export.formats import hjepa, levels, onnx, triton, trt  # noqa: F401
 from hjepa.export.formats.base import (
     EXPORT_FORMATS,
     ExportFormat,

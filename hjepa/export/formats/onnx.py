@@ -4,14 +4,24 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+from typing import Any
 
-import onnx
 import torch
 
 from hjepa.export import fuse, quantize
+from hjepa.export.external_data import export_large_level, load_graph, save_graph, save_large_level
 from hjepa.export.formats.base import EXPORT_FORMATS, ExportFormat, LevelJob
 from hjepa.export.manifest import encode_metadata, level_metadata
-from hjepa.export.onnx_export import external_data_name, save_onnx, set_metadata, simplify, trace_onnx
+from hjepa.export.onnx_export import (
+    external_data_name,
+    is_large,
+    needs_external_data,
+    save_onnx,
+    set_metadata,
+    simplify,
+    trace_onnx,
+)
 from hjepa.export.verify import cpu_session, ort_runner, tolerance_for, torch_runner, verify
 from hjepa.files import move
 from hjepa.models.hierarchy import level_grid
@@ -32,22 +42,8 @@ class OnnxFormat(ExportFormat):
             module = build_level_encoder(model, level, job.mean, job.std, job.img_size, options.uint8_input, half=True)
 
         # Step 1. Trace (batch >= 2 keeps the batch axis symbolic), attach metadata, check and save.
-        opset = options.opset or cfg.export.opset
-        example = torch.from_numpy(job.make_inputs(max(job.batch, 2) if options.dynamic else job.batch))
-        onnx_model, exporter = trace_onnx(module, example, opset, options.dynamic)
-        # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
-        opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
-        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), model.head_dim,
-                                  (job.mean, job.std), job.input_format, job.sha, "fp16" if options.half else "fp32",
-                                  job.provenance)
-        set_metadata(onnx_model, encode_metadata(metadata))
-        if options.simplify:
-            onnx_model = simplify(onnx_model)
-        fused = 0
-        if options.fuse and not options.half and job.resources.get("trt") is None:
-            onnx_model, fused = fuse.fuse_for_cpu(onnx_model, job.make_inputs(job.batch))
         onnx_path = out / f"level{level}.onnx"
-        save_onnx(onnx_model, onnx_path)
+        onnx_model, exporter, opset, fused, metadata = self._write_onnx(job, module, onnx_path)
 
         # Step 2. onnxruntime vs PyTorch float32.
         what = f"level {level} ONNX ({'fp16' if options.half else 'fp32'})"
@@ -65,17 +61,18 @@ class OnnxFormat(ExportFormat):
             int8_dir = out / f".level{level}.int8"
             int8_dir.mkdir()
             int8_path = int8_dir / onnx_path.name
+            session = None  # the fp32 session holds the whole model: reopened for the k-NN check only if it runs
             quantize.quantize_int8(onnx_path, int8_path)
             metadata["precision"] = "int8"
-            int8_model = onnx.load(str(int8_path))
+            int8_model = load_graph(int8_path)  # its weights stay where quantization wrote them
             set_metadata(int8_model, encode_metadata(metadata))
-            save_onnx(int8_model, int8_path)
+            save_graph(int8_model, int8_path)
             int8_session = cpu_session(int8_path)
             checks["onnxruntime_fp32"] = checks.pop("onnxruntime")
             checks["onnxruntime"] = verify(ort_runner(int8_session), torch_runner(reference), job.make_inputs,
                                            job.batches, tolerance_for("int8", cfg.export), f"level {level} ONNX (int8)",
                                            "PyTorch fp32")
-            knn = quantize.int8_knn(session, int8_session, cfg, metadata, options.knn_train_samples,
+            knn = quantize.int8_knn(onnx_path, int8_session, cfg, metadata, options.knn_train_samples,
                                     options.knn_test_samples)
             # The int8 file (and its weights, if any) takes the place of the fp32 file and its weights.
             for name in (onnx_path.name, external_data_name(onnx_path)):
@@ -109,3 +106,35 @@ class OnnxFormat(ExportFormat):
             "patch_embed_matmul": any(node.name == fuse.PATCH_EMBED_NODE for node in onnx_model.graph.node),
             "onnx_bytes": onnx_bytes,  # with the external weights file of a model over 2 GB
         })
+
+    @staticmethod
+    def _write_onnx(job: LevelJob, module: torch.nn.Module, onnx_path: Path) -> tuple[Any, str, int, int, dict]:
+        """Trace ``module`` to ``onnx_path`` (simplified, fused for onnxruntime's CPU kernels where asked);
+        returns ``(graph written, exporter, opset, attention blocks fused, metadata)``. A level over 2 GB is traced
+        straight to a file with its weights in ``level{K}.onnx.data`` (``external_data``)."""
+        cfg, options, level = job.cfg, job.options, job.level
+        opset = options.opset or cfg.export.opset
+        example = torch.from_numpy(job.make_inputs(max(job.batch, 2) if options.dynamic else job.batch))
+        metadata = level_metadata(cfg, level, job.img_size, level_grid(module.grid, level), job.model.head_dim,
+                                  (job.mean, job.std), job.input_format, job.sha,
+                                  "fp16" if options.half else "fp32", job.provenance)
+        fuse_wanted = options.fuse and not options.half and job.resources.get("trt") is None
+        fuse_inputs = job.make_inputs(job.batch) if fuse_wanted else None
+        if is_large(module):
+            onnx_model, fused = export_large_level(module, example, opset, options.dynamic, onnx_path,
+                                                   encode_metadata(metadata), options.simplify, fuse_inputs)
+            return onnx_model, "dynamo", opset, fused, metadata
+        onnx_model, exporter = trace_onnx(module, example, opset, options.dynamic)
+        # The TorchScript fallback stops at opset 20: record the opset the file has, not the one asked for.
+        opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
+        set_metadata(onnx_model, encode_metadata(metadata))
+        fused = 0
+        if needs_external_data(onnx_model):  # larger than its weights said: weights to level{K}.onnx.data first
+            onnx_model, fused = save_large_level(onnx_model, onnx_path, options.simplify, fuse_inputs)
+            return onnx_model, exporter, opset, fused, metadata
+        if options.simplify:
+            onnx_model = simplify(onnx_model)
+        if fuse_inputs is not None:
+            onnx_model, fused = fuse.fuse_for_cpu(onnx_model, fuse_inputs)
+        save_onnx(onnx_model, onnx_path)
+        return onnx_model, exporter, opset, fused, metadata

@@ -150,8 +150,9 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Loade
     family = spec.get("architecture", {}).get("family")
     if family == PRETRAINED_FAMILY:  # an imported encoder (hjepa-import): built from its architecture block
         try:
-            model = PretrainedEncoder(EncoderArchitecture.from_dict(spec["architecture"]),
-                                      spec["provenance"].get("config_name") or "imported")
+            with torch.device("meta"):  # the weights come from the file: no random initialisation, no 2nd copy
+                model = PretrainedEncoder(EncoderArchitecture.from_dict(spec["architecture"]),
+                                          spec["provenance"].get("config_name") or "imported")
         except (TypeError, ValueError) as exc:
             reason = f"{directory}/{SPEC_NAME} describes an encoder this version cannot build: {exc}"
             raise CheckpointError(reason) from None
@@ -175,7 +176,10 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Loade
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{weights_path} is unreadable ({type(exc).__name__}: {exc})"[:300]) from None
     check_state(inference_state(model.state_dict()), weights, source=str(weights_path))
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(weights, strict=False, assign=True)  # assign: the loaded tensors become the weights
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{weights_path} does not hold {left[0]!r}; export or import it again")
     return LoadedModel(model.to(device).eval(), cfg, spec, weights_sha)
 
 
