@@ -22,6 +22,7 @@ from hjepa.embed.options import EmbedJob
 from hjepa.embed.preprocess import Preprocessing, Skip, preprocess_paths
 from hjepa.embed.shards import ROUND_RECORD, build_table, shard_record
 from hjepa.errors import HJEPAError
+from hjepa.files import commit_directory
 
 ROUND_SHARDS = 16  # shards per Ray round: the unit a killed run loses
 
@@ -155,7 +156,7 @@ def _run_round(job: EmbedJob, shards: list[int]) -> list[dict]:
     data.filter(expr=col("reason") == "").drop_columns(["position", "reason", "message"]).write_parquet(str(staging))
     records = _records(job, shards, positions, skipped)
     (staging / ROUND_RECORD).write_text(json.dumps({"shards": records}))
-    os.replace(staging, job.directory / name)
+    commit_directory(staging, job.directory / name)  # fsynced, then renamed into place
     return records
 
 
