@@ -245,8 +245,8 @@ def segmentation_probe(
     optimiser = torch.optim.Adam(groups)
     steps = options.seg_epochs * math.ceil(fit.shape[0] / options.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    # Trained on each cell's label histogram: the exact pixel cross-entropy of nearest upsampling, at the cost of
-    # the cells alone; scored below with bilinear upsampling at full resolution, as DINOv2's linear probe.
+    # Cell label histograms: exact pixel cross-entropy of nearest upsampling, at the cells' cost.
+    # Scored below with bilinear upsampling, as DINOv2.
     histograms = cell_histograms(fit_labels, grid.shape[1], num_classes)
     for _ in range(options.seg_epochs):
         for batch in torch.randperm(fit.shape[0], generator=generator).split(options.batch_size):

@@ -105,7 +105,7 @@ def _train_sweep(train: Tensor, labels: Tensor, num_classes: int, options: Probe
                  device: torch.device) -> tuple[Tensor, Tensor]:
     """SGD with momentum and a cosine schedule for every lr at once; returns ``weight [L, D, C], bias [L, C]``."""
     lrs, batch_size = options.lrs, options.batch_size
-    # Separate generators, one initial draw: slice i of a sweep is the classifier a single-lr run would train.
+    # One initial draw: slice i is what a single-lr run would train.
     init_generator = torch.Generator().manual_seed(options.seed)
     order_generator = torch.Generator().manual_seed(options.seed + 1)
     num_lrs, dim = len(lrs), train.shape[1]

@@ -85,7 +85,7 @@ def _cache_extra(
         "mean": list(meta.mean),
         "std": list(meta.std),
         "precision": meta.precision,
-        # The family only: torch on CPU and on CUDA compute the same features, onnxruntime / TensorRT may not.
+        # The family only: torch features match across devices, other back-ends may not.
         "backend": source.backend.split("[")[0],
         "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
         "full_size": full_size,
@@ -253,7 +253,7 @@ def evaluate(
     num_classes = splits["train"][0].num_classes
     timings["data_s"] = time.perf_counter() - tic
 
-    # Step 3. Features of both splits (cache or ONE encoder pass per split for every level), then each protocol.
+    # Step 3. Features of both splits (cached, or one pass for all levels), then each protocol.
     cache = FeatureCache(o.cache_dir) if o.cache_dir is not None else None
     timings.update(extract_s=0.0, knn_s=0.0, linear_s=0.0)
     extras = {split: _cache_extra(source, data, o.data_dir, full_size, limits[split]) if cache is not None else ""

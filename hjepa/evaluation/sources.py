@@ -103,7 +103,7 @@ def random_init_source(config: str, device: str = "auto", seed: int = RANDOM_INI
     runtime = TorchRuntime.from_model(model, cfg, device=device)
     name = f"random-init:{config}"
     runtime.source = name
-    # The weights' digest is included too, so a change in the initialisation code is a cache miss, not stale features.
+    # The weights' digest too: changed initialisation code must miss the cache.
     fields = {"random_init": cfg.to_dict(), "seed": seed, "weights": runtime.identity}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return EvalSource(runtime, "random-init", name, digest)

@@ -161,7 +161,7 @@ class LevelEncoder(nn.Module):
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         if self.uint8_input:
-            # Same arithmetic as EvalTransform (x / 255 - mean) / std, so both input formats agree to float rounding.
+            # EvalTransform's arithmetic: both input formats agree to rounding.
             images = (images.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         return images.to(self.compute_dtype)
 

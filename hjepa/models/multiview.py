@@ -53,7 +53,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
     packs_queries = False  # no mask layout to prepare
     ema_heads = False
 
-    # Momentum schedule, EMA update and width are the masked model's: the same functions serve both objectives.
+    # Momentum schedule, EMA update and width: the masked model's functions.
     set_momentum_schedule = HJEPA.set_momentum_schedule
     update_target = HJEPA.update_target
     embed_dim = HJEPA.embed_dim
@@ -88,7 +88,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
                                        hidden_dim=ham.hidden_dim, hamiltonian=ham)
             for _ in range(self.num_levels)
         )
-        # Spatial terms: per level, a projector of the level's cells (VICRegL's local expander) for cell matching.
+        # Spatial terms: a cell projector per level (VICRegL's local expander).
         weights = list(cfg.loss.spatial_weight) or [0.0]
         self.spatial_levels = [level for level in range(self.num_levels) if weights[min(level, len(weights) - 1)] > 0]
         self.local_projectors = nn.ModuleDict({
