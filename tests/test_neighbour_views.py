@@ -50,7 +50,8 @@ def test_share_swaps_that_part_of_the_batch_and_is_reproducible():
 
 def test_the_second_global_view_is_cut_from_the_neighbours():
     images, other = _images(4, seed=1), _images(4, seed=2)
-    augment = MultiViewAugment(8, num_global=2, crop_scale=(1.0, 1.0), hflip=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    augment = MultiViewAugment(8, num_global=2, crop_scale=(1.0, 1.0), hflip=False,
+                               normalisation=((0.5,) * 3, (0.5,) * 3))
     plain = augment(images, torch.Generator().manual_seed(0))
     mixed = augment(images, torch.Generator().manual_seed(0), second=other)
     assert torch.equal(plain.globals_[0], mixed.globals_[0])

@@ -59,8 +59,7 @@ class MultiViewAugment:
         crop_scale: tuple[float, float] = (0.3, 1.0),
         local_crop_scale: tuple[float, float] = (0.05, 0.3),
         hflip: bool = True,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        normalisation: tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN, IMAGENET_STD),
         zoom_out: float = 0.0,
         zoom_out_scale: tuple[float, float] = (1.0, 2.0),
     ) -> None:
@@ -69,6 +68,7 @@ class MultiViewAugment:
         if num_local < 0:
             raise ConfigError(f"data.num_local_views must be >= 0, got {num_local}")
         self.num_global, self.num_local = num_global, num_local
+        mean, std = normalisation
         self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std,
                                            zoom_out=zoom_out, zoom_out_scale=zoom_out_scale)
         self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)

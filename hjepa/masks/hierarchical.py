@@ -55,8 +55,7 @@ class HierarchicalMaskGenerator(BlockMaskGenerator):
         scale_progression: str = "geometric",
         scale_factor: float = 1.5,
         target_aspect: tuple[float, float] = (0.75, 1.5),
-        context_scale: tuple[float, float] = (0.85, 1.0),
-        context_aspect: tuple[float, float] = (1.0, 1.0),
+        context_block: tuple[tuple[float, float], tuple[float, float]] = ((0.85, 1.0), (1.0, 1.0)),
         min_keep: int = 10,
         max_attempts: int = 20,
     ) -> None:
@@ -75,8 +74,8 @@ class HierarchicalMaskGenerator(BlockMaskGenerator):
             grid_size,
             levels=[LevelBlocks(2**k, int(counts[k]), scales[k], aspect) for k in range(num_levels)],
             output_levels=list(range(num_levels)),
-            context_scale=context_scale,
-            context_aspect=context_aspect,
+            context_scale=context_block[0],
+            context_aspect=context_block[1],
             min_keep=min_keep,
             max_attempts=max_attempts,
         )
@@ -93,8 +92,7 @@ class HierarchicalMaskGenerator(BlockMaskGenerator):
             scale_progression=cfg.scale_progression,
             scale_factor=cfg.scale_factor,
             target_aspect=cfg.target_aspect,
-            context_scale=cfg.context_scale,
-            context_aspect=cfg.context_aspect,
+            context_block=(cfg.context_scale, cfg.context_aspect),
             min_keep=cfg.min_keep,
             max_attempts=cfg.max_attempts,
         )
