@@ -50,8 +50,8 @@ def _evaluate(checkpoint: str, cfg: Any, train_bank: int | None, dense_mosaics: 
     device = cfg.train.device
     source = resolve_source(checkpoint, device=device)
     random_init = random_init_like(source, device)
-    bf16 = resolve_device(device).type == "cpu" and amp_enabled(resolve_device(device), cfg.train.amp,
-                                                                  cfg.train.cpu_amp)
+    torch_device = resolve_device(device)
+    bf16 = torch_device.type == "cpu" and amp_enabled(torch_device, cfg.train.amp, cfg.train.cpu_amp)
     if bf16:
         source, random_init = in_bf16(source), in_bf16(random_init)
     # The demo's protocol is fixed: k=20, T=0.07, every level, the whole test split (the run's config is untouched).

@@ -338,6 +338,12 @@ def evaluate_dense(
     missing = [level for level in levels if level not in source.levels]
     if missing:
         raise OptionError(f"level {missing[0]} is not in this source (levels {source.levels})")
+    unknown = [name for name in baselines if name not in ("pixels", "random-init")]
+    if unknown:  # checked before any features are computed
+        raise OptionError(f"unknown baseline {unknown[0]!r}; valid: pixels, random-init")
+    wants_random_init = "random-init" in baselines and source.kind != "random-init"
+    if wants_random_init and random_init is None:
+        raise OptionError("the random-init baseline needs the model's config")
     data = load_dense_data(options, source.img_size)
     report = {
         "source": source.name, "backend": source.backend, "dataset": options.dataset, "protocol": "dense",
@@ -349,14 +355,9 @@ def evaluate_dense(
     for name in dict.fromkeys(baselines):
         if name == "pixels":
             report["baselines"][name] = dense_scores(pixel_grids(source), levels, data, options)
-        elif name == "random-init" and source.kind != "random-init":
-            if random_init is None:
-                raise OptionError("the random-init baseline needs the model's config")
-            baseline = random_init()
-            report["baselines"][name] = dense_scores(source_grids(baseline, options.batch_size), levels, data,
+        elif wants_random_init:
+            report["baselines"][name] = dense_scores(source_grids(random_init(), options.batch_size), levels, data,
                                                      options)
-        elif name not in ("pixels", "random-init"):
-            raise OptionError(f"unknown baseline {name!r}; valid: pixels, random-init")
     return report
 
 

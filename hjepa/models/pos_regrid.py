@@ -17,17 +17,11 @@ SINCOS_ATOL = 1e-4  # a stored sin-cos table matches its formula to float32 roun
 
 
 def ijepa_sincos(embed_dim: int, grid: tuple[int, int]) -> torch.Tensor:
-    """``[H * W, D]`` sin-cos positions in I-JEPA's channel order (``get_2d_sincos_pos_embed``): the first half of
-    the channels encodes the column, the second the row, each as ``sin`` then ``cos`` of ``D / 4`` frequencies."""
-    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
-                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
-    quarter = embed_dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    parts = []
-    for coord in (cols.reshape(-1), rows.reshape(-1)):
-        angles = coord[:, None] * omega[None, :]
-        parts += [angles.sin(), angles.cos()]
-    return torch.cat(parts, dim=1).float()
+    """``[H * W, D]`` sin-cos positions in I-JEPA's channel order (``get_2d_sincos_pos_embed``): ``sincos_2d`` with
+    its halves swapped (column sin/cos first, then row)."""
+    table = sincos_2d(embed_dim, grid)
+    half = embed_dim // 2
+    return torch.cat([table[:, half:], table[:, :half]], dim=1)
 
 
 SINCOS_LAYOUTS = {"sincos-ijepa": ijepa_sincos, "sincos-2d": sincos_2d}
