@@ -122,6 +122,10 @@ class DataConfig:
     # neighbour_pool random images (data/neighbours.py); 0: off
     neighbour_views: float = 0.0
     neighbour_pool: int = 8192
+    # multiview: share of a batch whose global views are both mosaics of scene_layouts tiles holding the picture at
+    # another place and scale in each (data/scenes.py); spatial term only; 0: off
+    scenes: float = 0.0
+    scene_layouts: list[int] = field(default_factory=lambda: [1, 2, 4])
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 

@@ -99,6 +99,7 @@ _RANGES: dict[str, Range] = {
     "data.local_crop_scale": _FRACTION,
     "data.neighbour_views": Range(0, 1),
     "data.neighbour_pool": Range(2, 10_000_000),
+    "data.scenes": Range(0, 1),
     "data.limit": _NON_NEGATIVE,  # 0 (like null) uses every image
     "optim.lr": _NON_NEGATIVE,
     "optim.min_lr": _NON_NEGATIVE,
@@ -197,6 +198,12 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
         low, high = values.get(low_key), values.get(high_key)
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key {low_key!r} ({low}) must not exceed {high_key!r} ({high})")
+    if cfg.data.scenes and cfg.model.objective != "multiview":
+        raise ConfigError("data.scenes needs model.objective=multiview (scene rows only feed its spatial term)")
+    if cfg.data.scenes and not any(cfg.loss.spatial_weight):
+        raise ConfigError("data.scenes needs loss.spatial_weight > 0 on some level (scene rows feed only that term)")
+    if any(not 1 <= k <= 8 for k in cfg.data.scene_layouts) or not cfg.data.scene_layouts:
+        raise ConfigError(f"data.scene_layouts must be tile counts per side in 1..8, got {cfg.data.scene_layouts}")
     if cfg.data.neighbour_views and (cfg.model.objective != "multiview" or cfg.data.num_global_views < 2):
         raise ConfigError("data.neighbour_views needs model.objective=multiview with data.num_global_views >= 2 "
                           "(the neighbour replaces the second global view)")

@@ -15,6 +15,7 @@ from hjepa.data.imagefolder import ImageFolderDataset
 from hjepa.data.loader import TrainBatches, batch_generator, iterate_eval
 from hjepa.data.multiview import MultiViewAugment, Views
 from hjepa.data.neighbours import PixelNeighbours
+from hjepa.data.scenes import SceneMaker, Scenes
 from hjepa.data.transforms import EvalTransform, PretrainAugment
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "MultiViewAugment",
     "PixelNeighbours",
     "PretrainAugment",
+    "SceneMaker",
+    "Scenes",
     "Views",
     "TensorImageDataset",
     "TrainBatches",

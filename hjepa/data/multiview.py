@@ -16,19 +16,23 @@ import torch
 
 from hjepa.config import ConfigError
 from hjepa.data.base import IMAGENET_MEAN, IMAGENET_STD
+from hjepa.data.scenes import Scenes, canvas_to_picture
 from hjepa.data.transforms import PretrainAugment
 
 
 @dataclass
 class Views:
     """``globals_ [V_g, B, 3, S, S]``, ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views), the global
-    crops' ``boxes [V_g, B, 5]`` (``PretrainAugment.crops_and_boxes``) and ``same_picture [B]``: False where the
-    second global view was cut from another picture (neighbour views), so crop geometry does not relate them."""
+    crops' ``boxes [V_g, B, 5]`` (``PretrainAugment.crops_and_boxes``, in fractions of the row's picture),
+    ``same_picture [B]``: False where the second global view was cut from another picture (neighbour views), so
+    crop geometry does not relate them, and ``pooled_rows [B]``: False for scene rows (``data/scenes.py``), whose
+    views share one picture but not their content as a whole, so the pooled term leaves them out."""
 
     globals_: torch.Tensor
     locals_: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     same_picture: torch.Tensor | None = None
+    pooled_rows: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -73,13 +77,25 @@ class MultiViewAugment:
                                            zoom_out=zoom_out, zoom_out_scale=zoom_out_scale)
         self.local_view = PretrainAugment(local_img_size, crop_scale=local_crop_scale, hflip=hflip, mean=mean, std=std)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator, second: torch.Tensor | None = None) -> Views:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, second: torch.Tensor | None = None,
+                 scenes: Scenes | None = None) -> Views:
         """``second`` (uint8, like ``images``): the pictures the second global view is cut from (neighbour views,
-        ``hjepa.data.neighbours``); local views always come from ``images``."""
+        ``hjepa.data.neighbours``); ``scenes``: canvases that replace both sources on their rows. Local views
+        always come from ``images``."""
         sources = [second if i == 1 and second is not None else images for i in range(self.num_global)]
+        if scenes is not None:
+            rows = scenes.rows.view(-1, 1, 1, 1)
+            sources = [torch.where(rows, scenes.canvases[i], source) for i, source in enumerate(sources)]
         crops, boxes = zip(*(self.global_view.crops_and_boxes(source, generator) for source in sources), strict=True)
+        boxes = torch.stack(boxes)
+        if scenes is not None:
+            boxes = canvas_to_picture(boxes, scenes.placement.to(boxes.device))
         locals_ = None
         if self.num_local:
             locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])
         same_picture = None if second is None else (second == images).flatten(1).all(1)
-        return Views(torch.stack(crops), locals_, torch.stack(boxes), same_picture)
+        pooled_rows = None
+        if scenes is not None:
+            same_picture = scenes.rows if same_picture is None else same_picture | scenes.rows
+            pooled_rows = ~scenes.rows
+        return Views(torch.stack(crops), locals_, boxes, same_picture, pooled_rows)

@@ -7,9 +7,9 @@ b's level-k map is sampled there (bilinear), and the two embeddings are pulled t
     L_match,k = mean over valid (a, b, cell) of |z_a(cell) - z_b(warp_ab(cell))|^2
     L_local,k = (1 - lambda_k) L_match,k + lambda_k R(z cells of every view)
 
-A cell is valid when its centre falls inside view b and both views come from the same picture (a neighbour view
-does not). Shapes: ``maps[V, B, h, w, K]``, ``boxes[V, B, 5]`` = (x0, y0, width, height, flip), fractions of the
-source picture.
+A cell is valid when its centre shows the picture (a scene view, ``data/scenes.py``, shows others around it), falls
+inside view b, and both views come from the same picture (a neighbour view does not). Shapes: ``maps[V, B, h, w, K]``,
+``boxes[V, B, 5]`` = (x0, y0, width, height, flip), fractions of the source picture.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def warp_cells(box_a: Tensor, box_b: Tensor, side: int) -> tuple[Tensor, Tensor]
     x0, y0, width, height, flip = split(box_a)
     u = torch.where(flip > 0.5, 1 - uv[..., 0], uv[..., 0])
     x, y = x0 + width * u, y0 + height * uv[..., 1]  # source-picture fractions
+    on_picture = (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)  # scene views also show other pictures
     x0, y0, width, height, flip = split(box_b)
     u_b, v_b = (x - x0) / width, (y - y0) / height
     u_b = torch.where(flip > 0.5, 1 - u_b, u_b)
-    inside = (u_b >= 0) & (u_b <= 1) & (v_b >= 0) & (v_b <= 1)
+    inside = on_picture & (u_b >= 0) & (u_b <= 1) & (v_b >= 0) & (v_b <= 1)
     return torch.stack([u_b, v_b], dim=-1), inside
 
 

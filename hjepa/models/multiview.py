@@ -136,7 +136,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             local_maps[level] = cells.view(num_global, batch, side, side, -1)
         # Step 4. Loss.
         out = self.loss_fn(embeddings, predictions, num_global, step=step, local_maps=local_maps,
-                           boxes=views.boxes, same_picture=views.same_picture)
+                           boxes=views.boxes, same_picture=views.same_picture, pooled_rows=views.pooled_rows)
         out["target_pooled"] = per_group[0][0][:batch].detach().float()
         return out
 

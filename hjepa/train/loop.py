@@ -21,6 +21,7 @@ from hjepa.data import (
     MultiViewAugment,
     PixelNeighbours,
     PretrainAugment,
+    SceneMaker,
     TrainBatches,
     batch_generator,
     build_dataset,
@@ -229,6 +230,7 @@ class BatchMaker:
             table_device = device if cfg.data.on_device else torch.device("cpu")  # where the crops are made
             self.neighbours = PixelNeighbours(dataset.tensors()[0].to(table_device), cfg.data.neighbour_views,
                                               cfg.data.neighbour_pool)
+        self.scenes = SceneMaker(cfg.data.scenes, cfg.data.scene_layouts) if cfg.data.scenes else None
 
     def __call__(self, step: int, images: torch.Tensor) -> tuple[torch.Tensor, MaskBatch | None]:
         cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
@@ -239,12 +241,19 @@ class BatchMaker:
                 masks = masks.with_queries()  # the packed predictor's layout, made here on the CPU
             masks = masks_to(masks, device)
         aug_gen = batch_generator(seed * 7919 + dist.rank(), step, images.device)
+        second = scenes = None
         if self.neighbours is not None:  # its own generator: the crops stay those of a run without neighbours
             second = self.neighbours(images, self.batches.batch_indices(step),
                                      batch_generator(seed * 7907 + dist.rank(), step, "cpu"))
-            images = self.augment(images.to(device, non_blocking=True), aug_gen, second.to(device, non_blocking=True))
+            second = second.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True)
+        if self.scenes is not None:  # its own generator too
+            scenes = self.scenes(images, self.cfg.data.num_global_views,
+                                 batch_generator(seed * 7901 + dist.rank(), step, "cpu"))
+        if self.cfg.model.objective == "multiview":
+            images = self.augment(images, aug_gen, second, scenes)
         else:
-            images = self.augment(images.to(device, non_blocking=True), aug_gen)
+            images = self.augment(images, aug_gen)
         torch.manual_seed(seed * 1_000_003 + step)  # drop path draws from the global RNG
         return images, masks
 

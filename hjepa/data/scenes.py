@@ -1,0 +1,99 @@
+"""Scene views: both global views of a share of the batch are mosaics holding the row's picture in one tile.
+
+Each view draws its own layout (``k x k`` tiles), the picture's tile and the other tiles (other pictures of the
+batch, or empty), so the picture sits at another place and scale in each view. Since we placed it, we know where its
+cells are: the spatial term then matches cells that share content but not position, which a position embedding
+cannot satisfy (CP2's copy-paste correspondences, on hjepa's level grids). No label is read.
+
+A placement ``(k, i, j)`` means the view's source canvas shows the picture in tile row ``i``, column ``j`` of a
+``k x k`` grid; :func:`canvas_to_picture` turns a crop box of the canvas into a box in picture fractions, which is all
+``losses/spatial.py`` needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hjepa.config import ConfigError
+
+EMPTY_TILE = 0.25  # share of filler tiles left black, as in the dense evaluation's mosaics
+
+
+@dataclass
+class Scenes:
+    """``canvases`` uint8 ``[V, B, C, H, W]``, ``placement [V, B, 3]`` = (k, i, j), ``rows [B]`` bool."""
+
+    canvases: torch.Tensor
+    placement: torch.Tensor
+    rows: torch.Tensor
+
+
+class SceneMaker:
+    """Mosaics around a ``share`` of each batch's pictures; see the module docstring."""
+
+    def __init__(self, share: float, layouts: Sequence[int] = (1, 2, 4)) -> None:
+        if not 0 < share <= 1:
+            raise ConfigError(f"data.scenes must be in (0, 1], got {share}")
+        if not layouts or any(int(k) < 1 or int(k) > 8 for k in layouts):
+            raise ConfigError(f"data.scene_layouts must be tile counts per side in 1..8, got {list(layouts)}")
+        self.share = float(share)
+        self.layouts = [int(k) for k in layouts]
+
+    def __call__(self, images: torch.Tensor, num_views: int, generator: torch.Generator) -> Scenes:
+        """``images`` uint8 ``[B, C, H, W]``; every draw comes from ``generator`` (CPU), in a fixed order."""
+        batch = images.shape[0]
+        rows = torch.rand(batch, generator=generator) < self.share
+        canvases, placements = [], []
+        for _ in range(num_views):
+            canvas, placement = self._view(images, rows, generator)
+            canvases.append(canvas)
+            placements.append(placement)
+        return Scenes(torch.stack(canvases), torch.stack(placements), rows.to(images.device))
+
+    def _view(self, images: torch.Tensor, rows: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, most = images.shape[0], max(self.layouts) ** 2
+        layout = torch.tensor(self.layouts)[torch.randint(len(self.layouts), (batch,), generator=generator)]
+        slot = (torch.rand(batch, generator=generator) * layout.square()).long()
+        fillers = torch.randint(batch, (batch, most), generator=generator)
+        empty = torch.rand(batch, most, generator=generator) < EMPTY_TILE
+        layout = torch.where(rows, layout, 1)
+        slot = torch.where(rows, slot, 0)
+        canvas = images.clone()
+        for k in self.layouts:
+            chosen = (layout == k).to(images.device)
+            if k == 1 or not bool(chosen.any()):
+                continue
+            device = images.device
+            mosaic = _mosaic(images, k, slot.clamp(max=k * k - 1).to(device), fillers[:, :k * k].to(device),
+                             empty[:, :k * k].to(device))
+            canvas[chosen] = mosaic[chosen]
+        placement = torch.stack([layout, slot // layout, slot % layout], dim=1).float()
+        return canvas, placement.to(images.device)
+
+
+def _mosaic(images: torch.Tensor, k: int, slot: torch.Tensor, fillers: torch.Tensor,
+            empty: torch.Tensor) -> torch.Tensor:
+    """``k x k`` mosaics ``[B, C, H, W]``: row b's own picture in tile ``slot[b]``, ``fillers`` elsewhere."""
+    batch, channels, height, width = images.shape
+    tile_h, tile_w = height // k, width // k
+    small = F.interpolate(images.float(), size=(tile_h, tile_w), mode="bilinear", align_corners=False,
+                          antialias=True).round().clamp(0, 255).to(torch.uint8)
+    tiles = small[fillers].masked_fill(empty.view(batch, k * k, 1, 1, 1), 0)  # [B, k*k, C, th, tw]
+    tiles[torch.arange(batch, device=images.device), slot] = small
+    grid = tiles.view(batch, k, k, channels, tile_h, tile_w).permute(0, 3, 1, 4, 2, 5)
+    mosaic = grid.reshape(batch, channels, k * tile_h, k * tile_w)
+    if mosaic.shape[-2:] != (height, width):  # sides not divisible by k: stretch the few missing pixels
+        mosaic = F.interpolate(mosaic.float(), size=(height, width), mode="nearest").to(torch.uint8)
+    return mosaic
+
+
+def canvas_to_picture(boxes: torch.Tensor, placement: torch.Tensor) -> torch.Tensor:
+    """Crop boxes ``[B, 5]`` in canvas fractions -> the same boxes in fractions of the placed picture."""
+    k, i, j = placement.unbind(-1)
+    x0, y0, width, height, flip = boxes.unbind(-1)
+    return torch.stack([k * x0 - j, k * y0 - i, k * width, k * height, flip], dim=-1)
