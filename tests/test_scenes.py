@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from hjepa.config import ConfigError, load_config
 from hjepa.data import MultiViewAugment, SceneMaker
-from hjepa.losses.multiview import MultiViewLoss
 from hjepa.losses.spatial import match_loss
 
 
@@ -43,7 +42,7 @@ def test_scene_cells_are_matched_to_the_same_content_at_another_place():
     scenes = SceneMaker(1.0, [1, 2, 4])(images, 2, generator)
     views = MultiViewAugment(32, crop_scale=(0.5, 1.0), normalisation=((0, 0, 0), (1, 1, 1)))(
         images, generator, None, scenes)
-    assert views.same_picture.all() and not views.pooled_rows.any()
+    assert views.same_picture.all() and views.scene_rows.all()
     maps = torch.stack([F.adaptive_avg_pool2d(v[:, :1], 8).permute(0, 2, 3, 1) for v in views.globals_])
     matched, share = match_loss(maps, views.boxes, views.same_picture)
     shuffled, _ = match_loss(maps[:, torch.randperm(64, generator=generator)], views.boxes, views.same_picture)
@@ -53,19 +52,24 @@ def test_scene_cells_are_matched_to_the_same_content_at_another_place():
     assert (moved > 0.5).float().mean() > 0.3  # the picture sits elsewhere in most pairs
 
 
-def test_scene_rows_are_left_out_of_the_pooled_term():
-    class NoRegulariser(torch.nn.Module):
-        def forward(self, view, center=None, step=0):
-            return {"loss": view.new_zeros(())}
+def test_a_scene_view_is_pooled_over_the_cells_that_show_the_picture(tiny_config):
+    from hjepa.data.multiview import Views
+    from hjepa.losses.factory import build_multiview_loss
+    from hjepa.models.multiview import MultiViewJEPA
 
-    loss = MultiViewLoss(NoRegulariser(), [0.5], [1.0])
-    z = torch.randn(2, 6, 4)
-    rows = torch.tensor([True, True, False, True, False, True])
-    base = loss([z], [z], 2, pooled_rows=rows)["pred_h0"]
-    changed = z.clone()
-    changed[:, ~rows] += torch.randn(2, 2, 4) * 10
-    assert torch.allclose(loss([changed], [changed], 2, pooled_rows=rows)["pred_h0"], base)
-    assert not torch.allclose(loss([changed], [changed], 2)["pred_h0"], base)
+    cfg = tiny_config
+    cfg.model.objective, cfg.loss.regularizer, cfg.loss.regularizer_weight = "multiview", "vicreg", [0.1]
+    model = MultiViewJEPA(cfg, build_multiview_loss(cfg.loss, cfg.model.num_levels))
+    tokens = [torch.randn(2, 16, 8), torch.randn(2, 4, 8)]  # level 0 (4x4) and level 1 (2x2), two views
+    whole = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0]])
+    quarter = torch.tensor([[0.0, 0.0, 2.0, 2.0, 0.0]])  # the picture in the top-left tile of a 2x2 mosaic
+    views = Views(torch.zeros(1, 2, 3, 16, 16), boxes=torch.stack([whole, quarter]),
+                  scene_rows=torch.tensor([True]))
+    level0, level1 = model._pooled(tokens, views)
+    assert torch.allclose(level0[0], tokens[0][0].mean(0), atol=1e-6)
+    top_left = tokens[0][1].view(4, 4, 8)[:2, :2].reshape(4, 8).mean(0)
+    assert torch.allclose(level0[1], top_left, atol=1e-6)
+    assert torch.allclose(level1[1], tokens[1][1][0], atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides, message", [

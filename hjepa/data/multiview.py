@@ -25,14 +25,14 @@ class Views:
     """``globals_ [V_g, B, 3, S, S]``, ``locals_ [V_l, B, 3, s, s]`` (``None`` without local views), the global
     crops' ``boxes [V_g, B, 5]`` (``PretrainAugment.crops_and_boxes``, in fractions of the row's picture),
     ``same_picture [B]``: False where the second global view was cut from another picture (neighbour views), so
-    crop geometry does not relate them, and ``pooled_rows [B]``: False for scene rows (``data/scenes.py``), whose
-    views share one picture but not their content as a whole, so the pooled term leaves them out."""
+    crop geometry does not relate them, and ``scene_rows [B]``: True where the views are scenes
+    (``data/scenes.py``), so only some of their cells show the picture (None without scenes)."""
 
     globals_: torch.Tensor
     locals_: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     same_picture: torch.Tensor | None = None
-    pooled_rows: torch.Tensor | None = None
+    scene_rows: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -94,8 +94,6 @@ class MultiViewAugment:
         if self.num_local:
             locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])
         same_picture = None if second is None else (second == images).flatten(1).all(1)
-        pooled_rows = None
         if scenes is not None:
             same_picture = scenes.rows if same_picture is None else same_picture | scenes.rows
-            pooled_rows = ~scenes.rows
-        return Views(torch.stack(crops), locals_, boxes, same_picture, pooled_rows)
+        return Views(torch.stack(crops), locals_, boxes, same_picture, None if scenes is None else scenes.rows)

@@ -97,3 +97,24 @@ def canvas_to_picture(boxes: torch.Tensor, placement: torch.Tensor) -> torch.Ten
     k, i, j = placement.unbind(-1)
     x0, y0, width, height, flip = boxes.unbind(-1)
     return torch.stack([k * x0 - j, k * y0 - i, k * width, k * height, flip], dim=-1)
+
+
+def cell_centres(side: int, device: torch.device) -> torch.Tensor:
+    """``[side, side, 2]``: (u, v) of each cell centre in [0, 1] view coordinates, row-major."""
+    steps = (torch.arange(side, device=device, dtype=torch.float32) + 0.5) / side
+    v, u = torch.meshgrid(steps, steps, indexing="ij")
+    return torch.stack([u, v], dim=-1)
+
+
+def picture_points(boxes: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """View points ``uv [B or 1, h, w, 2]`` of views cropped by ``boxes [B, 5]`` -> picture fractions ``(x, y)``
+    ``[B, h, w]``; outside [0, 1] the point shows something else (another tile, a zoom-out canvas)."""
+    x0, y0, width, height, flip = (part.view(-1, 1, 1) for part in boxes.unbind(-1))
+    u = torch.where(flip > 0.5, 1 - uv[..., 0], uv[..., 0])
+    return x0 + width * u, y0 + height * uv[..., 1]
+
+
+def picture_cells(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """``[B, side, side]`` float: 1 where a cell centre of a view cropped by ``boxes [B, 5]`` shows the picture."""
+    x, y = picture_points(boxes, cell_centres(side, boxes.device).unsqueeze(0))
+    return ((x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)).float()

@@ -5,7 +5,7 @@ global views' embeddings, p_v = P(z_v) the predictor's output (P = identity with
 regulariser weight and w_h the level weight::
 
     c        = 1/V_g sum_{v < V_g} z_v                                  (gradient flows into c, as in LeJEPA)
-    L_pred,h = 1/V sum_v mean_{b, k} (p_v - c)^2          (b over pooled_rows: scene rows are left out)
+    L_pred,h = 1/V sum_v mean_{b, k} (p_v - c)^2
     L_reg,h  = 1/V sum_v R(z_v)     SIGReg: R(z_v, step); VICReg: its variance + covariance terms of z_v alone (the
                                      prediction term is the invariance); Barlow Twins (needs a pair): R(z_v, sg(c))
     loss     = sum_h w_h ((1 - lambda_h) L_pred,h + lambda_h L_reg,h) + sum_h w_h s_h L_local,h
@@ -49,7 +49,7 @@ class MultiViewLoss(nn.Module):
     def forward(
         self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0,
         local_maps: Sequence[Tensor | None] | None = None, boxes: Tensor | None = None,
-        same_picture: Tensor | None = None, pooled_rows: Tensor | None = None,
+        same_picture: Tensor | None = None,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = prediction_total = regularizer_total = None
@@ -57,7 +57,7 @@ class MultiViewLoss(nn.Module):
             for level, (z, p) in enumerate(zip(embeddings, predictions, strict=True)):
                 z, p = z.float(), p.float()
                 center = z[:num_global].mean(0)  # [B, K]
-                prediction = _row_mean((p - center).square().mean(-1), pooled_rows)
+                prediction = (p - center).square().mean()
                 parts = [self._regularize(view, center, step) for view in z]
                 regularizer = torch.stack([part["loss"] for part in parts]).mean()
                 lam, weight = self.regularizer_weights[level], self.level_weights[level]
@@ -101,10 +101,3 @@ class MultiViewLoss(nn.Module):
             return self.regularizer(view)
         return self.regularizer(view, center.detach())
 
-
-def _row_mean(errors: Tensor, rows: Tensor | None) -> Tensor:
-    """Mean of ``errors [V, B]`` over the batch rows ``rows [B]`` keeps (all when None)."""
-    if rows is None:
-        return errors.mean()
-    weight = rows.to(errors.dtype).view(1, -1).expand_as(errors)
-    return (errors * weight).sum() / weight.sum().clamp_min(1)

@@ -18,26 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def cell_centres(side: int, device: torch.device) -> Tensor:
-    """``[side, side, 2]``: (u, v) of each cell centre in [0, 1] view coordinates, row-major."""
-    steps = (torch.arange(side, device=device, dtype=torch.float32) + 0.5) / side
-    v, u = torch.meshgrid(steps, steps, indexing="ij")
-    return torch.stack([u, v], dim=-1)
+from hjepa.data.scenes import cell_centres, picture_points
 
 
 def warp_cells(box_a: Tensor, box_b: Tensor, side: int) -> tuple[Tensor, Tensor]:
     """Where view a's cell centres fall in view b: ``(uv [B, side, side, 2] in [0, 1], inside [B, side, side])``."""
-    uv = cell_centres(side, box_a.device).unsqueeze(0)  # [1, h, w, 2]
-
-    def split(box: Tensor) -> list[Tensor]:
-        return [part.view(-1, 1, 1) for part in box.unbind(-1)]
-
-    x0, y0, width, height, flip = split(box_a)
-    u = torch.where(flip > 0.5, 1 - uv[..., 0], uv[..., 0])
-    x, y = x0 + width * u, y0 + height * uv[..., 1]  # source-picture fractions
+    x, y = picture_points(box_a, cell_centres(side, box_a.device).unsqueeze(0))
     on_picture = (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)  # scene views also show other pictures
-    x0, y0, width, height, flip = split(box_b)
+    x0, y0, width, height, flip = (part.view(-1, 1, 1) for part in box_b.unbind(-1))
     u_b, v_b = (x - x0) / width, (y - y0) / height
     u_b = torch.where(flip > 0.5, 1 - u_b, u_b)
     inside = on_picture & (u_b >= 0) & (u_b <= 1) & (v_b >= 0) & (v_b <= 1)

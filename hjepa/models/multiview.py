@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from hjepa.config import Config, ConfigError
+from hjepa.data.scenes import picture_cells
 from hjepa.models.hierarchy import TargetNorm, check_levels, pool_tokens
 from hjepa.models.hjepa import HJEPA, parameter_counts
 from hjepa.models.level_encoder import LevelFeatures
@@ -117,7 +119,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         batch, num_global = views.batch_size, views.num_global
         # Step 1. Encode: global views in one batch, local views (another size) in another.
         global_tokens = self.level_tokens(views.globals_.flatten(0, 1))
-        per_group = [[tokens.mean(1) for tokens in global_tokens]]
+        per_group = [self._pooled(global_tokens, views)]
         if views.locals_ is not None:
             per_group.append(self.level_embeddings(views.locals_.flatten(0, 1)))
         # Step 2. Per level: project every view, predict the centre from each.
@@ -136,9 +138,22 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             local_maps[level] = cells.view(num_global, batch, side, side, -1)
         # Step 4. Loss.
         out = self.loss_fn(embeddings, predictions, num_global, step=step, local_maps=local_maps,
-                           boxes=views.boxes, same_picture=views.same_picture, pooled_rows=views.pooled_rows)
+                           boxes=views.boxes, same_picture=views.same_picture)
         out["target_pooled"] = per_group[0][0][:batch].detach().float()
         return out
+
+    def _pooled(self, level_tokens: list[torch.Tensor], views: Views) -> list[torch.Tensor]:
+        """Per level ``[V_g*B, D]``: the mean of a view's tokens, over the picture's cells only in scene views,
+        each level-k cell weighted by its share of level-0 cells on the picture."""
+        if views.scene_rows is None:
+            return [tokens.mean(1) for tokens in level_tokens]
+        side = math.isqrt(level_tokens[0].shape[1])
+        shown = picture_cells(views.boxes.flatten(0, 1), side).unsqueeze(1)  # [V*B, 1, h, w]
+        pooled = []
+        for level, tokens in enumerate(level_tokens):
+            weight = F.avg_pool2d(shown, 2**level).flatten(1).unsqueeze(-1).to(tokens.dtype)  # [V*B, N_k, 1]
+            pooled.append((tokens * weight).sum(1) / weight.sum(1).clamp_min(1e-6))
+        return pooled
 
     def parameter_summary(self) -> dict[str, int]:
         parts = {
