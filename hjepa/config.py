@@ -90,6 +90,9 @@ class LossConfig:
     regularizer_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
     # multiview: weight of each level's cell-matching term across overlapping crops (0: pooled term only)
     spatial_weight: list[float] = field(default_factory=lambda: [0.0])  # per level; the last value repeats
+    # multiview, per level: each level-k cell showing the picture predicts the picture's centre embedding
+    # (losses/multiview.py), so a cell carries what its picture is
+    cell_weight: list[float] = field(default_factory=lambda: [0.0])
     vicreg_sim: float = 25.0
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
@@ -123,7 +126,7 @@ class DataConfig:
     neighbour_views: float = 0.0
     neighbour_pool: int = 8192
     # multiview: share of a batch whose global views are both mosaics of scene_layouts tiles holding the picture at
-    # another place and scale in each (data/scenes.py); spatial term only; 0: off
+    # another place and scale in each (data/scenes.py); 0: off
     scenes: float = 0.0
     scene_layouts: list[int] = field(default_factory=lambda: [1, 2, 4])
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device

@@ -81,6 +81,7 @@ _RANGES: dict[str, Range] = {
     "loss.level_weights": _NON_NEGATIVE,
     "loss.regularizer_weight": _NON_NEGATIVE,
     "loss.spatial_weight": _NON_NEGATIVE,
+    "loss.cell_weight": _NON_NEGATIVE,
     "loss.vicreg_sim": _NON_NEGATIVE,
     "loss.vicreg_var": _NON_NEGATIVE,
     "loss.vicreg_cov": _NON_NEGATIVE,
@@ -199,9 +200,9 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key {low_key!r} ({low}) must not exceed {high_key!r} ({high})")
     if cfg.data.scenes and cfg.model.objective != "multiview":
-        raise ConfigError("data.scenes needs model.objective=multiview (scene rows only feed its spatial term)")
-    if cfg.data.scenes and not any(cfg.loss.spatial_weight):
-        raise ConfigError("data.scenes needs loss.spatial_weight > 0 on some level (scene rows feed only that term)")
+        raise ConfigError("data.scenes needs model.objective=multiview (the masked objective has no views to place)")
+    if any(cfg.loss.cell_weight) and cfg.model.objective != "multiview":
+        raise ConfigError("loss.cell_weight needs model.objective=multiview")
     if any(not 1 <= k <= 8 for k in cfg.data.scene_layouts) or not cfg.data.scene_layouts:
         raise ConfigError(f"data.scene_layouts must be tile counts per side in 1..8, got {cfg.data.scene_layouts}")
     if cfg.data.neighbour_views and (cfg.model.objective != "multiview" or cfg.data.num_global_views < 2):

@@ -72,9 +72,38 @@ def test_a_scene_view_is_pooled_over_the_cells_that_show_the_picture(tiny_config
     assert torch.allclose(level1[1], tokens[1][1][0], atol=1e-6)
 
 
+def test_the_cell_term_pulls_the_cells_that_show_the_picture_to_its_pooled_token(tiny_config):
+    from hjepa.data.multiview import MultiViewAugment
+    from hjepa.losses.factory import build_multiview_loss
+    from hjepa.models.multiview import MultiViewJEPA
+
+    cfg = tiny_config
+    cfg.model.objective, cfg.loss.regularizer, cfg.loss.regularizer_weight = "multiview", "vicreg", [0.1]
+    cfg.loss.cell_weight = [0.0, 1.0]
+    cfg.model.projector_hidden, cfg.model.projector_dim = 32, 16
+    model = MultiViewJEPA(cfg, build_multiview_loss(cfg.loss, cfg.model.num_levels))
+    assert model.cell_levels == [1]
+    images = _smooth(8, side=16)
+    generator = torch.Generator().manual_seed(0)
+    scenes = SceneMaker(1.0, [2])(images, 2, generator)
+    views = MultiViewAugment(16, crop_scale=(0.8, 1.0))(images, generator, None, scenes)
+    out = model(views)
+    assert "cell_h1" in out and "cell_h0" not in out and out["cell_h1"] > 0
+    # The term by hand: level-1 tokens on the picture against the picture's pooled level-1 token.
+    tokens = model.level_tokens(views.globals_.flatten(0, 1))[1]  # [V*B, 4, D]
+    pooled = model._pooled(model.level_tokens(views.globals_.flatten(0, 1)), views)[1].view(2, 8, -1).mean(0)
+    from hjepa.data.scenes import picture_cells
+
+    shown = picture_cells(views.boxes.flatten(0, 1), 2).view(2, 8, 4)
+    distance = (tokens.view(2, 8, 4, -1) - pooled[None, :, None]).square().mean(-1)
+    assert torch.allclose(out["cell_h1"], (distance * shown).sum() / shown.sum(), rtol=1e-4)
+    assert 0 < shown.mean() < 1  # in 2x2 scenes only some level-1 cells show the picture
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["model.objective=masked", "data.scenes=0.5"], "objective=multiview"),
-    (["data.scenes=0.5", "loss.spatial_weight=[0.0]"], "spatial_weight"),
+    (["model.objective=masked", "loss.cell_weight=[1.0]"], "cell_weight"),
+    (["loss.cell_weight=[-1.0]"], "cell_weight"),
     (["data.scenes=1.5"], "data.scenes"),
     (["data.scenes=0.5", "data.scene_layouts=[0]"], "scene_layouts"),
 ])

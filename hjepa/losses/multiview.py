@@ -11,7 +11,10 @@ regulariser weight and w_h the level weight::
     loss     = sum_h w_h ((1 - lambda_h) L_pred,h + lambda_h L_reg,h) + sum_h w_h s_h L_local,h
 
 with s_h the level's spatial weight and L_local,h the cell-matching term of ``spatial.py`` on the global views' level
-maps (``local_maps[h] [V_g, B, h, w, K]``, needing ``boxes`` and ``same_picture``).
+maps (``local_maps[h] [V_g, B, h, w, K]``, needing ``boxes`` and ``same_picture``). With a cell weight g_h, each
+level-h token of a global view that shows the picture is pulled to the picture's pooled level-h token t (the mean
+over the global views, no gradient): ``+ w_h g_h mean (cell - sg(t))^2``, so a cell says what its picture is
+(``cells[h] = (cells [V_g, B, N, D], shown [V_g, B, N], t [B, D])``, key ``cell_h{i}``).
 
 Nothing but the regulariser keeps the embeddings from collapsing to a constant, so lambda_h > 0 is required. All
 parts are computed in float32. Keys: ``loss``, ``loss_prediction``, ``loss_regularizer``, ``pred_h{i}``,
@@ -34,7 +37,7 @@ class MultiViewLoss(nn.Module):
     ``embeddings[h] [V, B, K]`` (globals first) and ``predictions[h] [V, B, K]``."""
 
     def __init__(self, regularizer: nn.Module, regularizer_weights: Sequence[float], level_weights: Sequence[float],
-                 spatial_weights: Sequence[float] | None = None):
+                 spatial_weights: Sequence[float] | None = None, cell_weights: Sequence[float] | None = None):
         super().__init__()
         if not all(0 < w <= 1 for w in regularizer_weights):
             raise ValueError(
@@ -45,11 +48,12 @@ class MultiViewLoss(nn.Module):
         self.regularizer_weights = [float(w) for w in regularizer_weights]
         self.level_weights = [float(w) for w in level_weights]
         self.spatial_weights = [float(w) for w in spatial_weights or [0.0] * len(self.level_weights)]
+        self.cell_weights = [float(w) for w in cell_weights or [0.0] * len(self.level_weights)]
 
     def forward(
         self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0,
         local_maps: Sequence[Tensor | None] | None = None, boxes: Tensor | None = None,
-        same_picture: Tensor | None = None,
+        same_picture: Tensor | None = None, cells: Sequence[tuple[Tensor, Tensor, Tensor] | None] | None = None,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = prediction_total = regularizer_total = None
@@ -70,6 +74,10 @@ class MultiViewLoss(nn.Module):
                 if local_maps is not None and local_maps[level] is not None and self.spatial_weights[level] > 0:
                     local = self._local_loss(local_maps[level].float(), boxes, same_picture, lam, step, level, out)
                     level_loss = level_loss + weight * self.spatial_weights[level] * local
+                if cells is not None and cells[level] is not None and self.cell_weights[level] > 0:
+                    to_picture = _cells_to_picture(*cells[level])
+                    out[f"cell_h{level}"] = to_picture.detach()
+                    level_loss = level_loss + weight * self.cell_weights[level] * to_picture
                 total = level_loss if total is None else total + level_loss
                 weighted_prediction = weight * (1 - lam) * prediction.detach()
                 weighted_regularizer = weight * lam * regularizer.detach()
@@ -101,3 +109,9 @@ class MultiViewLoss(nn.Module):
             return self.regularizer(view)
         return self.regularizer(view, center.detach())
 
+
+def _cells_to_picture(cells: Tensor, shown: Tensor, target: Tensor) -> Tensor:
+    """Mean squared distance of the cells ``[V, B, N, D]`` that show the picture (``shown [V, B, N]``) to its
+    pooled token ``target [B, D]``."""
+    distance = (cells.float() - target.float()[None, :, None]).square().mean(-1)
+    return (distance * shown).sum() / shown.sum().clamp_min(1)

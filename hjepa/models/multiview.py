@@ -97,6 +97,9 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             str(level): local_projector(dim, model_cfg.projector_hidden, model_cfg.projector_dim)
             for level in self.spatial_levels
         })
+        cell_weights = list(cfg.loss.cell_weight) or [0.0]
+        self.cell_levels = [level for level in range(self.num_levels)
+                            if cell_weights[min(level, len(cell_weights) - 1)] > 0]
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
         for param in self.target_encoder.parameters():
@@ -136,9 +139,12 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             side = math.isqrt(tokens.shape[1])
             cells = self.local_projectors[str(level)](tokens.flatten(0, 1))
             local_maps[level] = cells.view(num_global, batch, side, side, -1)
-        # Step 4. Loss.
+        # Step 4. Per cell level: the cells that show the picture, and its pooled token as their target.
+        cells = [self._cells(global_tokens[level], per_group[0][level], views) if level in self.cell_levels else None
+                 for level in range(self.num_levels)]
+        # Step 5. Loss.
         out = self.loss_fn(embeddings, predictions, num_global, step=step, local_maps=local_maps,
-                           boxes=views.boxes, same_picture=views.same_picture)
+                           boxes=views.boxes, same_picture=views.same_picture, cells=cells)
         out["target_pooled"] = per_group[0][0][:batch].detach().float()
         return out
 
@@ -154,6 +160,18 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             weight = F.avg_pool2d(shown, 2**level).flatten(1).unsqueeze(-1).to(tokens.dtype)  # [V*B, N_k, 1]
             pooled.append((tokens * weight).sum(1) / weight.sum(1).clamp_min(1e-6))
         return pooled
+
+    def _cells(self, tokens: torch.Tensor, pooled: torch.Tensor, views: Views) -> tuple[torch.Tensor, ...]:
+        """Level-k cells ``[V_g, B, N_k, D]``, where they show the picture ``[V_g, B, N_k]`` and their target: the
+        picture's pooled level-k token, averaged over the global views, ``[B, D]``."""
+        num_global, batch = views.num_global, views.batch_size
+        side = math.isqrt(tokens.shape[1])
+        cells = tokens.view(num_global, batch, side * side, -1)
+        target = pooled.view(num_global, batch, -1).mean(0).detach()
+        if views.boxes is None:
+            return cells, cells.new_ones(cells.shape[:3]), target
+        shown = picture_cells(views.boxes.flatten(0, 1), side).view(num_global, batch, side * side)
+        return cells, shown.to(cells.dtype), target
 
     def parameter_summary(self) -> dict[str, int]:
         parts = {
