@@ -171,7 +171,7 @@ def knn_evaluate(
 ) -> dict[int, dict[str, float]]:
     """``{k: {"top1": %, "top5": %}}`` for each k, plus ``"k_used"`` where k was clamped to the train size.
 
-    One search for ``max(ks)``; the tie order makes its prefixes equal separate searches. Top-5 counts voted classes only.
+    One search for ``max(ks)``; the tie order makes its prefixes equal separate searches. Top-5 counts voted classes.
     """
     if len(ks) == 0:
         raise ValueError("ks is empty: give at least one k")
