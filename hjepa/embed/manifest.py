@@ -68,7 +68,7 @@ def prepare_output(directory: Path, job: dict[str, Any], resume: bool, overwrite
 
 
 def _clear(directory: Path) -> None:
-    """Only the names hjepa-embed writes."""
+    """Removes a previous job's files, only the names hjepa-embed writes."""
     for pattern in ("part-*.parquet", ".part-*", "ray-*", ".ray-*", "index", ".index*", "errors.jsonl",
                     ".errors.jsonl*", "inputs.parquet", ".inputs.parquet*", MANIFEST_NAME):
         for path in directory.glob(pattern):

@@ -48,7 +48,7 @@ class EmbedOptions:
     gpus_per_actor: float = 0.0
 
     def check(self) -> None:
-        """Before anything is opened or written."""
+        """Refuses bad values before anything is opened or written."""
         if self.engine not in ENGINES:
             raise OptionError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         for name in ("batch_size", "shard_size", "max_pixels", "exact_index_max_rows"):

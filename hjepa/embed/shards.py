@@ -67,7 +67,7 @@ def build_table(ids: list, pooled: dict[int, np.ndarray], grids: dict[int, np.nd
 
 
 def write_shard(directory: Path, index: int, table: Any, record: dict) -> Path:
-    """Atomically, ``record`` in the file's metadata."""
+    """Writes the shard atomically, ``record`` in its metadata."""
     import pyarrow.parquet as pq
 
     path = directory / shard_name(index)

@@ -30,12 +30,12 @@ class EvalSource:
 
     @property
     def levels(self) -> list[int]:
-        """One for a lone ``.onnx`` file, all for a checkpoint."""
+        """Levels served: one for a lone ``.onnx`` file, all for a checkpoint."""
         return self.runtime.levels
 
     @property
     def backend(self) -> str:
-        """E.g. ``torch[cpu]``, ``onnxruntime[CPUExecutionProvider]``."""
+        """The back-end, e.g. ``torch[cpu]``, ``onnxruntime[CPUExecutionProvider]``."""
         return self.runtime.backend
 
     @property

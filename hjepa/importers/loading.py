@@ -47,7 +47,7 @@ def _one_line(text: str) -> str:
 
 
 def read_tensors(file: Path) -> Any:
-    """Without unpickling arbitrary objects."""
+    """The file's contents, without unpickling arbitrary objects."""
     if file.suffix == ".safetensors":
         try:
             return load_file(str(file))

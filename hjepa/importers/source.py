@@ -54,7 +54,7 @@ class SourceWeights:
             raise ImportSourceError(f"{self.where}: cannot convert {found[0]!r} exactly: {why}")
 
     def finish(self) -> None:
-        """Or an error listing the unused keys."""
+        """Every tensor taken, or an error listing the rest."""
         unused = sorted(set(self.tensors) - self.taken)
         if unused:
             shown = ", ".join(unused[:8]) + (f" (+{len(unused) - 8} more)" if len(unused) > 8 else "")
