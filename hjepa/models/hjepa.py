@@ -56,8 +56,8 @@ class HJEPA(LevelFeatures, nn.Module):
             drop_path=model_cfg.predictor_drop_path,
             hamiltonian=model_cfg.hamiltonian,
         )
-        # Target heads: parameter-free LayerNorm, as I-JEPA's. EMA heads collapse slowly: a context head shrinking
-        # to a constant drags its EMA copy along (Fashion-MNIST: participation ratio -> 1).
+        # Target heads: parameter-free LayerNorm, as I-JEPA's. EMA heads collapse slowly:
+        # a context head shrinking to a constant drags its EMA copy along (Fashion-MNIST).
         self.target_encoder = copy.deepcopy(self.context_encoder)
         if model_cfg.target_heads == "ema":
             self.target_heads = copy.deepcopy(self.context_heads)
