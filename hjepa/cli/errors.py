@@ -9,14 +9,13 @@ import click
 
 from hjepa.errors import HJEPAError
 
-# HJEPAError: the user can fix it. OSError: a path they named (the message names it).
-# Anything else is a bug and keeps its traceback.
+# the user can fix these; anything else is a bug and keeps its traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (HJEPAError, OSError)
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Inside this block, a user mistake becomes ``Error: <message>`` and exit status 1, not a traceback."""
+    """A user mistake becomes ``Error: <message>`` and exit status 1."""
     try:
         yield
     except USER_ERRORS as exc:

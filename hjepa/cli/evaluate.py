@@ -14,7 +14,7 @@ DATASET_HELP = "fashion-mnist | digits | cifar100 | imagenet100 | imagefolder"
 
 
 def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every subcommand shares: what to evaluate, on which data, at which levels, and the cache."""
+    """Shared: what to evaluate, on which data, at which levels, the cache."""
     options = [
         click.argument("source", required=False),
         click.option("--random-init", "random_init", metavar="CONFIG", default=None,
@@ -54,7 +54,7 @@ def _probe_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (), **options: Any) -> None:
-    """Evaluate, then print a summary, the per-level table and where the report went."""
+    """Evaluate; print a summary, the table and where the report went."""
     from hjepa.evaluation.baselines import comparison_rows, evaluate_with_baselines
     from hjepa.evaluation.report import format_table, report_rows
 
@@ -62,8 +62,7 @@ def _run(protocols: tuple[str, ...], source: str | None, ks: tuple[int, ...] = (
         raise click.UsageError("give either SOURCE (checkpoint, .onnx, export directory, .engine) or "
                                "--random-init CONFIG")
     no_cache, cache_dir = options.pop("no_cache"), options.pop("cache_dir")
-    # Library warnings (k clamped to the bank, an unwritable cache) as one line each, not Python's "FILE:LINE:
-    # UserWarning" pair that points into torch's no_grad wrapper.
+    # warnings as one line each, not a FILE:LINE pair pointing into torch
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:

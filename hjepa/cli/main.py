@@ -13,12 +13,12 @@ def cli() -> None:
     """Hierarchical JEPA: train, export, evaluate and inspect vision encoders."""
 
 
-NAMES = {"evaluate": "eval", "importer": "import"}  # module -> subcommand, where they differ
+NAMES = {"evaluate": "eval", "importer": "import"}  # module -> subcommand
 
 for module_name in ("train", "importer", "export", "evaluate", "serve", "embed"):
     try:
         command = importlib.import_module(f"hjepa.cli.{module_name}").main
-    except ModuleNotFoundError as exc:  # a capability that has not landed is simply not registered
+    except ModuleNotFoundError as exc:  # not landed yet: not registered
         if exc.name != f"hjepa.cli.{module_name}":
             raise
         continue

@@ -16,7 +16,7 @@ BACKEND_CHOICES = (
     "onnxruntime:cuda",
     "onnxruntime:tensorrt",
     "tensorrt",
-)  # kept equal to hjepa.inference.BACKENDS (a test checks) so --help needs no torch
+)  # equals hjepa.inference.BACKENDS (tested), so --help needs no torch
 
 
 @click.command("serve")
@@ -115,7 +115,7 @@ def main(
         if not no_gallery:
             gallery = build_gallery(runtime, gallery_source, gallery_size, data_dir, cache_dir or None)
             click.echo(f"gallery: {gallery.description}; preparing it at levels {runtime.levels}")
-            for level in runtime.levels:  # now rather than on the first request
+            for level in runtime.levels:  # now, not on the first request
                 gallery.warm(runtime, level)
         from hjepa.serve.app import build_app, launch_app
 
@@ -123,7 +123,7 @@ def main(
                          concurrency=concurrency)
     try:
         url = launch_app(demo, host=host, port=port or None, max_upload_mb=max_upload_mb, block=False, quiet=True)
-    except OSError:  # Gradio's "Cannot find empty port", which also covers an address this machine does not have
+    except OSError:  # "Cannot find empty port", also for a foreign address
         where = f"{host}:{port}" if port else f"{host} (ports 7860 and up)"
         raise click.ClickException(
             f"cannot serve on {where}: the port is in use, or the address is not one of this machine's; "

@@ -1,8 +1,6 @@
-"""SIGTERM handled like Ctrl-C: the command stops with one line and exit status 128 + the signal's number.
+"""SIGTERM handled like Ctrl-C: one line and exit status 128 + signal, not a silent death under a scheduler.
 
-Schedulers (Slurm, Kubernetes, systemd, ``timeout``) stop jobs with SIGTERM, whose default action ends the process
-silently with nothing said about what was kept. Raised as ``KeyboardInterrupt``, it unwinds like Ctrl-C: atomic
-writes in progress delete their temporary file and the last complete file stays.
+Unwinding as ``KeyboardInterrupt`` lets atomic writes delete their temporary files.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ class Terminated(KeyboardInterrupt):
 
 
 class StoppedBySignal(click.ClickException):
-    """One line on stderr and exit status 128 + the signal's number, as a shell reports a killed command."""
+    """Exit status 128 + signal, as a shell reports a killed command."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
@@ -36,10 +34,8 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def stop_cleanly(what_is_kept: Callable[[], str]) -> Iterator[None]:
-    """Inside this block SIGTERM raises :class:`Terminated`; it or Ctrl-C ends the command with
-    ``Error: stopped by SIGTERM; <what_is_kept()>`` (asked then, as it depends on how far the command got). The
-    previous SIGTERM handler is restored on the way out."""
-    install = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    """SIGTERM or Ctrl-C ends with ``Error: stopped by SIGTERM; <what_is_kept()>``, asked then."""
+    install = threading.current_thread() is threading.main_thread()  # handlers live in the main thread
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if install else None
     try:
         yield

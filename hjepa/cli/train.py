@@ -38,7 +38,7 @@ def main(config_name: str, overrides: tuple[str, ...], out_dir: str | None, resu
         raise click.UsageError("--resume continues the run in OUT and --overwrite starts it over: give one of them")
     with user_errors():
         cfg = load_config(config_name, list(overrides))
-        if out_dir:  # a path, taken verbatim: through --set it would be parsed as YAML (a folder named 2024 -> int)
+        if out_dir:  # verbatim: --set parses YAML (a folder named 2024 -> int)
             cfg.train.out_dir = out_dir
         from hjepa.train import train
 

@@ -1,8 +1,5 @@
-"""FAISS indexes beside the shards: one per level over L2-normalised pooled features (inner product = cosine).
-
-Up to ``exact_max_rows`` rows the index is exact (``IndexFlatIP``); above, IVF-PQ as autofaiss picks for large
-collections: ``4 sqrt(N)`` lists, PQ with up to 64 sub-quantizers of >= 2 dims, 8 bits (fewer when the training set is
-small), searched with ``nprobe`` lists. The choice and its parameters are recorded in ``DIR/index/index.json``.
+"""A FAISS index per level over normalised pooled features: exact up to ``exact_max_rows``, above IVF-PQ as
+autofaiss sizes it; the choice is recorded in ``index/index.json``.
 """
 
 from __future__ import annotations
@@ -25,12 +22,12 @@ from hjepa.inference.features.collection import (
     read_columns,
 )
 
-TRAIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per k-means centroid
+TRAIN_POINTS_PER_CENTROID = 39  # FAISS warns below this
 MAX_TRAIN_ROWS = 500_000
 
 
 def ivfpq_parameters(rows: int, dim: int) -> dict[str, int]:
-    """``nlist``, ``m`` (sub-quantizers, a divisor of ``dim``), ``nbits`` and ``nprobe`` for ``rows`` vectors."""
+    """``nlist``, ``m`` (dividing ``dim``), ``nbits`` and ``nprobe`` for ``rows`` vectors."""
     nlist = max(1, min(int(4 * math.sqrt(rows)), rows // TRAIN_POINTS_PER_CENTROID or 1, 65536))
     m = next(m for m in (64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1) if dim % m == 0 and dim // m >= 2 or m == 1)
     nbits = max(1, min(8, int(math.log2(max(2, rows // TRAIN_POINTS_PER_CENTROID)))))
@@ -38,7 +35,7 @@ def ivfpq_parameters(rows: int, dim: int) -> dict[str, int]:
 
 
 def build_index(features: np.ndarray, exact_max_rows: int) -> tuple[Any, dict[str, Any]]:
-    """Normalised float32 ``[N, D]`` -> (a FAISS index holding them in order, its record)."""
+    """Normalised float32 ``[N, D]`` -> (an index of them in order, its record)."""
     import faiss
 
     rows, dim = features.shape
@@ -50,7 +47,7 @@ def build_index(features: np.ndarray, exact_max_rows: int) -> tuple[Any, dict[st
     factory = f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}"
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     sample = features
-    if rows > MAX_TRAIN_ROWS:  # k-means on a seeded sample: training on all rows buys nothing past this
+    if rows > MAX_TRAIN_ROWS:  # more rows buy k-means nothing
         sample = features[np.random.default_rng(0).choice(rows, MAX_TRAIN_ROWS, replace=False)]
     index.train(sample)
     index.add(features)
@@ -59,7 +56,7 @@ def build_index(features: np.ndarray, exact_max_rows: int) -> tuple[Any, dict[st
 
 
 def build_indexes(directory: Path, levels: list[int], exact_max_rows: int) -> dict[str, Any]:
-    """An index per level in ``DIR/index/`` (``level{K}.faiss``), the ids in index order, and ``index.json``."""
+    """``index/level{K}.faiss``, the ids in index order, and ``index.json``."""
     import faiss
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -1,7 +1,5 @@
-"""What to embed: INPUT (a folder, a text or Parquet list of paths, or a dataset name) -> an ordered listing.
-
-The listing is fixed once per job and saved as ``DIR/inputs.parquet``: a resumed run reads it back instead of listing
-the folder again, so files added in between cannot shift shard boundaries (no id twice, none missing).
+"""INPUT (a folder, a path list or a dataset) -> an ordered listing, saved once per job so that files added before a
+resume cannot shift shard boundaries.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ PATH_COLUMNS = ("path", "filepath", "file", "image_path")
 
 @dataclass
 class Listing:
-    """``kind``: folder | list | parquet | dataset. Files: ``ids`` (relative or as listed) and absolute ``paths``;
-    a dataset: ``ids`` are its indices and ``paths`` is empty. ``duplicates``: repeated list entries dropped."""
+    """Files have ``ids`` as listed and absolute ``paths``; a dataset has indices as ``ids`` and no paths."""
 
     kind: str
     description: str
@@ -36,21 +33,19 @@ class Listing:
         return len(self.ids)
 
     def spec(self) -> dict:
-        """What identifies the input in the manifest (resume refuses another one)."""
+        """The input's identity; resume refuses another."""
         return {"kind": self.kind, "input": self.description, "dataset": self.dataset, "split": self.split,
                 "count": len(self.ids)}
 
 
 def describe_input(source: str, split: str = "train") -> str:
-    """What identifies INPUT for resume: a folder's or list's absolute path, or ``dataset:split``."""
+    """An absolute path, or ``dataset:split``."""
     path = Path(source).expanduser()
     return str(path.resolve()) if path.exists() else f"{source}:{split}"
 
 
 def list_input(source: str, split: str = "train", data_dir: str | None = None) -> Listing:
-    """INPUT -> :class:`Listing`. A folder is listed recursively (image extensions only, hidden entries skipped,
-    sorted by relative path); a ``.txt`` list holds one path a line (relative ones are taken from the list's folder);
-    a Parquet list has a ``path`` column; any other name that is not a path is a dataset name."""
+    """A folder (recursive, sorted, hidden skipped), a ``.txt`` or Parquet path list, else a dataset name."""
     path = Path(source).expanduser()
     if path.is_dir():
         return _folder(path)
@@ -90,7 +85,7 @@ def _parquet_paths(path: Path) -> list[str]:
 
 
 def _dedupe(listing: Listing, entries: list[str], base: Path) -> Listing:
-    """Ids are the entries as written; a repeated entry is kept once (an id must appear once in the output)."""
+    """Ids as written, each once: an id appears once in the output."""
     unique = list(dict.fromkeys(entries))
     if not unique:
         raise OptionError(f"{listing.description} lists no paths")
@@ -111,7 +106,7 @@ def _dataset(name: str, split: str, data_dir: str | None) -> Listing:
 
 
 def save_listing(listing: Listing, directory: Path) -> None:
-    """``DIR/inputs.parquet`` (ids and paths), written atomically; a dataset stores only its ids."""
+    """``inputs.parquet``, atomically; a dataset stores only ids."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -125,7 +120,7 @@ def save_listing(listing: Listing, directory: Path) -> None:
 
 
 def load_listing(directory: Path, spec: dict, data_dir: str | None = None) -> Listing:
-    """The listing a job saved (resume): ids and paths in their original order."""
+    """The saved listing, in its original order."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(directory / INPUTS_NAME)

@@ -1,9 +1,4 @@
-"""``embed_collection(options)``: the coordinator of ``hjepa-embed``, read as named phases.
-
-Step 1. open the model; Step 2. fix the listing and check ``--out`` (resume, overwrite or refuse); Step 3. run the
-pending shards on the chosen engine; Step 4. gather the shards' records into ``errors.jsonl`` and the finished
-manifest; Step 5. build the search index when asked.
-"""
+"""``embed_collection(options)``: the coordinator of ``hjepa-embed``, in named steps."""
 
 from __future__ import annotations
 
@@ -27,8 +22,7 @@ from hjepa.inference.features.collection import ERRORS_NAME
 
 
 def open_source(source: str, backend: str = "auto", device: str = "auto") -> tuple[Runtime, str, str]:
-    """SOURCE as hjepa-eval takes it -> (runtime, kind, weights hash: file SHA-256 of a single file, else the
-    runtime's identity, as hjepa-eval's cache keys it)."""
+    """SOURCE as hjepa-eval takes it -> (runtime, kind, weights hash as hjepa-eval keys it)."""
     path = Path(source).expanduser()
     kind = source_kind(path)
     runtime = open_runtime(path, backend=backend, device=device)
@@ -37,15 +31,15 @@ def open_source(source: str, backend: str = "auto", device: str = "auto") -> tup
 
 
 def embed_collection(options: EmbedOptions) -> dict[str, Any]:
-    """Run ``options``' job to completion (resuming what a previous run finished) and return its summary."""
+    """Runs the job to completion, resuming what a previous run finished; returns its summary."""
     options.check()
     _check_extras(options)
     started = time.perf_counter()
-    # Step 1. Open the model.
+    # Step 1. Open the model
     runtime, kind, digest = open_source(options.source, options.backend, options.device)
     levels = parse_levels(options.levels, runtime.levels, options.source)
     preprocessing = Preprocessing.for_model(runtime.metadata, options.max_pixels)
-    # Step 2. Fix the listing; check --out.
+    # Step 2. Fix the listing; check --out (resume, overwrite or refuse)
     directory = Path(options.out).expanduser()
     spec = {"source_hash": digest, "input": describe_input(options.input, options.split), "levels": levels,
             "grid": options.grid, "shard_size": options.shard_size, "preprocessing": preprocessing.to_dict()}
@@ -60,16 +54,16 @@ def embed_collection(options: EmbedOptions) -> dict[str, Any]:
         write_manifest(directory, manifest)
     else:
         manifest = previous
-    # Step 3. Run the shards that are not on disk yet.
+    # Step 3. Run the shards not on disk yet
     remove_stale_temp_files(directory, ["part-*.parquet", "manifest.json", "errors.jsonl"])
-    for stale in directory.glob(".ray-*.partial"):  # a Ray round killed before its rename
+    for stale in directory.glob(".ray-*.partial"):  # Ray rounds killed before their rename
         shutil.rmtree(stale, ignore_errors=True)
     done = finished_shards(directory)
     pending = job.plan.pending(set(done))
     _run_engine(job, runtime, pending, lambda record: done.__setitem__(record["index"], record))
-    # Step 4. errors.jsonl and the finished manifest.
+    # Step 4. errors.jsonl and the finished manifest
     summary = _finish(job, manifest, done, runtime, resumed=previous is not None, pending=len(pending))
-    # Step 5. The search index.
+    # Step 5. The search index
     if options.index:
         from hjepa.embed.index import build_indexes
 
@@ -80,7 +74,7 @@ def embed_collection(options: EmbedOptions) -> dict[str, Any]:
 
 
 def _check_extras(options: EmbedOptions) -> None:
-    """Say now, not after hours of embedding, that --index or --engine ray needs a package this machine lacks."""
+    """Say now, not hours in, that a package is missing."""
     needed = [("faiss", "--index")] if options.index else []
     needed += [("ray", "--engine ray")] if options.engine == "ray" else []
     for module, option in needed:
@@ -89,7 +83,7 @@ def _check_extras(options: EmbedOptions) -> None:
 
 
 def _listing(options: EmbedOptions, directory: Path, previous: dict | None) -> Listing:
-    if previous is not None:  # the saved listing, not a fresh one: files added since must not shift shards
+    if previous is not None:  # files added since must not shift shards
         return load_listing(directory, previous["job"]["listing"], options.data_dir)
     return list_input(options.input, options.split, options.data_dir)
 
@@ -123,7 +117,7 @@ def _run_engine(job: EmbedJob, runtime: Runtime, pending: list[int], on_shard: A
 
 def _finish(job: EmbedJob, manifest: dict, done: dict[int, dict], runtime: Runtime, resumed: bool,
             pending: int) -> dict[str, Any]:
-    """Write ``errors.jsonl`` (listing order) and the finished manifest; return the run's summary."""
+    """``errors.jsonl`` in listing order, the finished manifest; returns the summary."""
     records = [done[index] for index in sorted(done)]
     skipped = [entry for record in records for entry in record["skipped"]]
     text = "".join(json.dumps(entry) + "\n" for entry in skipped)

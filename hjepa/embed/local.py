@@ -1,8 +1,5 @@
-"""The local engine: worker processes decode and preprocess while the main process runs the encoder.
-
-A ``DataLoader`` over the pending listing positions (in order) with a worker-side collate: workers hand back
-normalised batches, so the encoder never waits on JPEG decoding once the pipeline is full. Rows are routed to their
-shard and each shard is written the moment its last position is embedded or skipped.
+"""The local engine: workers decode and normalise, so the encoder never waits on JPEGs; a shard is written the
+moment its last row is done.
 """
 
 from __future__ import annotations
@@ -19,11 +16,11 @@ from hjepa.embed.preprocess import Collate, ItemDataset, Skip, worker_init
 from hjepa.embed.shards import ShardBuffer, shard_record, skip_entry, write_shard
 from hjepa.inference.runtimes.runtime import Runtime
 
-PREFETCH_BATCHES = 4  # per worker: enough to ride out a slow file without holding many batches in memory
+PREFETCH_BATCHES = 4  # per worker: rides out a slow file, holds little
 
 
 def run_local(job: EmbedJob, runtime: Runtime, shards: list[int], on_shard: Callable[[dict], None]) -> None:
-    """Embed the listing positions of ``shards`` and write each shard; ``on_shard(record)`` after each write."""
+    """Embeds and writes ``shards``, calling ``on_shard(record)`` after each."""
     positions = job.plan.positions(shards)
     if not positions:
         return
@@ -59,7 +56,7 @@ def route(
     outputs: dict[int, tuple[np.ndarray | None, np.ndarray]],
     skipped: list[tuple[int, Skip]],
 ) -> None:
-    """Split one batch (which may straddle shards) into the buffers of the shards its positions belong to."""
+    """A batch may straddle shards: route its rows to their buffers."""
     ids = job.listing.ids
     shard_of_good = np.asarray(good, np.int64) // job.plan.size
     for index in sorted(set(shard_of_good.tolist()) | {p // job.plan.size for p, _ in skipped}):

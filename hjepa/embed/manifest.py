@@ -1,6 +1,5 @@
-"""``DIR/manifest.json``: what a job is (model hash, input, levels, preprocessing, shard size) and, once finished,
-what it made (dims, rows, skipped, shards, index). Written at the start with ``status: running`` so that a later run
-can tell "the same job, resume it" from "another job, refuse to mix".
+"""``manifest.json``: what a job is and, once finished, what it made; written first so a later run can tell the
+same job (resume) from another (refuse to mix).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from hjepa.errors import HJEPAError
 from hjepa.files import atomic_write_text
 from hjepa.inference.features.collection import FORMAT, MANIFEST_NAME, read_manifest
 
-# Fields of "job" that must match for --resume: anything that changes which rows exist or their values.
+# must match for --resume: they change which rows exist or their values
 JOB_KEYS = ("source_hash", "input", "levels", "grid", "shard_size", "preprocessing")
 
 
@@ -36,10 +35,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def prepare_output(directory: Path, job: dict[str, Any], resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Check ``--out`` before anything is written; returns the previous manifest when resuming, else None.
+    """Checks ``--out`` before any write; the previous manifest when resuming, else None.
 
-    An empty or missing folder is used; a previous job is continued only with ``resume`` (and only if it is the same
-    job) and replaced only with ``overwrite``; a folder holding anything else is never touched.
+    A folder holding anything but a job's files is never touched.
     """
     if resume and overwrite:
         raise OutputError("--resume and --overwrite contradict each other; pick one")
@@ -70,7 +68,7 @@ def prepare_output(directory: Path, job: dict[str, Any], resume: bool, overwrite
 
 
 def _clear(directory: Path) -> None:
-    """Remove what a previous job wrote (only the names hjepa-embed writes; anything else stays)."""
+    """Removes a previous job's files, only the names hjepa-embed writes."""
     for pattern in ("part-*.parquet", ".part-*", "ray-*", ".ray-*", "index", ".index*", "errors.jsonl",
                     ".errors.jsonl*", "inputs.parquet", ".inputs.parquet*", MANIFEST_NAME):
         for path in directory.glob(pattern):

@@ -1,4 +1,4 @@
-"""The options of an embed job (what the user asked) and the resolved job the engines run."""
+"""What the user asked (``EmbedOptions``) and what the engines run (``EmbedJob``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hjepa.errors import OptionError
 
 ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 10_000
-EXACT_INDEX_MAX_ROWS = 1_000_000  # exact inner product up to here; IVF-PQ above (FAISS's own guidance)
+EXACT_INDEX_MAX_ROWS = 1_000_000  # FAISS's guidance for an exact index
 
 
 def default_workers() -> int:
@@ -23,7 +23,7 @@ def default_workers() -> int:
 
 @dataclass
 class EmbedOptions:
-    """``hjepa-embed SOURCE INPUT --out DIR`` as one object (see the command's ``--help`` for each field)."""
+    """``hjepa-embed SOURCE INPUT --out DIR``; fields as its ``--help``."""
 
     source: str
     input: str
@@ -48,7 +48,7 @@ class EmbedOptions:
     gpus_per_actor: float = 0.0
 
     def check(self) -> None:
-        """Refuse impossible numbers and names before anything is opened or written."""
+        """Refuses bad values before anything is opened or written."""
         if self.engine not in ENGINES:
             raise OptionError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         for name in ("batch_size", "shard_size", "max_pixels", "exact_index_max_rows"):
@@ -62,7 +62,7 @@ class EmbedOptions:
 
 @dataclass
 class EmbedJob:
-    """What the engines run: the listing, its shard plan, the levels and how to open the model on a worker."""
+    """The listing, shard plan, levels, and how a worker opens the model."""
 
     directory: Path
     listing: Listing
@@ -73,4 +73,4 @@ class EmbedJob:
     dims: dict[int, int]
     grid_sizes: dict[int, int] | None
     options: EmbedOptions
-    dataset: Any = None  # the dataset object when INPUT names one (local engine)
+    dataset: Any = None  # local engine, when INPUT is a dataset

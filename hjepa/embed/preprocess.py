@@ -1,9 +1,6 @@
-"""Decoding and preprocessing, the part that runs in worker processes (local engine) or Ray tasks.
+"""Decoding and preprocessing in workers or Ray tasks: hjepa-eval's pipeline exactly, so features match it.
 
-Exactly hjepa-eval's pipeline, so features match it: a file is decoded as an image folder decodes it (RGB, shorter
-side resized to 256, center square) and a dataset item as the dataset gives it; then ``EvalTransform`` with the
-model's own size, mean and std. A file that cannot be embedded becomes a :class:`Skip` with a reason, never an
-exception that would stop the run.
+A file that cannot be embedded is a :class:`Skip` with a reason, never an exception that stops the run.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What turns a file into the model's input; recorded in the manifest (resume refuses a different one)."""
+    """File -> model input; resume refuses a different one."""
 
     img_size: int
     mean: tuple[float, ...]
@@ -49,7 +46,7 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Skip:
-    """An input left out: ``reason`` is one of not-an-image, truncated, too-large, missing, unreadable."""
+    """An input left out, and why."""
 
     reason: str
     message: str
@@ -67,22 +64,22 @@ def classify(message: str) -> str:
 
 
 def decode_file(path: str, preprocessing: Preprocessing) -> torch.Tensor | Skip:
-    """A file -> uint8 ``[3, storage, storage]``, or a :class:`Skip` saying why not."""
+    """A file -> uint8 ``[3, storage, storage]``, or a :class:`Skip`."""
     try:
-        with Image.open(path) as image:  # the header only: refuse a pixel bomb before decoding it
+        with Image.open(path) as image:  # header only: refuse a pixel bomb undecoded
             check_pixels(path.rsplit("/", 1)[-1], image.size, preprocessing.max_pixels)
         return decode_image(path, preprocessing.storage_size)
     except FileNotFoundError:
         return Skip("missing", f"{path} does not exist")
     except ImageError as exc:
         return Skip("too-large", str(exc))
-    except Exception as exc:  # noqa: BLE001  any decoder failure skips the file; a 10M-image run goes on
+    except Exception as exc:  # noqa: BLE001  a 10M-image run goes on
         message = f"{type(exc).__name__}: {exc}"[:300]
         return Skip(classify(message), message)
 
 
 class ItemDataset(torch.utils.data.Dataset):
-    """Listing positions -> ``(position, uint8 [C, H, W] or Skip)``: files decoded, dataset items as stored."""
+    """Position -> ``(position, uint8 [C, H, W] or Skip)``."""
 
     def __init__(self, paths: list[str], dataset: Any, preprocessing: Preprocessing) -> None:
         self.paths = paths
@@ -99,8 +96,7 @@ class ItemDataset(torch.utils.data.Dataset):
 
 
 class Collate:
-    """A worker-side collate: stack the decoded items and run ``EvalTransform`` there, so the main process only
-    runs the encoder. Returns ``(positions ok, normalised float [b, 3, S, S] or None, [(position, Skip)])``."""
+    """Normalises in the worker, so the main process only encodes: ``(positions, [b, 3, S, S], skips)``."""
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         self.transform = preprocessing.transform()
@@ -115,12 +111,12 @@ class Collate:
 
 
 def worker_init(_: int) -> None:
-    # Workers decode; one thread each, or N workers x N threads fight the encoder for the cores.
+    # one thread each, or N workers x N threads fight the encoder
     torch.set_num_threads(1)
 
 
 def preprocess_paths(paths: list[str], preprocessing: Preprocessing) -> tuple[np.ndarray, list[Skip | None]]:
-    """Paths -> (normalised float32 ``[b, 3, S, S]`` of the readable ones, per path a Skip or None)."""
+    """Paths -> (readable ones as float32 ``[b, 3, S, S]``, a Skip or None per path)."""
     items = [decode_file(path, preprocessing) for path in paths]
     good = [item for item in items if not isinstance(item, Skip)]
     size = preprocessing.img_size

@@ -1,10 +1,6 @@
-"""The Ray Data engine: the same job past one machine (``--engine ray``; ``RAY_ADDRESS`` names the cluster).
+"""The Ray Data engine: the same job past one machine, a round of shards at a time (``RAY_ADDRESS``: the cluster).
 
-Per round of shards: ``ray.data`` reads the round's paths, CPU tasks decode and preprocess (``map_batches`` with a
-function), an actor pool holding one runtime per actor (or per GPU) embeds (``map_batches`` with a class), and
-``write_parquet`` writes the rows from the workers into a hidden staging folder that is renamed to
-``ray-FIRST-LAST/`` with the round's record once complete: a killed round leaves nothing counted, as a local shard.
-SOURCE and INPUT must be paths every node can read (a shared file system).
+A round is staged and renamed whole, so a killed one counts nothing; SOURCE and INPUT must be on shared storage.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from hjepa.embed.shards import ROUND_RECORD, build_table, shard_record
 from hjepa.errors import HJEPAError
 from hjepa.files import commit_directory
 
-ROUND_SHARDS = 16  # shards per Ray round: the unit a killed run loses
+ROUND_SHARDS = 16  # what a killed run loses
 
 
 class RayUnavailableError(HJEPAError, RuntimeError):
@@ -32,7 +28,7 @@ class RayUnavailableError(HJEPAError, RuntimeError):
 
 
 def decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing, dataset: dict | None) -> dict:
-    """A Ray task: ``{position, id, path}`` -> ``{position, id, pixels [b, 3, S, S], reason, message}``."""
+    """``{position, id, path}`` -> ``{position, id, pixels [b, 3, S, S], reason, message}``."""
     if dataset is not None:
         pixels, skips = _dataset_pixels(batch["position"], preprocessing, **dataset)
     else:
@@ -62,8 +58,7 @@ def _dataset_pixels(positions: np.ndarray, preprocessing: Preprocessing, name: s
 
 
 class EmbedActor:
-    """One runtime per actor, opened once; a decoded batch -> an Arrow table of features (skipped rows kept with
-    their reason, so the driver can list them)."""
+    """One runtime per actor: a decoded batch -> features, skipped rows kept for the driver to list."""
 
     def __init__(self, source: str, backend: str, device: str, levels: list[int], grid: bool) -> None:
         import torch
@@ -106,12 +101,12 @@ def _ids(values: np.ndarray) -> list:
 
 
 def run_ray(job: EmbedJob, shards: list[int], on_shard: Callable[[dict], None]) -> None:
-    """Embed ``shards`` on Ray Data, a round of ``ROUND_SHARDS`` shards at a time; ``on_shard`` per finished shard."""
+    """``ROUND_SHARDS`` at a time; ``on_shard`` per finished shard."""
     try:
         import ray
     except ModuleNotFoundError:
         raise RayUnavailableError("--engine ray needs Ray: pip install 'hjepa[scale]' (or 'ray[data]')") from None
-    if not ray.is_initialized():  # RAY_ADDRESS (set by the user or `ray job submit`) names the cluster to join
+    if not ray.is_initialized():  # RAY_ADDRESS names the cluster
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
     for start in range(0, len(shards), ROUND_SHARDS):
         for record in _run_round(job, shards[start : start + ROUND_SHARDS]):
@@ -129,7 +124,7 @@ def _actors(job: EmbedJob) -> int:
 
 
 def _run_round(job: EmbedJob, shards: list[int]) -> list[dict]:
-    """One round: read, decode, embed, write to a staging folder, then rename it into place with its record."""
+    """Read, decode, embed, stage, then rename into place with its record."""
     import ray
 
     positions = job.plan.positions(shards)
@@ -156,7 +151,7 @@ def _run_round(job: EmbedJob, shards: list[int]) -> list[dict]:
     data.filter(expr=col("reason") == "").drop_columns(["position", "reason", "message"]).write_parquet(str(staging))
     records = _records(job, shards, positions, skipped)
     (staging / ROUND_RECORD).write_text(json.dumps({"shards": records}))
-    commit_directory(staging, job.directory / name)  # fsynced, then renamed into place
+    commit_directory(staging, job.directory / name)
     return records
 
 

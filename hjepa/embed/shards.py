@@ -1,8 +1,5 @@
-"""Parquet shards: shard ``i`` holds listing positions ``[i * size, (i + 1) * size)``, written whole or not at all.
-
-A shard is written to a hidden temporary file and renamed, and carries its own record (rows, skipped inputs with
-their reasons) in the Parquet footer, so a finished shard is one atomic file: a killed run leaves either the whole
-shard or nothing, and ``--resume`` embeds only the shards that are not there.
+"""Parquet shards of positions ``[i * size, (i + 1) * size)``, each one atomic file with its record in the footer,
+so ``--resume`` embeds only the shards not there.
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ class ShardPlan:
 
 
 def feature_array(values: np.ndarray) -> Any:
-    """``[n, ...]`` float -> a fixed-size-list float32 Arrow array, one list per row."""
+    """``[n, ...]`` -> fixed-size-list float32, a list per row."""
     import pyarrow as pa
 
     values = np.ascontiguousarray(values, np.float32).reshape(values.shape[0], int(np.prod(values.shape[1:])))
@@ -57,7 +54,7 @@ def feature_array(values: np.ndarray) -> Any:
 
 
 def build_table(ids: list, pooled: dict[int, np.ndarray], grids: dict[int, np.ndarray] | None = None) -> Any:
-    """Rows: ``id``, ``level{K}`` per level and ``level{K}_grid`` (flattened ``[N_k * D]``) per gridded level."""
+    """``id``, ``level{K}`` and, gridded, ``level{K}_grid`` ``[N_k * D]``."""
     import pyarrow as pa
 
     id_type = pa.int64() if ids and isinstance(ids[0], (int, np.integer)) else pa.string()
@@ -70,7 +67,7 @@ def build_table(ids: list, pooled: dict[int, np.ndarray], grids: dict[int, np.nd
 
 
 def write_shard(directory: Path, index: int, table: Any, record: dict) -> Path:
-    """Write shard ``index`` atomically, its ``record`` (rows, skipped) in the file's metadata."""
+    """Writes the shard atomically, ``record`` in its metadata."""
     import pyarrow.parquet as pq
 
     path = directory / shard_name(index)
@@ -91,7 +88,7 @@ def skip_entry(item_id: Any, skip: Skip) -> dict:
 
 
 def finished_shards(directory: Path) -> dict[int, dict]:
-    """Shard index -> its record, for every shard a previous run finished (local files and Ray rounds)."""
+    """Index -> record of every finished shard, local or Ray."""
     import pyarrow.parquet as pq
 
     done: dict[int, dict] = {}
@@ -109,7 +106,7 @@ def finished_shards(directory: Path) -> dict[int, dict]:
 
 @dataclass
 class ShardBuffer:
-    """Rows of one shard as they arrive, in listing order; full when every position is embedded or skipped."""
+    """A shard's rows as they arrive; full when every position is done."""
 
     index: int
     start: int

@@ -1,7 +1,4 @@
-"""Evaluation of frozen features: k-NN (as DINO), linear probes, a feature cache and reports.
-
-Feature extraction from checkpoints and exported models lives beside these and calls them.
-"""
+"""Evaluation of frozen features: k-NN (as DINO), linear probes, baselines and reports."""
 
 from hjepa.evaluation.linear_probe import linear_probe, logreg_probe
 from hjepa.evaluation.report import build_report, format_table, read_report, report_rows, write_report
@@ -10,7 +7,7 @@ from hjepa.inference.features.cache import FeatureCache
 from hjepa.inference.features.knn import knn_classify, knn_evaluate, knn_neighbours, knn_scores, top_k_accuracy
 
 
-def __getattr__(name: str):  # evaluate / resolve_source pull in the runtimes: import them only when asked for
+def __getattr__(name: str):  # the runtimes load only when asked for
     if name == "evaluate":
         from hjepa.evaluation.run import evaluate
 

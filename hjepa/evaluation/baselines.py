@@ -1,13 +1,6 @@
-"""Baseline rows for every evaluation: raw pixels and the same architecture at random initialisation.
+"""Baseline rows on the same splits and protocol: centred raw pixels, and the same architecture untrained.
 
-``pixels``: the images through exactly the preprocessing the evaluated model gets (its image size, mean and std),
-then flattened, with each image's mean subtracted; no encoder. k-NN then compares images by the cosine of their
-centred pixels, the usual "raw pixels" row (e.g. 85 % k-NN on Fashion-MNIST), and the linear probe runs on the
-same vectors. ``random-init``: the evaluated model's own config built with seed-0 weights, never trained.
-
-``evaluate_with_baselines`` runs ``evaluate`` for the source and then for each baseline with the same dataset,
-splits, limits and protocol, and returns the source's report with ``report["baselines"][name]`` = that baseline's
-report; ``comparison_rows`` lays the rows side by side for the table.
+Pixels get the evaluated model's own preprocessing, so the rows differ only by the encoder.
 """
 
 from __future__ import annotations
@@ -117,8 +110,7 @@ def evaluate_with_baselines(
     cache_dir: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """``evaluate`` of ``source`` (or ``random_init=CONFIG``) plus each baseline on the same splits and protocol;
-    the JSON report at ``out`` holds them all (``report["baselines"]``)."""
+    """``evaluate`` of ``source`` with each baseline's report under ``report["baselines"]``."""
     from hjepa.evaluation.report import check_report_path, write_report
     from hjepa.evaluation.run import evaluate
 
@@ -133,7 +125,7 @@ def evaluate_with_baselines(
     report["baselines"] = {}
     for name in dict.fromkeys(baselines):
         if name == "pixels":
-            baseline, levels, cache = pixel_source_like(source, dataset), [0], None  # pixels are cheap; no cache
+            baseline, levels, cache = pixel_source_like(source, dataset), [0], None  # cheap: no cache
         else:
             if source.kind == "random-init":
                 continue  # the source itself is the random-init row
@@ -145,7 +137,7 @@ def evaluate_with_baselines(
 
 
 def comparison_rows(report: dict[str, Any], source_label: str = "model") -> list[dict[str, Any]]:
-    """The source's rows then each baseline's, with a first column ``features`` naming whose row it is."""
+    """The source's rows then each baseline's, the first column naming whose."""
     rows = [{"features": source_label, **row} for row in report_rows(report)]
     for name, baseline in report.get("baselines", {}).items():
         rows += [{"features": name, **row} for row in report_rows(baseline)]

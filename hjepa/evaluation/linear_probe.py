@@ -1,11 +1,6 @@
-"""Linear probes on frozen features: a learning-rate sweep trained as one batched layer, and logistic regression.
+"""Linear probes on frozen features: dinov2's learning-rate sweep as one ``[L, D, C]`` layer, and logistic regression.
 
-``linear_probe`` follows dinov2's linear evaluation (``AllClassifiers``): one linear classifier per learning rate,
-all trained together on the same mini-batches, SGD with momentum 0.9 and a cosine learning-rate schedule. Here the
-classifiers are one weight tensor ``[L, D, C]`` so a step is a single batched matmul; each slice gets its own
-learning rate by scaling its update. The best learning rate is picked on a stratified validation split carved
-from the train features with a fixed seed, and that classifier (trained on the rest of the train split) is scored
-on the test features as is, without retraining on train + validation: simpler, and the validation split is small.
+The best lr is picked on a seeded stratified validation split and scored on test without retraining on train + val.
 """
 
 from __future__ import annotations
@@ -28,14 +23,10 @@ _MOMENTUM = 0.9
 
 
 def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Splits row indices into (train, val): ``round(val_fraction * N)`` validation rows spread over the classes in
-    proportion to their sizes.
+    """Sorted (train, val) row indices of labels [N]: ``round(val_fraction * N)`` val rows, by class size.
 
-    Each class c gets ``floor(val_fraction * n_c)`` rows, and the rows still owed go one each to the classes with the
-    largest remainders (equal remainders in a seeded random class order, so low class indices get no preference).
-    Rounding each class on its own would hold out nothing at all when classes have fewer than 5 rows (e.g. CIFAR-100
-    with 500 train images). Every class keeps at least one training row. labels: [N]. Returns two sorted index
-    tensors.
+    Largest remainders, not per-class rounding, which holds out nothing when classes have under 5 rows; ties in a
+    seeded order. Every class keeps a training row.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -68,7 +59,7 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Te
 
 
 def cosine_schedule(total_steps: int) -> Tensor:
-    """Learning-rate multiplier per step, ``0.5 * (1 + cos(pi * t / T))`` for t in [0, T): an array indexed by step."""
+    """``0.5 * (1 + cos(pi * t / T))`` for t in [0, T), indexed by step."""
     steps = torch.arange(total_steps, dtype=torch.float64)
     return (0.5 * (1.0 + torch.cos(math.pi * steps / total_steps))).float()
 
@@ -80,7 +71,7 @@ def _logits(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _evaluate(features: Tensor, labels: Tensor, weight: Tensor, bias: Tensor) -> tuple[list[float], list[float]]:
-    """Top-1 accuracy (percent) and mean cross-entropy of every classifier slice."""
+    """Top-1 (%) and cross-entropy per classifier slice."""
     logits = _logits(features, weight, bias)
     accuracies = [top_k_accuracy(slice_logits, labels, (1,))[1] for slice_logits in logits]
     losses = [float(F.cross_entropy(slice_logits, labels)) for slice_logits in logits]
@@ -89,7 +80,7 @@ def _evaluate(features: Tensor, labels: Tensor, weight: Tensor, bias: Tensor) ->
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """The sweep :func:`linear_probe` trains: one classifier per learning rate in ``lrs``."""
+    """One classifier per learning rate in ``lrs``."""
 
     num_classes: int | None = None  # None: from the labels
     lrs: Sequence[float] = DEFAULT_PROBE_LRS
@@ -103,9 +94,9 @@ class ProbeOptions:
 
 def _train_sweep(train: Tensor, labels: Tensor, num_classes: int, options: ProbeOptions,
                  device: torch.device) -> tuple[Tensor, Tensor]:
-    """SGD with momentum and a cosine schedule for every lr at once; returns ``weight [L, D, C], bias [L, C]``."""
+    """Every lr at once, SGD with momentum on a cosine schedule: ``weight [L, D, C], bias [L, C]``."""
     lrs, batch_size = options.lrs, options.batch_size
-    # One initial draw: slice i is what a single-lr run would train.
+    # one initial draw: slice i is what a single-lr run would train
     init_generator = torch.Generator().manual_seed(options.seed)
     order_generator = torch.Generator().manual_seed(options.seed + 1)
     num_lrs, dim = len(lrs), train.shape[1]
@@ -121,13 +112,13 @@ def _train_sweep(train: Tensor, labels: Tensor, num_classes: int, options: Probe
         permutation = torch.randperm(train.shape[0], generator=order_generator).to(device)
         for start in range(0, train.shape[0], batch_size):
             batch = permutation[start : start + batch_size]
-            # Step 1. Forward: every slice sees the same batch; summing per-slice mean losses keeps gradients apart.
+            # Step 1. Forward: summed per-slice means keep the slices' gradients apart
             logits = _logits(train[batch], weight, bias)  # [L, B, C]
             loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].repeat(num_lrs), reduction="sum")
             loss = loss / batch.numel()
             weight.grad = bias.grad = None
             loss.backward()
-            # Step 2. SGD with momentum (torch.optim.SGD semantics), each slice scaled by its own learning rate.
+            # Step 2. SGD with momentum (torch.optim.SGD's), each slice at its own lr
             with torch.no_grad():
                 step_lrs = slice_lrs * schedule[step]
                 weight_momentum.mul_(_MOMENTUM).add_(weight.grad + options.weight_decay * weight)
@@ -146,13 +137,9 @@ def linear_probe(
     options: ProbeOptions | None = None,
     **overrides: Any,
 ) -> dict:
-    """Trains one linear classifier per learning rate on standardised features; reports the best one's test accuracy.
+    """Test top-1 / top-5 (%) of the best lr's classifier on features [N, D] / [M, D], standardised on train rows.
 
-    train_features [N, D], train_labels [N], test_features [M, D], test_labels [M] (tensors or numpy arrays);
-    ``overrides`` are :class:`ProbeOptions` fields. Features are standardised with the training rows' mean / std
-    (validation rows excluded). The best lr has the highest validation top-1, ties to the lower validation loss.
-    Returns ``{"top1", "top5", "best_lr", "val_top1_per_lr": {lr: %}, "val_loss_per_lr": {lr: loss},
-    "train_size", "val_size", "test_size", "num_classes", "epochs"}`` (accuracies in percent).
+    Best: highest validation top-1, then lowest validation loss. ``overrides`` are :class:`ProbeOptions` fields.
     """
     options = dataclasses.replace(options or ProbeOptions(), **overrides)
     lrs, epochs, batch_size = options.lrs, options.epochs, options.batch_size
@@ -172,7 +159,7 @@ def linear_probe(
     train_rows, val_rows = stratified_split(labels_all, options.val_fraction, options.seed)
     train, val = train_all[train_rows], train_all[val_rows]
     labels, val_targets = labels_all[train_rows].to(device), labels_all[val_rows].to(device)
-    mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)  # clamp: constant dims would divide by zero
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)  # constant dims
     train, val, test = ((x - mean) / std for x in (train, val, test))
     train, val, test = train.to(device), val.to(device), test.to(device)
     test_targets = test_targets.to(device)
@@ -204,13 +191,8 @@ def logreg_probe(
     C: float = 1.0,  # noqa: N803 - scikit-learn's name for the inverse regularisation strength
     max_iter: int = 1000,
 ) -> dict:
-    """scikit-learn ``LogisticRegression`` on standardised features (mean / std of the train split).
-
-    train_features [N, D], train_labels [N], test_features [M, D], test_labels [M]. Top-5 comes from
-    ``predict_proba``; classes absent from the train split can never be predicted. Returns
-    ``{"top1", "top5", "C", "train_size", "test_size"}`` (accuracies in percent).
-    """
-    from sklearn.linear_model import LogisticRegression  # imported here: scikit-learn is slow to import
+    """scikit-learn ``LogisticRegression`` on features [N, D] / [M, D] standardised on train; top-5 by probability."""
+    from sklearn.linear_model import LogisticRegression  # slow to import
 
     train = as_features(train_features, "train_features").float().cpu()
     test = as_features(test_features, "test_features").float().cpu()
@@ -224,7 +206,7 @@ def logreg_probe(
     model = LogisticRegression(C=C, max_iter=max_iter)
     model.fit(((train - mean) / std).numpy(), labels.numpy())
     probabilities = torch.from_numpy(model.predict_proba(((test - mean) / std).numpy()))  # [M, C_seen]
-    # Columns follow model.classes_; map them back to class indices before ranking.
+    # columns follow model.classes_, not class indices
     classes = torch.from_numpy(model.classes_).long()
     order = probabilities.sort(dim=1, descending=True, stable=True).indices
     ranked = classes[order]  # [M, C_seen] class indices, most probable first

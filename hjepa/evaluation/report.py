@@ -1,6 +1,4 @@
-"""Evaluation reports: one JSON document per run, and a plain-text table with one row per level.
-
-Report layout (all mapping keys are strings, so the dict equals what ``json.load`` reads back)::
+"""Evaluation reports: one JSON document per run (string keys, so it equals its ``json.load``), a table per level::
 
     {"source": "runs/x/checkpoints/last.safetensors", "dataset": "cifar100", "hjepa_version": "0.1.0",
      "splits": {"train": 50000, "test": 10000},
@@ -30,7 +28,7 @@ _PROBES = ("linear", "logreg")
 
 
 def to_jsonable(value: Any) -> Any:
-    """Converts nested results to JSON types: keys become strings, tensors / numpy values numbers, NaN None."""
+    """Nested results in JSON types: string keys, numbers for tensors, None for NaN."""
     if isinstance(value, Mapping):
         return {str(key): to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -40,7 +38,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN / infinity; None shows as "-" in the table
+        return None  # JSON has no NaN; the table shows "-"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot store a {type(value).__name__} in an evaluation report: {value!r}")
@@ -54,8 +52,7 @@ def build_report(
     timings: Mapping[str, float] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Assembles a report. ``levels[level]`` may hold ``"knn"`` (``knn_evaluate`` output), ``"linear"``
-    (``linear_probe``) and ``"logreg"`` (``logreg_probe``); ``extra`` adds top-level fields (e.g. ``config``)."""
+    """``levels[level]`` holds ``"knn"``, ``"linear"``, ``"logreg"`` results; ``extra`` adds top-level fields."""
     report = {
         "source": str(source),
         "dataset": dataset,
@@ -69,7 +66,7 @@ def build_report(
 
 
 def report_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One flat row per level: ``level``, ``knn@K top1`` / ``knn@K top5`` for each K, then each probe's top1 / top5."""
+    """Per level: ``knn@K top1`` / ``top5`` for each K, then each probe's."""
     rows = []
     for level, results in sorted(report.get("levels", {}).items(), key=lambda item: int(item[0])):
         row: dict[str, Any] = {"level": int(level)}
@@ -93,10 +90,7 @@ def _cell(value: Any) -> str:
 
 
 def format_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None) -> str:
-    """An aligned plain-text table. ``columns`` defaults to every key, in first-seen order; a missing cell is ``-``.
-
-    Floats print with two decimals; numbers are right-aligned, text left-aligned.
-    """
+    """An aligned plain-text table; columns default to every key in first-seen order, a missing cell is ``-``."""
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
     if not columns:
@@ -117,14 +111,11 @@ def format_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None
 
 
 class ReportError(HJEPAError, ValueError):
-    """A report path that cannot be written (a directory, a folder that is a file, no permission); one line."""
+    """A report path that cannot be written; one line."""
 
 
 def check_report_path(path: str | Path) -> Path:
-    """``path`` if a report can be written there, else :class:`ReportError`; cheap, so callers check before any work.
-
-    The nearest existing folder on the way must be a writable directory (missing folders are created on write).
-    """
+    """``path`` if its nearest existing folder is writable, else :class:`ReportError`; cheap, so check first."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise ReportError(f"cannot write the report to {path}: it is a directory")
@@ -139,8 +130,7 @@ def check_report_path(path: str | Path) -> Path:
 
 
 def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
-    """Writes ``report`` as indented JSON, atomically (temporary file in the same folder, then rename): a failed
-    write leaves an earlier report at ``path`` as it was. OS errors become :class:`ReportError` naming the path."""
+    """Indented JSON, atomically: a failed write leaves the earlier report as it was."""
     path = check_report_path(path)
     text = json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n"
     try:
@@ -150,7 +140,7 @@ def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
-    """Reads a report written by ``write_report``."""
+    """A report written by ``write_report``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no evaluation report at {path}")

@@ -1,11 +1,6 @@
-"""``evaluate``: k-NN and linear probes of a source's pooled level-k features on a dataset, as one report.
+"""``evaluate``: k-NN and linear probes of a source's pooled features per level, as one report.
 
-Step by step: resolve the source (checkpoint, export, engine or random init), check the requested levels exist,
-load the train / test splits (optionally an evenly spread subset), then per level extract (or load from the cache)
-the pooled features of both splits and run the protocols. Features are cached under ``cache_dir`` keyed by the
-source's weight hash, level, dataset, split and everything else that changes them (a fingerprint of the split's
-images and labels, limits, dataset size, image size, normalisation, back-end), so a second run with other k or
-probe settings skips the encoder entirely.
+Features are cached by everything that changes them, so a rerun with other probe settings skips the encoder.
 """
 
 from __future__ import annotations
@@ -42,8 +37,7 @@ SPLITS = ("train", "test")
 def load_split(
     dataset: str, split: str, data_dir: str | None, download: bool, limit: int | None
 ) -> tuple[ImageDataset, int]:
-    """The split (an evenly spread subset of ``limit`` images when given, so every class of a class-sorted folder
-    stays in) and the split's full size."""
+    """The split, or ``limit`` images spread over it (every class of a sorted folder stays), and its full size."""
     data = build_dataset(dataset, split, data_dir, download)
     full_size = len(data)
     if limit is not None:
@@ -61,11 +55,7 @@ def extract_pooled(
     source: EvalSource, data: ImageDataset, levels: Sequence[int], batch_size: int, progress: bool = True,
     desc: str = "",
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Every image of ``data`` -> per level ``(pooled features float32 [N, D], labels long [N])``, on the CPU.
-
-    One encoder pass serves every level in ``levels`` (pooled vectors only: no token map reaches the host). Streams
-    batches (image folders are decoded batch by batch, never held whole) through the source's transform.
-    """
+    """``{level: (pooled float32 [N, D], labels [N])}`` on the CPU from one streamed encoder pass."""
     levels = list(levels)
     features, labels = extract_levels(lambda batch: source.embed_pooled_levels(batch, levels),
                                       iterate_eval(data, batch_size), source.transform(),
@@ -76,8 +66,7 @@ def extract_pooled(
 def _cache_extra(
     source: EvalSource, data: ImageDataset, data_dir: str | None, full_size: int, limit: int | None
 ) -> str:
-    """Everything besides (weights, level, dataset, split) that changes the features, as a stable string. That
-    includes a fingerprint of the images and labels themselves, so data edited in place is re-encoded."""
+    """The rest of the cache key, with a data fingerprint so data edited in place is re-encoded."""
     meta = source.runtime.metadata
     fields = {
         "data": data.fingerprint(),
@@ -85,7 +74,7 @@ def _cache_extra(
         "mean": list(meta.mean),
         "std": list(meta.std),
         "precision": meta.precision,
-        # The family only: torch features match across devices, other back-ends may not.
+        # the family only: torch features match across devices
         "backend": source.backend.split("[")[0],
         "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
         "full_size": full_size,
@@ -105,12 +94,9 @@ def split_features(
     batch_size: int,
     progress: bool = True,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-    """Features and labels of one split at every level in ``levels``: from the cache where it holds them, the rest
-    from ONE encoder pass over the split.
+    """``{level: (features [N, D], labels [N], info)}``: cached levels loaded, the rest from one pass.
 
-    Returns ``{level: (features [N, D], labels [N], info)}`` with ``info = {"cache": "hit" | "miss" | "off",
-    "seconds", "file", "count", "dim"}`` for the report; the seconds of a shared pass are split evenly between the
-    levels it computed.
+    ``info`` (cache hit / miss / off, seconds, file) goes in the report; a shared pass's time is split evenly.
     """
     out: dict[int, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
     keys = {level: cache.key(source.source_hash, level, dataset, split, extra) for level in levels} if cache else {}
@@ -141,8 +127,7 @@ def split_features(
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """What :func:`evaluate` measures and how. ``None`` settings take :class:`EvalConfig`'s defaults, the same for
-    every source, so rows of different models compare. ``cache_dir=None`` turns the feature cache off."""
+    """``None`` takes :class:`EvalConfig`'s defaults, so rows of different models compare."""
 
     data_dir: str | None = None
     levels: str | int | Sequence[int] = "all"
@@ -151,7 +136,7 @@ class EvalOptions:
     cache_dir: str | Path | None = DEFAULT_CACHE_DIR
     ks: Sequence[int] | None = None
     temperature: float | None = None
-    classifier: str = "sgd"  # the linear protocol: "sgd" (linear_probe's lr sweep) or "logreg" (scikit-learn)
+    classifier: str = "sgd"  # or "logreg" (scikit-learn)
     train_limit: int | None = None
     test_limit: int | None = None
     batch_size: int | None = None
@@ -163,7 +148,7 @@ class EvalOptions:
     progress: bool = True
 
     def resolved(self) -> EvalOptions:
-        """These options with the defaults filled in, checked."""
+        """Defaults filled in, checked."""
         protocols = tuple(self.protocols)
         unknown = sorted(set(protocols) - set(PROTOCOLS))
         if unknown or not protocols:
@@ -182,7 +167,7 @@ class EvalOptions:
 
 
 def eval_options(options: EvalOptions | None = None, **overrides: Any) -> EvalOptions:
-    """``options`` (or the defaults) with ``overrides``; an unknown name is an :class:`OptionError` naming it."""
+    """``options`` with ``overrides``; an unknown name is an :class:`OptionError`."""
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(EvalOptions)})
     if unknown:
         raise OptionError(f"unknown evaluation option {unknown[0]!r}")
@@ -193,7 +178,7 @@ def run_protocols(
     train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], options: EvalOptions,
     num_classes: int, timings: dict[str, float],
 ) -> dict[str, Any]:
-    """Every protocol of ``options`` on one level's ``(features [N, D], labels [N])``; adds to ``timings``."""
+    """Every protocol on one level's ``(features [N, D], labels [N])``; adds to ``timings``."""
     results: dict[str, Any] = {}
     if "knn" in options.protocols:
         tic = time.perf_counter()
@@ -214,7 +199,7 @@ def run_protocols(
 
 
 def protocol_settings(options: EvalOptions, levels: list[int]) -> dict[str, Any]:
-    """The settings the report records beside its figures."""
+    """Recorded beside the figures."""
     protocol = {"protocols": list(options.protocols), "levels": levels, "knn_k": options.ks,
                 "knn_temperature": options.temperature, "classifier": options.classifier,
                 "batch_size": options.batch_size}
@@ -228,36 +213,32 @@ def protocol_settings(options: EvalOptions, levels: list[int]) -> dict[str, Any]
 def evaluate(
     source: str | Path | EvalSource | None, dataset: str, options: EvalOptions | None = None, **overrides: Any
 ) -> dict[str, Any]:
-    """Evaluate ``source`` (a path or :class:`EvalSource`; or ``random_init=CONFIG``) on ``dataset``; returns the
-    report dict (see ``hjepa.evaluation.report``) and writes it to ``options.out`` as JSON when given.
-
-    ``overrides`` are :class:`EvalOptions` fields (``evaluate(path, "digits", levels=0, ks=[5])``).
-    """
+    """The report of ``source`` on ``dataset``, also written to ``out``: ``evaluate(path, "digits", ks=[5])``."""
     started = time.perf_counter()
     o = eval_options(options, **overrides).resolved()
     if o.out is not None:
-        check_report_path(o.out)  # a report that cannot be written fails now, not after the features are computed
+        check_report_path(o.out)  # fail before the features, not after
     timings: dict[str, float] = {}
 
-    # Step 1. The model and its levels (fails fast on a bad path or level, before any data is read).
+    # Step 1. The model and its levels: a bad path fails before any data is read
     tic = time.perf_counter()
     if not isinstance(source, EvalSource):
         source = resolve_source(source, random_init=o.random_init, backend=o.backend, device=o.device)
     chosen_levels = parse_levels(o.levels, source.levels, source.name)
     timings["load_s"] = time.perf_counter() - tic
 
-    # Step 2. The data: uint8 images, preprocessed later with the source's own size and normalisation.
+    # Step 2. The data: uint8, preprocessed later by the source's own transform
     tic = time.perf_counter()
     limits = {"train": o.train_limit, "test": o.test_limit}
     splits = {split: load_split(dataset, split, o.data_dir, o.download, limits[split]) for split in SPLITS}
     num_classes = splits["train"][0].num_classes
     timings["data_s"] = time.perf_counter() - tic
 
-    # Step 3. Features of both splits (cached, or one pass for all levels), then each protocol.
+    # Step 3. Features of both splits (cached, or one pass for all levels), then each protocol
     cache = FeatureCache(o.cache_dir) if o.cache_dir is not None else None
     timings.update(extract_s=0.0, knn_s=0.0, linear_s=0.0)
     extras = {split: _cache_extra(source, data, o.data_dir, full_size, limits[split]) if cache is not None else ""
-              for split, (data, full_size) in splits.items()}  # computed once: it reads every pixel or file stat
+              for split, (data, full_size) in splits.items()}  # once: it reads every pixel
     per_split = {split: split_features(source, data, dataset, split, chosen_levels, cache, extras[split],
                                        o.batch_size, o.progress)
                  for split, (data, _) in splits.items()}
@@ -270,6 +251,7 @@ def evaluate(
         results[level] = run_protocols(train, test, o, num_classes, timings)
     timings["total_s"] = time.perf_counter() - started
 
+    # Step 4. The report
     report = build_report(
         source.name,
         dataset,

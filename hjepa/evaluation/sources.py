@@ -1,11 +1,4 @@
-"""What ``hjepa-eval`` evaluates: a checkpoint, an exported model or a randomly initialised baseline, as one object.
-
-``resolve_source`` turns a path (checkpoint ``.pt`` or run directory, ``.onnx`` file, export directory with
-``manifest.json``, TensorRT ``.engine``) or ``random_init=CONFIG`` into an :class:`EvalSource`: a serving runtime
-(``hjepa.inference``) that embeds normalised images at a level, the preprocessing the model expects (image size,
-mean / std read from the artifact, never guessed from the dataset being evaluated) and a stable hash of the weights
-that keys the feature cache.
-"""
+"""What ``hjepa-eval`` evaluates: a checkpoint, an export, an engine or a random-init baseline, as one object."""
 
 from __future__ import annotations
 
@@ -28,12 +21,7 @@ RANDOM_INIT_SEED = 0
 
 @dataclass
 class EvalSource:
-    """A model to evaluate.
-
-    ``runtime`` embeds images; ``kind`` is ``checkpoint`` | ``onnx`` | ``export`` | ``engine`` | ``random-init``;
-    ``name`` is what the report calls it (the path, or ``random-init:CONFIG``); ``source_hash`` identifies the
-    weights (SHA-256 of the checkpoint / ONNX file, of an export's files, or of a random-init config + seed).
-    """
+    """A model to evaluate; ``source_hash`` identifies its weights and keys the feature cache."""
 
     runtime: Runtime
     kind: str
@@ -42,12 +30,12 @@ class EvalSource:
 
     @property
     def levels(self) -> list[int]:
-        """The levels this source can embed at (one for a lone ``.onnx`` file, all of them for a checkpoint)."""
+        """Levels served: one for a lone ``.onnx`` file, all for a checkpoint."""
         return self.runtime.levels
 
     @property
     def backend(self) -> str:
-        """The runtime's back-end, e.g. ``torch[cpu]`` or ``onnxruntime[CPUExecutionProvider]``."""
+        """The back-end, e.g. ``torch[cpu]``, ``onnxruntime[CPUExecutionProvider]``."""
         return self.runtime.backend
 
     @property
@@ -55,27 +43,22 @@ class EvalSource:
         return self.runtime.metadata.img_size
 
     def transform(self) -> EvalTransform:
-        """uint8 ``[B, C, H, W]`` -> float ``[B, 3, S, S]`` with the source's own size and normalisation.
-
-        A model trained on another dataset still expects the statistics it was trained with, so the mean / std come
-        from the artifact, not from the dataset under evaluation.
-        """
+        """uint8 ``[B, C, H, W]`` -> float ``[B, 3, S, S]`` with the mean / std the model was trained with."""
         meta = self.runtime.metadata
         return EvalTransform(meta.img_size, mean=meta.mean, std=meta.std)
 
     def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
-        """Normalised float ``[B, 3, S, S]`` -> pooled level-``level`` features float32 ``[B, D]`` on the CPU."""
+        """Normalised ``[B, 3, S, S]`` -> pooled float32 ``[B, D]`` on the CPU."""
         _, pooled = self.runtime.embed_preprocessed(images, level, batch_size=images.shape[0])
         return torch.from_numpy(pooled)
 
     def embed_pooled_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
-        """Normalised float ``[B, 3, S, S]`` -> per level pooled features float32 ``[B, D]`` on the CPU, from one
-        encoder pass where the back-end allows; token maps are never copied to the host."""
+        """Normalised ``[B, 3, S, S]`` -> ``{level: pooled [B, D]}``; token maps stay on the device."""
         out = self.runtime.embed_levels(images, levels, with_tokens=False)
         return {level: torch.from_numpy(pooled) for level, (_, pooled) in out.items()}
 
     def describe(self) -> dict:
-        """JSON-ready facts for the report: kind, backend, hash and the model's metadata."""
+        """Kind, backend, hash and metadata for the report."""
         return {
             "kind": self.kind,
             "backend": self.backend,
@@ -85,7 +68,7 @@ class EvalSource:
 
 
 def _require_tensorrt(path: Path) -> None:
-    """Engines run only on an NVIDIA GPU; say so before the TensorRT import fails somewhere deep."""
+    """Say so before the TensorRT import fails somewhere deep."""
     if not torch.cuda.is_available():
         raise RuntimeUnavailableError(
             f"{path} is a TensorRT engine, which needs an NVIDIA GPU with CUDA and none is available here; "
@@ -94,16 +77,16 @@ def _require_tensorrt(path: Path) -> None:
 
 
 def random_init_source(config: str, device: str = "auto", seed: int = RANDOM_INIT_SEED) -> EvalSource:
-    """The baseline row: ``build_model(load_config(config))`` with weights drawn from ``seed``, never trained."""
+    """The baseline row: ``config``'s model with weights drawn from ``seed``, never trained."""
     cfg = load_config(config)
-    # fork_rng: seeding must not disturb the caller's global RNG stream.
+    # leave the caller's RNG stream alone
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(cfg)
     runtime = TorchRuntime.from_model(model, cfg, device=device)
     name = f"random-init:{config}"
     runtime.source = name
-    # The weights' digest too: changed initialisation code must miss the cache.
+    # the weights too: changed init code must miss the cache
     fields = {"random_init": cfg.to_dict(), "seed": seed, "weights": runtime.identity}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return EvalSource(runtime, "random-init", name, digest)
@@ -115,11 +98,7 @@ def resolve_source(
     backend: str = "auto",
     device: str = "auto",
 ) -> EvalSource:
-    """A path (checkpoint, ``.onnx``, export directory, ``.engine``) or ``random_init=CONFIG`` -> :class:`EvalSource`.
-
-    Exactly one of ``source`` and ``random_init`` is given. A missing path raises FileNotFoundError; an engine
-    without a GPU, or a back-end this machine lacks, raises RuntimeUnavailableError; both name the path.
-    """
+    """A path (checkpoint, ``.onnx``, export directory, ``.engine``) or ``random_init=CONFIG``, not both."""
     if (source is None) == (random_init is None):
         raise OptionError("give either a SOURCE (checkpoint, .onnx, export directory, .engine) or --random-init CONFIG")
     if random_init is not None:
@@ -130,11 +109,11 @@ def resolve_source(
         _require_tensorrt(path)
     try:
         runtime = open_runtime(path, backend=backend, device=device)
-    except ModuleNotFoundError as exc:  # e.g. the TensorRT back-end or its Python package is not installed
+    except ModuleNotFoundError as exc:  # e.g. TensorRT not installed
         raise RuntimeUnavailableError(f"cannot open {path}: module {exc.name!r} is not installed") from None
     if kind in ("onnx", "engine"):
         digest = file_sha256(path)
-    else:  # a checkpoint (runtime.identity is the file's SHA-256) or an export directory (a digest of its files)
+    else:  # a checkpoint's SHA-256 or an export's digest of its files
         digest = runtime.identity
     if kind == "export" and runtime.backend == "tensorrt":
         kind = "engine"
@@ -142,7 +121,7 @@ def resolve_source(
 
 
 def in_bf16(source: EvalSource) -> EvalSource:
-    """``source`` (a PyTorch one) run under bf16 autocast, with its own hash so cached fp32 features are not reused."""
+    """A PyTorch source under bf16 autocast, with its own hash so fp32 features are not reused."""
     if not hasattr(source.runtime, "use_bf16"):
         raise OptionError(f"bf16 features need the PyTorch back-end; {source.name} runs on {source.backend}")
     source.runtime.use_bf16()

@@ -1,8 +1,6 @@
-"""Foreign checkpoints in: I-JEPA, Hugging Face ``IJepaModel``, timm ViTs and the seed H-JEPA -> encoder artifact.
+"""Foreign checkpoints in (I-JEPA, Hugging Face, timm, the seed H-JEPA), converted exactly, proven by parity.
 
-``import_encoder(source, out, ImportOptions(...))`` converts exactly (every tensor consumed once, shape-checked),
-proves parity against an independent reference forward (``reference.py``) and writes the artifact that
-``hjepa-export``, ``hjepa-eval`` and ``hjepa-serve`` take. One file per source format, registered in ``IMPORTERS``.
+One file per source format, registered in ``IMPORTERS``.
 """
 
 from hjepa.importers.api import FORMATS, import_encoder

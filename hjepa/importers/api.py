@@ -1,9 +1,5 @@
-"""``import_encoder``: a foreign checkpoint -> an hjepa encoder artifact, only when it provably reproduces the source.
-
-Order of work, so a mistake costs nothing: output path, source (file, Hugging Face directory or a model card name),
-safe load, format (``--from`` or the first matching importer), conversion (every tensor consumed once,
-shape-checked), levels, hjepa's model with the converted weights (strict), parity against the reference forward at
-batch 1 and 4 on every level; only then is the artifact written (into a hidden sibling, renamed into place).
+"""``import_encoder``: a foreign checkpoint -> an encoder artifact, written only once it provably reproduces the
+source; cheap checks come first, so a mistake costs nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import torch
 import hjepa
 from hjepa.errors import stage
 from hjepa.files import staged_directory
-from hjepa.importers import hf_ijepa, hjepa_seed, ijepa, timm_vit  # noqa: F401  (register the formats)
+from hjepa.importers import hf_ijepa, hjepa_seed, ijepa, timm_vit  # noqa: F401  (they register)
 from hjepa.importers.base import ENCODERS, IMPORTERS, Conversion, ImportOptions, LoadedSource
 from hjepa.importers.cards import ModelCard, cache_path, card_names, download, find_card, no_download_message
 from hjepa.importers.errors import ImportSourceError
@@ -31,13 +27,13 @@ from hjepa.models.pretrained import HEADS, EncoderArchitecture, PretrainedEncode
 
 FORMATS = ("auto", *IMPORTERS.names())
 MAX_LEVELS = 4
-ARTIFACT_FILES = (SPEC_NAME, WEIGHTS_NAME)  # what an import writes, and all that --overwrite may replace
+ARTIFACT_FILES = (SPEC_NAME, WEIGHTS_NAME)  # all that --overwrite may replace
 RECIPE = ("level k: the imported encoder's output patch tokens, averaged over 2^k x 2^k cells, through the level "
           "head ({head}); pooled = mean over the level-k grid")
 
 
 def max_levels(grid: tuple[int, int]) -> int:
-    """As deep as the grid allows: 2^(L-1) divides both sides, at most ``MAX_LEVELS``."""
+    """The most L with 2^(L-1) dividing both sides, up to ``MAX_LEVELS``."""
     levels = 1
     while levels < MAX_LEVELS and grid[0] % 2**levels == 0 and grid[1] % 2**levels == 0:
         levels += 1
@@ -123,7 +119,7 @@ def import_encoder(
     download_card: bool = False,
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Convert ``source`` into the artifact directory ``out`` (default ``imports/<name>``); returns its spec."""
+    """``source`` into the artifact ``out`` (default ``imports/<name>``); returns its spec."""
     options = options or ImportOptions()
     log = log or silent
     if options.encoder not in ENCODERS:
@@ -139,7 +135,7 @@ def import_encoder(
     if target.exists():
         check_replaceable(target)
 
-    # Step 1. Read the source safely and convert it, every tensor once.
+    # Step 1. Read the source safely and convert it, every tensor once
     path, card = resolve_source(source, download_card, log)
     if card is not None:
         source_format = card.format if source_format == "auto" else source_format
@@ -152,7 +148,7 @@ def import_encoder(
     with stage(f"converting the {importer.name} weights", ImportSourceError):
         conversion = importer.convert(loaded, options)
 
-    # Step 2. Levels and hjepa's model with the converted weights (strict: same keys, same shapes).
+    # Step 2. Levels, and hjepa's model with the converted weights (strict)
     grid = conversion.architecture.grid
     deepest = max_levels(grid)
     levels = options.levels or deepest
@@ -161,18 +157,18 @@ def import_encoder(
                                 f"(level k pools 2^k x 2^k cells)")
     arch = dataclasses.replace(conversion.architecture, num_levels=levels, head=options.head)
     with stage("building the encoder", ImportSourceError), torch.device("meta"):
-        model = PretrainedEncoder(arch, name)  # no random init: the converted weights are assigned below
+        model = PretrainedEncoder(arch, name)  # no random init: assigned below
     encoder_state = {f"target_encoder.{k}": v for k, v in conversion.weights.items()}
     try:
         check_state(dict(model.state_dict()), encoder_state, source=str(loaded.path))
-    except CheckpointError as exc:  # a converter bug, but say it as what it is
+    except CheckpointError as exc:  # a converter bug
         raise ImportSourceError(str(exc)) from None
-    model.load_state_dict(encoder_state, assign=True)  # the converted tensors themselves, no second copy
-    for name, buffer in model.named_buffers():  # buffers not stored in the weights (a computed sin-cos table)
+    model.load_state_dict(encoder_state, assign=True)  # no second copy
+    for name, buffer in model.named_buffers():  # computed ones, e.g. a sin-cos table
         if buffer.is_meta:
             raise ImportSourceError(f"{name} is neither in the source nor computable here (a converter bug)")
 
-    # Step 3. Parity against the independent reference, then write.
+    # Step 3. Parity against the independent reference, then write
     with stage("the parity check", ImportSourceError):
         parity = measure_parity(model, conversion)
     check_parity(parity)
@@ -184,7 +180,7 @@ def import_encoder(
         raise ImportSourceError(f"--mean / --std need 3 values each, std > 0; got {mean} {std}")
     spec = build_spec(conversion, arch, loaded, card, tuple(mean), tuple(std), parity)
     if target.exists():
-        check_replaceable(target)  # again: the folder may have changed during the import
+        check_replaceable(target)  # again: it may have changed meanwhile
     with stage(f"writing {target}", ImportSourceError), staged_directory(target) as staged:
         write_artifact(LoadedModel(model, model.config, spec, loaded.sha256), staged)
     log(f"encoder artifact written to {target} (licence: {spec['provenance']['licence'] or 'unknown'})")
@@ -192,7 +188,7 @@ def import_encoder(
 
 
 def check_replaceable(target: Path) -> None:
-    """``--overwrite`` replaces an artifact's own files only: a folder holding anything else is refused."""
+    """``--overwrite`` replaces an artifact's own files, never a folder with anything else."""
     if not target.is_dir() or not (target / SPEC_NAME).is_file():
         raise ImportSourceError(f"{target} exists and is not an encoder artifact; refusing to replace it")
     others = sorted(p.name for p in target.iterdir() if p.name not in ARTIFACT_FILES)

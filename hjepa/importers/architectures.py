@@ -1,9 +1,4 @@
-"""Known pretrained architectures by name, and the head count a checkpoint's weights cannot tell.
-
-The attention head count is not in a ViT's weights (``qkv`` is ``[3D, D]`` whatever the split), so it comes from
-``--num-heads``, from ``--arch NAME`` (checked against the weights), or from the only known architecture with the
-checkpoint's width, depth and MLP width.
-"""
+"""Known architectures by name, for the head count weights cannot tell (``qkv`` is ``[3D, D]`` whatever the split)."""
 
 from __future__ import annotations
 
@@ -11,11 +6,11 @@ from hjepa.importers.errors import ImportSourceError
 from hjepa.models.pretrained import EncoderArchitecture
 
 ARCHITECTURES: dict[str, EncoderArchitecture] = {
-    # I-JEPA releases (facebookresearch/ijepa): ViT-H/14 at 224, ViT-H/16 at 448, ViT-g/16 with MLP ratio 48/11.
+    # I-JEPA's releases; ViT-g/16 has MLP ratio 48/11
     "vit_huge_patch14_224": EncoderArchitecture(1280, 32, 16, 5120, 14, 224),
     "vit_huge_patch16_448": EncoderArchitecture(1280, 32, 16, 5120, 16, 448),
     "vit_giant_patch16_224": EncoderArchitecture(1408, 40, 16, 6144, 16, 224),
-    # The standard ViT sizes (timm names).
+    # the standard ViT sizes, timm's names
     "vit_tiny_patch16_224": EncoderArchitecture(192, 12, 3, 768, 16, 224),
     "vit_small_patch16_224": EncoderArchitecture(384, 12, 6, 1536, 16, 224),
     "vit_base_patch16_224": EncoderArchitecture(768, 12, 12, 3072, 16, 224),
@@ -27,7 +22,7 @@ def resolve_num_heads(
     embed_dim: int, depth: int, mlp_hidden_dim: int, patch_size: int, img_size: int,
     arch: str | None, num_heads: int | None, where: str,
 ) -> int:
-    """The head count for a checkpoint of these sizes (see the module docstring)."""
+    """From ``--num-heads``, ``--arch`` (checked), or the one known architecture of these sizes."""
     if num_heads is not None:
         if num_heads < 1 or embed_dim % num_heads:
             raise ImportSourceError(f"--num-heads {num_heads} does not divide the width {embed_dim} of {where}")

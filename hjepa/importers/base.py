@@ -1,8 +1,4 @@
-"""What every source format provides: ``IMPORTERS`` (name -> importer), the loaded source, and the conversion.
-
-An importer ``matches(source)`` (for ``--from auto``) and ``convert(source, options)``: the encoder's tensors in
-hjepa's ``ViTEncoder`` names, its sizes, and how to run the independent reference forward on the raw tensors.
-"""
+"""``IMPORTERS``: each ``matches(source)`` and ``convert``s it to ``ViTEncoder`` names plus a reference spec."""
 
 from __future__ import annotations
 
@@ -24,10 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ImportOptions:
-    """``encoder``: which encoder of a training checkpoint (``target``, as the I-JEPA paper evaluates, or
-    ``context``). ``arch`` / ``num_heads``: the head count when the weights cannot tell it. ``levels``: default as
-    deep as the grid allows (at most 4). ``head``: ``identity`` (features as the source evaluates them) or
-    ``layernorm`` (the layer-normed training target). ``mean`` / ``std``: override the source's normalisation."""
+    """``encoder="target"`` as I-JEPA evaluates; ``head="identity"`` gives features as the source evaluates them."""
 
     encoder: str = "target"
     arch: str | None = None
@@ -40,8 +33,7 @@ class ImportOptions:
 
 @dataclass
 class LoadedSource:
-    """A source file read safely: ``state`` (what ``torch.load(weights_only=True)`` / safetensors returned),
-    ``config`` (a Hugging Face ``config.json`` beside it, when there is one), the file and its sha256."""
+    """A source file read safely, with any Hugging Face ``config.json`` beside it."""
 
     path: Path
     state: Any
@@ -52,11 +44,11 @@ class LoadedSource:
 
 @dataclass
 class Conversion:
-    """A source encoder in hjepa's names (``ViTEncoder`` state-dict keys) plus what the artifact records."""
+    """A source encoder in ``ViTEncoder`` names, plus what the artifact records."""
 
     weights: dict[str, torch.Tensor]
-    architecture: EncoderArchitecture  # the source's sizes, norm eps and class token (levels and head: the options)
-    raw: dict[str, torch.Tensor]  # the source tensors the reference forward reads, with the source's names
+    architecture: EncoderArchitecture  # levels and head come from the options
+    raw: dict[str, torch.Tensor]  # source names, for the reference forward
     reference: ReferenceSpec
     licence: str | None
     provenance: dict[str, Any] = field(default_factory=dict)

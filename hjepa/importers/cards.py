@@ -1,8 +1,6 @@
-"""Model cards: one small YAML file per known pretrained source in ``models/`` (repo top level).
+"""Model cards (``models/NAME.yaml``): official URL, sha256, format and licence, so ``--download`` can check a file.
 
-A card names the official URL (and sha256 when published), the source format, architecture, image size, mean /
-std and licence, so ``hjepa-import NAME --download`` can fetch and check the file. Nothing is fetched without
-``--download``; files land in ``$HJEPA_CACHE`` (default ``~/.cache/hjepa``) ``/models/NAME/``.
+Nothing is fetched without ``--download``; files land in ``$HJEPA_CACHE/models/NAME/``.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ class ModelCard:
     licence: str
     sha256: str | None = None
     encoder: str = "target"
-    size: int | None = None  # bytes, when the card gives them
+    size: int | None = None  # bytes
 
     @property
     def filename(self) -> str:
@@ -52,12 +50,12 @@ def card_names() -> list[str]:
 
 
 def is_plain_name(name: str) -> bool:
-    """A card name is a file name in the cache, never a path: no separators, no leading dot."""
+    """A file name in the cache, never a path."""
     return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") and "\0" not in name
 
 
 def find_card(name: str) -> ModelCard | None:
-    """The card ``models/NAME.yaml``, or None when there is none."""
+    """``models/NAME.yaml``, or None."""
     if not is_plain_name(name):
         return None
     path = models_dir() / f"{name}.yaml"
@@ -71,7 +69,7 @@ def find_card(name: str) -> ModelCard | None:
     if not isinstance(data, dict) or unknown or "url" not in data:
         raise ImportSourceError(f"model card {path} is malformed (unknown keys {unknown} or no url)")
     card_name = str(data.get("name", name))
-    if not is_plain_name(card_name):  # it names the cache folder: checked as the command line's name is
+    if not is_plain_name(card_name):  # it names the cache folder
         raise ImportSourceError(f"model card {path} has name {card_name!r}; a name has no '/', '\\' or leading '.'")
     if not str(data["url"]).startswith("https://"):
         raise ImportSourceError(f"model card {path} has url {data['url']!r}; only https:// URLs are fetched")
@@ -98,11 +96,11 @@ def no_download_message(card: ModelCard) -> str:
 
 
 def download(card: ModelCard, log: Log = print) -> Path:
-    """Fetch the card's file into the cache (atomically) and check its sha256 when the card has one."""
+    """Into the cache, atomically, checked against the card's sha256."""
     target = cache_path(card)
     if target.is_file():
         return target
-    if not card.url.startswith("https://") or not is_plain_name(card.name):  # cards are checked when read; again
+    if not card.url.startswith("https://") or not is_plain_name(card.name):  # checked when read; again
         raise ImportSourceError(f"{card.name}: refusing to fetch {card.url!r} (only https:// URLs, plain names)")
     target.parent.mkdir(parents=True, exist_ok=True)
     log(f"downloading {card.url} -> {target}")

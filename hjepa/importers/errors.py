@@ -6,4 +6,4 @@ from hjepa.errors import HJEPAError
 
 
 class ImportSourceError(HJEPAError, ValueError):
-    """A source checkpoint that cannot become an encoder artifact; the message says why and what would work."""
+    """Says why a source cannot convert, and what would work."""

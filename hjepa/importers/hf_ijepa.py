@@ -1,12 +1,6 @@
-"""Hugging Face ``IJepaModel`` weights (``model.safetensors`` / ``pytorch_model.bin``, with ``config.json`` beside
-them): ``embeddings.patch_embeddings.projection``, ``embeddings.position_embeddings`` (no class token),
-``encoder.layer.{i}.attention.attention.{query, key, value}`` (split; concatenated here in q, k, v order into one
-``qkv``), ``attention.output.dense``, ``intermediate.dense``, ``output.dense``, ``layernorm_before / _after`` and the
-final ``layernorm``. An ``IJepaForImageClassification`` file has an ``ijepa.`` prefix and a ``classifier``; the
-classifier and a pooler are heads, not token features, and are recorded as not imported.
+"""Hugging Face ``IJepaModel`` weights: split ``query / key / value`` fused here into one ``qkv`` (q, k, v order).
 
-The head count and LayerNorm eps come from ``config.json`` (``num_attention_heads``, ``layer_norm_eps``); without it,
-from ``--num-heads`` / ``--arch`` and eps 1e-6 (the I-JEPA releases').
+Heads and eps come from ``config.json``, else ``--num-heads`` / ``--arch`` and eps 1e-6; a classifier is not imported.
 """
 
 from __future__ import annotations
@@ -104,6 +98,5 @@ class HFIJepaImporter:
         )
 
 
-# The facebook/ijepa_* models on the Hub are the I-JEPA releases, under the same licence; another IJepaModel may
-# differ, which the model card says.
+# facebook/ijepa_* are the I-JEPA releases; another model's card says its own
 LICENCE_NOTE = "CC-BY-NC-4.0 (as the I-JEPA releases; check the model card)"

@@ -1,8 +1,4 @@
-"""The seed H-JEPA project's checkpoints (``{"model_state_dict": {...}, "epoch", ...}``): ``target_encoder.vit.*``
-(and ``context_encoder.vit.*``) are timm ViTs with a class token and learned positions. The class token is held
-and dropped from the output; RoPE-wrapped attention (``attn.attn.*``, ``rope.*``) is refused by key. Predictor,
-hierarchy projections and FPN are training parts, recorded as not imported.
-"""
+"""The seed H-JEPA project's checkpoints: timm ViTs under ``target_encoder.vit``; RoPE attention is refused by key."""
 
 from __future__ import annotations
 
@@ -30,7 +26,7 @@ class SeedImporter:
         tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not tensors:
             raise ImportSourceError(f"{source.path.name}: model_state_dict has no {prefix}* tensors")
-        # the timm model sits under .vit; anything else under the encoder prefix (rope buffers ...) is refused below
+        # anything beside .vit (rope buffers ...) is refused below
         inner = {k[len("vit."):] if k.startswith("vit.") else k: v for k, v in tensors.items()}
         dropped = sorted(k for k in inner if k.startswith("head."))
         weights = SourceWeights({k: v for k, v in inner.items() if k not in dropped},

@@ -1,11 +1,7 @@
-"""I-JEPA ``train.py`` checkpoints (facebookresearch/ijepa): ``{"encoder", "predictor", "target_encoder", "opt",
-"scaler", "epoch", "loss", "batch_size", "world_size", "lr"}``, each encoder a state dict with ``module.`` prefixes
-from DistributedDataParallel, no class token, and the sin-cos ``pos_embed`` stored as a (frozen) weight.
+"""I-JEPA ``train.py`` checkpoints: DDP-prefixed encoders, no class token, the sin-cos table stored as a weight.
 
-The stored table is used as stored: its channels are ordered (column sin, column cos, row sin, row cos), not as
-hjepa's ``sincos_2d``, so recomputing it would silently change every feature. The head count is not in the weights
-(see ``architectures``). The paper evaluates the *target* encoder, average-pooled: the default here. The weights
-are released under CC BY-NC 4.0.
+The table is used as stored: its channel order differs from ``sincos_2d``, so recomputing it would change every
+feature. Weights are CC BY-NC 4.0.
 """
 
 from __future__ import annotations
@@ -55,7 +51,7 @@ class IJEPAImporter:
             "format": self.name,
             "encoder": key,
             "epoch": int(epoch) if isinstance(epoch, int) else None,
-            "not_imported": sorted(str(k) for k in state if k != key),  # predictor, optimizer ...: training state
+            "not_imported": sorted(str(k) for k in state if k != key),  # training state
             "level0": "mean of the encoder's output tokens (after its final norm), as I-JEPA evaluates",
         }
         return conversion

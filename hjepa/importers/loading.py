@@ -1,8 +1,4 @@
-"""Reading a source safely: safetensors, or ``torch.load(weights_only=True)`` (no arbitrary unpickling).
-
-A Hugging Face model directory (``model.safetensors`` or ``pytorch_model.bin``) is read with its ``config.json`` and
-``preprocessor_config.json``; a single weights file picks them up when they sit beside it.
-"""
+"""Reading a source safely (safetensors or ``weights_only``), with any Hugging Face configs beside it."""
 
 from __future__ import annotations
 
@@ -22,7 +18,7 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 def weights_file(path: Path) -> Path:
-    """The file a source path means (a Hugging Face directory means its weights file)."""
+    """A Hugging Face directory means its weights file."""
     if path.is_dir():
         for name in HF_WEIGHTS:
             if (path / name).is_file():
@@ -51,11 +47,11 @@ def _one_line(text: str) -> str:
 
 
 def read_tensors(file: Path) -> Any:
-    """What the file holds, loaded without unpickling arbitrary objects."""
+    """The file's contents, without unpickling arbitrary objects."""
     if file.suffix == ".safetensors":
         try:
             return load_file(str(file))
-        except Exception as exc:  # safetensors raises its own error types for damaged files
+        except Exception as exc:  # safetensors has its own error types
             reason = f"{type(exc).__name__}: {exc}"
             raise ImportSourceError(_one_line(f"{file} is unreadable or corrupt ({reason})")) from None
     try:
@@ -63,13 +59,12 @@ def read_tensors(file: Path) -> Any:
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImportSourceError(_one_line(f"{file} holds objects that are not safe to load: {reason}")) from None
-    except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
+    except Exception as exc:  # damaged files raise many types
         raise ImportSourceError(_one_line(f"{file} is unreadable or corrupt ({type(exc).__name__}: {exc})")) from None
 
 
 def _torch_load(file: Path) -> Any:
-    """``torch.load`` memory-mapped: only the tensors read are paged in, so a 10 GB I-JEPA file with its optimizer
-    state costs the encoder's bytes. Files in torch's legacy (pre-zip) format cannot be mapped: read whole."""
+    """Memory-mapped, so a 10 GB file with optimizer state costs the encoder's bytes; legacy files read whole."""
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as exc:
@@ -79,7 +74,7 @@ def _torch_load(file: Path) -> Any:
 
 
 def load_source(path: str | Path) -> LoadedSource:
-    """Read ``path`` (file or Hugging Face directory) safely, with any ``config.json`` beside it."""
+    """A file or Hugging Face directory, read safely."""
     file = weights_file(Path(path).expanduser())
     state = read_tensors(file)
     return LoadedSource(

@@ -1,7 +1,6 @@
-"""The parity proof: hjepa's converted encoder against the independent reference forward on the raw tensors.
+"""The parity proof: the converted encoder against the reference forward, batch 1 and 4, every level.
 
-At batch 1 and 4 (random images, fixed seed) and at every level: the largest absolute difference of the level
-tokens and the smallest cosine of the pooled vectors. Above ``TOLERANCE`` the import stops and nothing is written.
+Above ``TOLERANCE`` the import stops and nothing is written.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from hjepa.importers.reference import reference_levels, reference_tokens
 from hjepa.models.pretrained import PretrainedEncoder
 
 BATCHES = (1, 4)
-# max |ours - reference| <= MAX_ABS * max(1, max |reference|); every pooled cosine >= MIN_COSINE. float32 against a
-# float64 reference of the same maths is ~1e-6 relative on small models.
+# float32 against a float64 reference of the same maths: ~1e-6 relative
 TOLERANCE = {"max_abs_relative": 1e-4, "min_cosine": 1 - 1e-5}
 
 
@@ -48,7 +46,7 @@ def measure_parity(model: PretrainedEncoder, conversion: Conversion, seed: int =
 
 
 def check_parity(report: dict[str, Any]) -> None:
-    """Raise naming the first batch / level above ``TOLERANCE``."""
+    """Names the first batch and level above ``TOLERANCE``."""
     for batch, levels in report.items():
         for level, row in levels.items():
             bound = TOLERANCE["max_abs_relative"] * max(1.0, row["max_abs_reference"])

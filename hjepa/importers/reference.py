@@ -1,10 +1,5 @@
-"""An independent forward of the source architecture on the RAW source tensors, for the parity proof.
-
-Written from the published architecture (pre-norm ViT: patch projection, positions, ``depth`` x [x + attn(LN(x)),
-x + MLP(LN(x))], final LN), not from hjepa's or timm's modules: patches are cut with ``unfold`` instead of a
-convolution, LayerNorm, GELU (erf form) and softmax attention are spelled out, the maths runs in float64, and the
-source's own key names are read here a second time (fused ``qkv`` for I-JEPA / timm / the seed, split
-``query / key / value`` for Hugging Face). The levels are pooled here again with ``reshape + mean``.
+"""An independent forward on the raw source tensors, for the parity proof: written from the published pre-norm ViT,
+not hjepa's or timm's modules, in float64, reading the source's own key names a second time.
 """
 
 from __future__ import annotations
@@ -59,15 +54,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) ->
 
 
 def _patches(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Patch projection as a matrix product over ``unfold``ed patches ([B, N, C*p*p], channel-major as the kernel)."""
+    """Patch projection as a matmul over ``unfold``ed patches, not a convolution."""
     patch = weight.shape[-1]
     cols = torch.nn.functional.unfold(images, kernel_size=patch, stride=patch)  # [B, C*p*p, N]
     return cols.transpose(1, 2) @ weight.reshape(weight.shape[0], -1).T + bias
 
 
 class _Float64:
-    """The raw tensors under ``prefix``, each made float64 when read: one block at a time, never a float64 copy of
-    a whole 2.5 GB encoder (5 GB)."""
+    """Float64 as read, a block at a time: never a 5 GB copy of a whole encoder."""
 
     def __init__(self, raw: dict[str, torch.Tensor], prefix: str) -> None:
         self.raw, self.prefix = raw, prefix
@@ -77,7 +71,7 @@ class _Float64:
 
 
 def reference_tokens(raw: dict[str, torch.Tensor], spec: ReferenceSpec, images: torch.Tensor) -> torch.Tensor:
-    """Output patch tokens ``[B, N, D]`` (float64, after the final norm, class token dropped) of the source."""
+    """Output patch tokens ``[B, N, D]``, float64, after the final norm."""
     w = _Float64(raw, spec.prefix)
     x = images.double()
     if spec.layout == "fused":
@@ -126,8 +120,7 @@ def reference_tokens(raw: dict[str, torch.Tensor], spec: ReferenceSpec, images: 
 def reference_levels(
     tokens: torch.Tensor, grid: tuple[int, int], levels: Sequence[int], head: str
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Per level ``k``: ``(tokens [B, N_k, D], pooled [B, D])``: 2^k x 2^k cell means, then the head
-    (``identity`` or parameter-free LayerNorm, eps 1e-5), pooled = mean over the level grid."""
+    """Per level: ``(tokens [B, N_k, D], pooled [B, D])``, 2^k x 2^k cell means, then the head."""
     batch, _, dim = tokens.shape
     out = {}
     for level in levels:

@@ -1,8 +1,4 @@
-"""``SourceWeights``: the tensors of one source encoder, each to be consumed exactly once, shape-checked.
-
-A converter ``take``s every tensor it maps; ``finish`` then refuses the conversion if any tensor was left over (a
-partial load is how silently wrong conversions happen), naming the unused keys.
-"""
+"""``SourceWeights``: each tensor taken exactly once, shape-checked; a partial load is how conversions go wrong."""
 
 from __future__ import annotations
 
@@ -36,7 +32,7 @@ class SourceWeights:
         return tuple(self.tensors[key].shape)
 
     def take(self, key: str, shape: Sequence[int] | None = None) -> torch.Tensor:
-        """The tensor ``key`` as float32; an error when it is missing, already taken or of another shape."""
+        """Float32; an error when missing, taken twice or misshapen."""
         if key not in self.tensors:
             raise ImportSourceError(f"{self.where}: missing tensor {key!r}")
         if key in self.taken:
@@ -52,13 +48,13 @@ class SourceWeights:
         return tensor.detach().float().contiguous()
 
     def refuse(self, keys: Iterable[str], why: str) -> None:
-        """Stop when any of ``keys`` exists: the source holds something the encoder cannot reproduce exactly."""
+        """Stop on any of ``keys``: the encoder cannot reproduce it exactly."""
         found = [k for k in keys if k in self.tensors]
         if found:
             raise ImportSourceError(f"{self.where}: cannot convert {found[0]!r} exactly: {why}")
 
     def finish(self) -> None:
-        """Every tensor was consumed exactly once, or an error listing the unused keys."""
+        """Every tensor taken, or an error listing the rest."""
         unused = sorted(set(self.tensors) - self.taken)
         if unused:
             shown = ", ".join(unused[:8]) + (f" (+{len(unused) - 8} more)" if len(unused) > 8 else "")
@@ -67,7 +63,7 @@ class SourceWeights:
 
 
 def strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Keys without ``prefix`` where every key has it (``module.`` from DistributedDataParallel); else unchanged."""
+    """Strip ``prefix`` (DDP's ``module.``) when every key has it."""
     if tensors and all(k.startswith(prefix) for k in tensors):
         return {k[len(prefix):]: v for k, v in tensors.items()}
     return tensors

@@ -1,9 +1,4 @@
-"""timm ``VisionTransformer`` state dicts (``patch_embed.proj``, ``pos_embed``, ``blocks.{i}.attn.qkv``, ``norm``),
-including timm's I-JEPA tags (``vit_huge_patch14_gap_224.in1k_ijepa`` ...: no class token, average pooling of the
-normed tokens). A class token is held (it attends with the patches and is dropped from the output); the
-classifier ``head`` is not part of the token features and is recorded as not imported. Register tokens,
-LayerScale, ``fc_norm`` and query / key norms are refused by key.
-"""
+"""timm ``VisionTransformer`` state dicts, its I-JEPA tags included; a class token attends but is not output."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""The timm / I-JEPA ViT naming (fused ``attn.qkv``), shared by the ``ijepa``, ``timm`` and ``hjepa-seed`` formats.
-
-``patch_embed.proj``, ``pos_embed``, optional ``cls_token``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2,
-mlp.fc1, mlp.fc2}``, ``norm``: each tensor is taken once, shape-checked and renamed to hjepa's ``ViTEncoder``
-(``vit.*``; ``pos_embed`` and ``cls_token`` at the top). What a plain ViT cannot reproduce is refused by key.
-"""
+"""The timm / I-JEPA ViT names (fused ``attn.qkv``) -> ``ViTEncoder``'s, for three formats; the rest refused by key."""
 
 from __future__ import annotations
 
@@ -32,7 +27,7 @@ def block_count(keys: list[str], pattern: str = r"blocks\.(\d+)\.") -> int:
 
 
 def refuse_unsupported(weights: SourceWeights) -> None:
-    """Refuse, by key, what a plain pre-norm ViT cannot hold exactly."""
+    """What a plain pre-norm ViT cannot hold exactly."""
     keys = weights.keys()
     weights.refuse([k for k in keys if k == "reg_token" or k.endswith(".reg_token")],
                    "register tokens are not supported by hjepa's encoder")
@@ -55,8 +50,7 @@ def refuse_unsupported(weights: SourceWeights) -> None:
 def convert_fused_vit(
     weights: SourceWeights, options: ImportOptions, norm_eps: float = 1e-6, prefix: str = ""
 ) -> tuple[Conversion, dict[str, torch.Tensor]]:
-    """Convert the keys (after ``prefix``, already stripped) of a timm / I-JEPA ViT; returns the conversion
-    (licence and provenance still to fill) and the raw tensors in the source names for the reference."""
+    """The conversion (licence, provenance still to fill) and the raw tensors for the reference."""
     refuse_unsupported(weights)
     patch_weight = weights.shape("patch_embed.proj.weight")
     dim, in_chans, patch, patch_w = patch_weight

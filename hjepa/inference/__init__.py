@@ -1,8 +1,6 @@
-"""Inference: everything between a trained model and its users (evaluation, export, serving).
+"""Inference: saved-model files (``artifacts``), ``runtimes`` behind one ``embed(images, level)``, ``features``.
 
-Saved-model files (checkpoint, artifact, metadata, hashing, levels), runtimes behind one ``embed(images, level)``
-interface (``open_runtime`` picks one) and feature maths (extraction, cache, k-NN). Importing it pulls in neither
-onnxruntime nor TensorRT.
+Importing it pulls in neither onnxruntime nor TensorRT.
 """
 
 from hjepa.inference.artifacts.hashing import file_sha256, model_identity

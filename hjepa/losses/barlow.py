@@ -1,8 +1,6 @@
-"""Barlow Twins (Zbontar et al., 2021): push the cross-correlation matrix of two views towards the identity.
+"""Barlow Twins (Zbontar et al., 2021): the cross-correlation of two views towards the identity.
 
-As in the reference facebookresearch/barlowtwins ``main.py``, each dimension is standardised over the batch the way
-``BatchNorm1d(affine=False)`` does in training (biased variance, eps inside the square root). For x, y of shape
-``[N, D]`` (``[B, N, D]`` is flattened to ``[B*N, D]``)::
+Standardised as facebookresearch/barlowtwins' ``BatchNorm1d(affine=False)``; x, y ``[N, D]`` (or ``[B, N, D]``)::
 
     a_nk = (x_nk - mean_n x_k) / sqrt(var_n(x_k) + eps)          (likewise b from y)
     c    = a^T b / N                                             ([D, D])
@@ -10,8 +8,7 @@ As in the reference facebookresearch/barlowtwins ``main.py``, each dimension is 
     off_diagonal = lambda_offdiag * sum_{i != j} c_ij^2
     loss         = on_diagonal + off_diagonal
 
-``off_diagonal`` is reported already multiplied by lambda, so ``loss`` is exactly the sum of the two parts. With
-``y=None`` the auto-correlation of x is used (c_ii ~ 1, so only the decorrelation term is informative).
+With ``y=None``, x's auto-correlation: only the decorrelation term informs.
 """
 
 from __future__ import annotations

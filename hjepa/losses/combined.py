@@ -1,16 +1,9 @@
-"""Prediction loss plus per-level regularisation of context-side embeddings.
-
-With P_h the predictions, T_h the targets, E_h the context-side embeddings of level h (default: E_h = P_h) and
-alpha_h the regulariser weight of level h::
+"""Prediction loss plus per-level regularisation of context embeddings E_h (default: the predictions)::
 
     loss = L_pred(P, T, masks) + sum_{h : alpha_h > 0} alpha_h R_h(E_h, sg(T_h))     (pairwise: VICReg, Barlow)
                                + sum_{h : alpha_h > 0} alpha_h R_h(E_h, step)         (SIGReg)
 
-A regulariser declares which call it wants with the class attribute ``pairwise`` (True when absent). When E defaults
-to the predictions and a level has a mask, only the selected positions (mask != 0) are regularised, so padding and
-non-target cells never enter the batch statistics. Keys of the returned dict: those of the prediction loss, then
-``loss_prediction``, ``loss_regularizer`` (sum_h alpha_h R_h), ``reg_h{i}`` (R_h's ``loss``) and
-``reg_h{i}_{part}`` (R_h's other parts, e.g. ``reg_h0_variance``).
+Only masked-in positions are regularised, so padding never enters the batch statistics.
 """
 
 from __future__ import annotations
@@ -34,14 +27,7 @@ def expand_per_level(values: Sequence[float], num_levels: int, name: str) -> lis
 
 
 class HierarchicalCombinedLoss(nn.Module):
-    """``HJEPALoss`` plus one regulariser per level (``None`` for none); see the module docstring for the formula.
-
-    Args:
-        prediction: the prediction loss.
-        regularizers: per level, a regulariser module or ``None``; fewer entries than levels is an error when a
-            level beyond them has a positive weight.
-        regularizer_weights: alpha_h per level; the last value repeats for deeper levels.
-    """
+    """``HJEPALoss`` plus one regulariser (or ``None``) per level; the last weight repeats for deeper levels."""
 
     def __init__(
         self,
@@ -51,7 +37,7 @@ class HierarchicalCombinedLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.prediction = prediction
-        # ModuleDict (keyed by level) rather than ModuleList, because levels without a regulariser hold None.
+        # keyed by level: levels without a regulariser hold None
         self.regularizers = nn.ModuleDict({str(h): r for h, r in enumerate(regularizers) if r is not None})
         self.num_given = len(regularizers)
         self.regularizer_weights = [float(w) for w in regularizer_weights]
@@ -59,7 +45,7 @@ class HierarchicalCombinedLoss(nn.Module):
             raise ValueError("regularizer_weights is empty; give at least one value (the last value repeats)")
 
     def regularizer_for(self, level: int) -> nn.Module | None:
-        """The regulariser of ``level``; asked only for levels whose weight is positive."""
+        """Asked only for levels with a positive weight."""
         if level >= self.num_given:
             raise ValueError(
                 f"level {level} has a positive regularizer weight but only {self.num_given} regularizers were given "
@@ -76,8 +62,7 @@ class HierarchicalCombinedLoss(nn.Module):
         context_embeddings: Tensor | Sequence[Tensor] | None = None,
         step: int = 0,
     ) -> dict[str, Tensor]:
-        """predictions / targets per level ``[B, N_h, D_h]``; masks per level ``[B, N_h]`` or ``None``;
-        context_embeddings per level ``[..., D_h]`` (default: the predictions, restricted to the masked positions)."""
+        """Per level: predictions, targets ``[B, N_h, D_h]``, masks ``[B, N_h]``, context embeddings ``[..., D_h]``."""
         predictions = as_level_list(predictions, "predictions")
         targets = as_level_list(targets, "targets")
         out = self.prediction(predictions, targets, masks)
@@ -117,10 +102,7 @@ class HierarchicalCombinedLoss(nn.Module):
 
 
 class CombinedLoss(HierarchicalCombinedLoss):
-    """``HJEPALoss`` plus the same regulariser instance at every level whose weight is positive.
-
-    ``regularizer=None`` gives the plain prediction loss with the combined call signature and keys.
-    """
+    """One regulariser shared by every weighted level; ``None`` gives the plain loss with the same keys."""
 
     def __init__(
         self,
@@ -128,7 +110,7 @@ class CombinedLoss(HierarchicalCombinedLoss):
         regularizer: nn.Module | None,
         regularizer_weights: Sequence[float] = (0.0,),
     ) -> None:
-        # No per-level copies: the parent's ModuleDict stays empty and the one instance is registered once, here.
+        # one instance, registered once, not per level
         super().__init__(prediction, [], regularizer_weights)
         self.regularizer = regularizer
 
@@ -137,7 +119,7 @@ class CombinedLoss(HierarchicalCombinedLoss):
 
 
 def _select(prediction: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Rows ``[K, D]`` of (prediction, target) at the positions where the mask is non-zero; unchanged without one."""
+    """Rows ``[K, D]`` where the mask is non-zero."""
     if mask is None:
         return prediction, target
     keep = (mask != 0).to(prediction.device).expand(prediction.shape[:-1])

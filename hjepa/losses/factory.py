@@ -1,8 +1,4 @@
-"""Build the training loss from the ``loss`` config section; ``REGULARIZERS`` maps names to regulariser classes.
-
-Every registered class has ``from_config(cfg: LossConfig)``, so a new regulariser needs only its file, a
-``pairwise`` class attribute (see ``combined.py``) and one ``register`` line below.
-"""
+"""The training loss from the ``loss`` config; a new regulariser is one file and one ``register`` line."""
 
 from __future__ import annotations
 
@@ -40,8 +36,7 @@ def build_regularizer(cfg: LossConfig) -> nn.Module | None:
 
 
 def build_loss(cfg: LossConfig, num_levels: int) -> nn.Module:
-    """``CombinedLoss`` for ``num_levels`` levels; with ``regularizer: none`` it is the plain ``HJEPALoss`` behind the
-    same ``forward(predictions, targets, masks=None, context_embeddings=None, step=0)`` signature."""
+    """``CombinedLoss``; with ``regularizer: none``, the plain ``HJEPALoss`` behind the same signature."""
     if num_levels < 1:
         raise ConfigError(f"num_levels must be at least 1, got {num_levels}")
     if cfg.prediction not in PREDICTION_LOSSES:
@@ -65,8 +60,7 @@ def build_loss(cfg: LossConfig, num_levels: int) -> nn.Module:
 
 
 def build_multiview_loss(cfg: LossConfig, num_levels: int) -> MultiViewLoss:
-    """``MultiViewLoss`` for ``num_levels`` levels: ``loss.regularizer`` (required) weighted by
-    ``loss.regularizer_weight`` (LeJEPA's lambda, per level), levels by ``loss.level_weights``."""
+    """``MultiViewLoss``: ``loss.regularizer`` is required, its weight is LeJEPA's lambda."""
     if cfg.regularizer == "none":
         raise ConfigError("model.objective=multiview needs loss.regularizer (sigreg, vicreg or barlow): without one "
                           "the views' embeddings collapse to a constant")

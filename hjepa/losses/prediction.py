@@ -1,16 +1,10 @@
-"""H-JEPA prediction loss: a weighted sum over hierarchy levels of a masked mean distance.
+"""H-JEPA prediction loss over levels h, predictions P_h and targets T_h ``[B, N, D]``, mask m_h ``[B, N]``::
 
-For level h with predictions P_h and targets T_h of shape ``[..., D]`` (typically ``[B, N, D]``) and an optional
-mask m_h broadcastable to the leading dims ``[...]``::
+    d_h[n] = 1/D * sum_k dist(P_h[n, k], sg(T_h[n, k]))     dist: mse, huber or smoothl1 (huber / delta)
+    L_h    = sum_n m_h[n] d_h[n] / sum_n m_h[n]
+    loss   = sum_h w_h L_h,   loss_unweighted = sum_h L_h
 
-    d_h[n]  = 1/D * sum_k  dist(P_h[n, k], sg(T_h[n, k]))              (per-position distance, shape [...])
-    L_h     = sum_n m_h[n] d_h[n] / sum_n m_h[n]                       (masked mean; the plain mean without a mask)
-    loss    = sum_h w_h L_h,   loss_unweighted = sum_h L_h
-
-``sg`` is stop-gradient (targets are detached here, whatever the caller passes) and ``dist`` is the element-wise
-``mse`` (x - y)^2, ``huber`` (quadratic below delta, linear above) or ``smoothl1`` (huber / delta). With
-``normalize=True`` both sides are L2-normalised along D first. Everything is computed in float32, also under autocast,
-because bf16 distances between nearly equal embeddings lose most of their significant bits.
+In float32 even under autocast: bf16 loses the bits of nearly equal embeddings.
 """
 
 from __future__ import annotations
@@ -45,16 +39,9 @@ def as_mask_list(masks: Tensor | Sequence[Tensor | None] | None, num_levels: int
 
 
 class HJEPALoss(nn.Module):
-    """Hierarchical prediction loss; ``forward`` returns ``{'loss', 'loss_unweighted', 'loss_h0', 'loss_h1', ...}``.
+    """``{'loss', 'loss_unweighted', 'loss_h0', ...}``; ``normalize`` L2-normalises both sides first.
 
-    Args:
-        loss_type: ``"smoothl1"``, ``"mse"`` or ``"huber"``.
-        huber_delta: threshold between the quadratic and linear parts (``beta`` of smooth L1, ``delta`` of Huber).
-        normalize: L2-normalise predictions and targets along the last dim before the distance.
-        level_weights: w_h per level; ``None`` weighs every level 1.
-        reduction: ``"mean"`` (masked mean over positions of the mean over D), ``"sum"`` (sum over selected
-            positions and D) or ``"none"`` (``loss_h{i}`` is the per-position distance ``[...]``, zero where the mask
-            is zero, and ``loss`` / ``loss_unweighted`` use the masked means so the result still trains).
+    ``reduction="none"`` reports per-position ``loss_h{i}`` but still trains on the masked means.
     """
 
     def __init__(
@@ -79,7 +66,7 @@ class HJEPALoss(nn.Module):
         self.reduction = reduction
 
     def distance(self, prediction: Tensor, target: Tensor) -> Tensor:
-        """Element-wise distance ``[..., D]`` between float32 tensors of equal shape."""
+        """Element-wise distance ``[..., D]``."""
         if self.normalize:
             prediction = F.normalize(prediction, dim=-1, eps=1e-6)
             target = F.normalize(target, dim=-1, eps=1e-6)
@@ -95,14 +82,7 @@ class HJEPALoss(nn.Module):
         targets: Tensor | Sequence[Tensor],
         masks: Tensor | Sequence[Tensor | None] | None = None,
     ) -> dict[str, Tensor]:
-        """Loss over levels.
-
-        Args:
-            predictions: per level ``[..., D_h]`` (e.g. ``[B, N_h, D_h]``), or one tensor for a single level.
-            targets: same shapes as ``predictions``; detached here.
-            masks: per level ``None`` or a bool / float tensor broadcastable to ``[...]`` (e.g. ``[B, N_h]``);
-                float masks act as weights.
-        """
+        """Per level ``[B, N_h, D_h]`` (one tensor: one level); masks bool or float weights ``[B, N_h]``."""
         predictions = as_level_list(predictions, "predictions")
         targets = as_level_list(targets, "targets")
         num_levels = len(predictions)
@@ -129,7 +109,7 @@ class HJEPALoss(nn.Module):
         return {"loss": total, "loss_unweighted": unweighted, **out}
 
     def _level_loss(self, prediction: Tensor, target: Tensor, mask: Tensor | None, level: int) -> tuple[Tensor, Tensor]:
-        """(value reported as ``loss_h{level}``, scalar that enters ``loss``) for one level."""
+        """(reported ``loss_h{level}``, scalar entering ``loss``)."""
         with torch.autocast(device_type=prediction.device.type, enabled=False):
             elementwise = self.distance(prediction.float(), target.detach().float())  # [..., D]
             per_position = elementwise.sum(-1) if self.reduction == "sum" else elementwise.mean(-1)  # [...]
@@ -150,7 +130,7 @@ class HJEPALoss(nn.Module):
             weighted = per_position * weight
             if self.reduction == "sum":
                 return weighted.sum(), weighted.sum()
-            # clamp: an empty mask gives 0 (with a zero, finite gradient) instead of 0/0
+            # clamp: an empty mask gives 0, not 0/0
             count = weight.expand_as(per_position).sum().clamp_min(1e-12)
             mean_loss = weighted.sum() / count
             return (weighted if self.reduction == "none" else mean_loss), mean_loss

@@ -9,10 +9,8 @@ A ``[D, M]``; each 1-D projection h = z a ``[N]`` is compared with a standard no
                = N * 2 * trapezoid_{t in linspace(0, t_max, num_points)} [(Re phi_hat - phi)^2 + (Im phi_hat)^2] w
     loss       = mean_a EP(a),  statistic_max = max_a EP(a)
 
-The integrand is even in t, hence the doubled half-line integral. Directions are re-drawn on every call from a CPU
-``torch.Generator`` seeded with ``seed + step``, so every rank (and every device type) draws the same ones. Under
-``torch.distributed`` the empirical characteristic function is averaged over ranks and N is the global sample count.
-Memory: the cos / sin tables are N * M * num_points floats (kept for backward).
+Directions come from a CPU generator seeded ``seed + step``, so every rank and device draws the same ones; under
+``torch.distributed`` phi_hat is averaged over ranks and N is the global count.
 """
 
 from __future__ import annotations
@@ -33,14 +31,7 @@ def random_directions(dim: int, num_slices: int, seed: int) -> Tensor:
 
 
 class SIGRegLoss(nn.Module):
-    """SIGReg loss; ``forward(z, step=0, directions=None)`` returns ``{'loss', 'statistic_max'}``.
-
-    Args:
-        num_slices: M, the number of random directions per call.
-        num_points: trapezoid nodes on [0, t_max] (at least 2).
-        t_max: upper end of the integration range.
-        seed: base seed; directions of call ``step`` come from ``seed + step``.
-    """
+    """``forward(z, step)`` -> ``{'loss', 'statistic_max'}`` over ``num_slices`` directions, ``num_points`` nodes."""
 
     pairwise = False  # CombinedLoss passes step= instead of a second view
 
@@ -63,7 +54,7 @@ class SIGRegLoss(nn.Module):
         gaussian_cf = torch.exp(-0.5 * t.square())
         self.register_buffer("t", t, persistent=False)
         self.register_buffer("target_cf", gaussian_cf, persistent=False)  # phi(t)
-        # 2 for the even integrand, w(t) = exp(-t^2/2) happens to equal phi(t)
+        # 2: the integrand is even; w(t) equals phi(t)
         self.register_buffer("quadrature", 2 * trapezoid * gaussian_cf, persistent=False)
 
     @classmethod
@@ -71,7 +62,7 @@ class SIGRegLoss(nn.Module):
         return cls(num_slices=cfg.sigreg_slices, num_points=cfg.sigreg_points, t_max=cfg.sigreg_t_max)
 
     def directions_for_step(self, dim: int, step: int) -> Tensor:
-        """The ``[dim, num_slices]`` unit directions used at ``step`` (CPU, float32)."""
+        """``[dim, num_slices]`` unit directions of ``step``, on the CPU."""
         return random_directions(dim, self.num_slices, self.seed + int(step))
 
     def forward(self, z: Tensor, step: int = 0, directions: Tensor | None = None) -> dict[str, Tensor]:
@@ -88,7 +79,7 @@ class SIGRegLoss(nn.Module):
             else:
                 directions = directions.float()
                 directions = directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
-            directions = to_device_async(directions, z.device)  # drawn on the CPU; the copy must not sync a GPU
+            directions = to_device_async(directions, z.device)  # must not sync the GPU
             projections = z @ directions  # [N, M]
             angles = projections.unsqueeze(-1) * self.t.to(z.device)  # [N, M, T]
             cos_mean, sin_mean, num_samples = self._global_means(angles.cos(), angles.sin())  # [M, T] each
@@ -98,20 +89,19 @@ class SIGRegLoss(nn.Module):
 
     @staticmethod
     def _global_means(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Means over samples (dim 0) of ``[N, M, T]`` tables, over all ranks when distributed, and the count N."""
+        """Means over N of ``[N, M, T]`` tables across ranks, and the global N."""
         local_count = cos.shape[0]
         cos_mean, sin_mean = cos.mean(dim=0), sin.mean(dim=0)
         if not dist.is_initialized():
             return cos_mean, sin_mean, torch.full((), float(local_count), device=cos.device)  # a fill, not a copy
-        # One collective for sums and count, so ranks holding different N still give the exact global mean.
+        # sums and count in one collective: exact even when ranks hold different N
         count = torch.full((1,), float(local_count), device=cos.device)
         packed = torch.cat([cos.sum(0).flatten(), sin.sum(0).flatten(), count])
         packed = dist.all_reduce_mean(packed.detach().clone())
         global_count = packed[-1] * dist.world_size()
         cos_global = packed[: cos_mean.numel()].view_as(cos_mean) * dist.world_size() / global_count
         sin_global = packed[cos_mean.numel() : -1].view_as(sin_mean) * dist.world_size() / global_count
-        # Value: the global mean. Gradient: this rank's samples, scaled so that DDP's average over ranks of the
-        # per-rank gradients equals the gradient of the global statistic.
+        # value: the global mean; gradient: this rank's, scaled so DDP's average is the global gradient
         scale = dist.world_size() * local_count / global_count
         cos_mean = cos_mean * scale + (cos_global - cos_mean * scale).detach()
         sin_mean = sin_mean * scale + (sin_global - sin_mean * scale).detach()

@@ -1,7 +1,6 @@
 """VICReg (Bardes, Ponce & LeCun, 2022): variance-invariance-covariance regularisation.
 
-Transcribed from the reference ``VICReg.forward`` in facebookresearch/vicreg ``main_vicreg.py``. For x, y of shape
-``[N, D]`` (``[B, N, D]`` is flattened to ``[B*N, D]``)::
+As facebookresearch/vicreg ``main_vicreg.py``; x, y ``[N, D]`` (``[B, N, D]`` is flattened)::
 
     invariance = 1/(N D) sum_{n,k} (x_nk - y_nk)^2                                     (F.mse_loss)
     x <- x - mean_n x,  y <- y - mean_n y
@@ -11,9 +10,7 @@ Transcribed from the reference ``VICReg.forward`` in facebookresearch/vicreg ``m
     covariance = sum_{i != j} cov_x,ij^2 / D + sum_{i != j} cov_y,ij^2 / D
     loss       = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
-With ``y=None`` only x is regularised: invariance is 0, variance = mean_k relu(gamma - std_x,k) (one branch, so not
-halved) and covariance = sum_{i != j} cov_x,ij^2 / D. Statistics are over the local batch; the reference gathers
-every rank's batch first, which matters little at the batch sizes used here and costs an all-gather per level.
+With ``y=None`` only x's terms, unhalved. Statistics are per rank: the reference's all-gather costs one per level.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from hjepa.config import LossConfig
 
 
 def off_diagonal(matrix: Tensor) -> Tensor:
-    """The D*(D-1) off-diagonal entries of a square ``[D, D]`` matrix, flattened (as in the reference code)."""
+    """The D*(D-1) off-diagonal entries of ``[D, D]``, flattened."""
     n, m = matrix.shape
     if n != m:
         raise ValueError(f"off_diagonal needs a square matrix, got {tuple(matrix.shape)}")
@@ -44,7 +41,7 @@ class VICRegLoss(nn.Module):
     """VICReg loss; ``forward(x, y=None)`` returns ``{'loss', 'invariance', 'variance', 'covariance'}``."""
 
     pairwise = True  # CombinedLoss passes the (detached) targets as y
-    accepts_single_view = True  # forward(x) alone: variance + covariance (the multi-view loss's regulariser)
+    accepts_single_view = True  # forward(x): the multi-view loss's regulariser
 
     def __init__(
         self,

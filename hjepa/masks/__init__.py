@@ -1,7 +1,4 @@
-"""Mask generators: I-JEPA multi-block and hierarchical (per-level, cell-aligned) target blocks, batched.
-
-``generator(batch_size, torch_generator) -> MaskBatch``; pick one by name with ``build_mask_generator(cfg, ...)``.
-"""
+"""Mask generators, batched: I-JEPA multi-block and hierarchical; ``generator(batch_size, rng) -> MaskBatch``."""
 
 from hjepa.masks.batch import MaskBatch
 from hjepa.masks.drawing import draw_masks

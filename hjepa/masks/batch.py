@@ -1,8 +1,4 @@
-"""``MaskBatch``: the context and per-level target masks of one training batch, in two equivalent forms.
-
-Boolean masks over the fine patch grid are convenient for statistics and drawing; index tensors are what the
-encoders gather with. Both forms are produced together by the generators so the model never converts.
-"""
+"""``MaskBatch``: a batch's context and target masks as booleans (statistics, drawing) and indices (gathers)."""
 
 from __future__ import annotations
 
@@ -15,19 +11,15 @@ from hjepa.masks.queries import QueryLayout, query_layout
 
 @dataclass
 class MaskBatch:
-    """Masks for ``B`` samples on a ``grid = (grid_h, grid_w)`` patch grid; ``N = grid_h * grid_w`` in raster order.
+    """Masks for ``B`` samples on a ``(grid_h, grid_w)`` grid, ``N = grid_h * grid_w``; no target is context.
 
     Attributes:
         context: bool ``[B, N]``, exactly ``K`` True entries per row (the same ``K`` for every sample).
         context_idx: long ``[B, K]``, ascending indices of the True entries of ``context``.
         targets: per level ``k``, bool ``[B, T_k, N]``, one fine-grid mask per target block.
-        target_idx: per level ``k``, long ``[B, T_k, h_k * w_k]``, fine indices of each block, row-major within
-            the block (so ``target_idx[k].view(B, T_k, h_k, w_k)`` is the block as an image).
-        target_shapes: per level ``k``, the block size ``(h_k, w_k)`` in fine patches, multiples of ``2**k``.
-        grid: ``(grid_h, grid_w)``.
-        queries: the distinct target queries packed for the joint predictor (``with_queries``), or None.
-
-    No target token is ever a context token.
+        target_idx: per level ``k``, long ``[B, T_k, h_k * w_k]``, row-major within the block.
+        target_shapes: per level ``k``, ``(h_k, w_k)`` in fine patches, multiples of ``2**k``.
+        queries: :class:`QueryLayout` for the joint predictor (``with_queries``), or None.
     """
 
     context: torch.Tensor
@@ -39,7 +31,7 @@ class MaskBatch:
     queries: QueryLayout | None = None
 
     def __post_init__(self) -> None:
-        # Shapes only: checking values would sync the device.
+        # shapes only: values would sync the device
         n = self.grid[0] * self.grid[1]
         if self.context.dim() != 2 or self.context.shape[1] != n:
             raise ValueError(f"context must be [B, {n}] for grid {self.grid}, got {list(self.context.shape)}")
@@ -70,11 +62,11 @@ class MaskBatch:
 
     @property
     def num_context(self) -> int:
-        """``K``, the number of context tokens every sample keeps."""
+        """``K``, context tokens per sample."""
         return self.context_idx.shape[1]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MaskBatch:
-        """A copy with every tensor on ``device``."""
+        """A copy on ``device``."""
 
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=non_blocking)
@@ -90,12 +82,12 @@ class MaskBatch:
         )
 
     def with_queries(self) -> MaskBatch:
-        """This batch with its :class:`QueryLayout` computed (call it where the tensors are, on the CPU)."""
+        """With its :class:`QueryLayout`; call it on the CPU."""
         self.queries = query_layout(self.target_idx, self.num_context, self.grid[0] * self.grid[1])
         return self
 
     def pin_memory(self) -> MaskBatch:
-        """A copy in page-locked memory; ``DataLoader(pin_memory=True)`` calls this on custom batch types."""
+        """``DataLoader(pin_memory=True)`` calls this on custom types."""
         return MaskBatch(
             context=self.context.pin_memory(),
             context_idx=self.context_idx.pin_memory(),

@@ -1,8 +1,6 @@
-"""Rectangular blocks on a patch grid: size sampling, and every placement of one size as a lookup table.
+"""Blocks on a patch grid: sizes, and every placement of a size as a lookup table.
 
-Every sample of a batch shares one block size (as in I-JEPA), so a block is fully described by a placement id, an
-index into the table of all positions of that size. Drawing positions is then one ``torch.randint``, and masks and
-indices for any batch shape are gathers from the table: no per-sample loop and no ``[B, T, H, W]`` outer products.
+A batch shares one size (as I-JEPA), so positions are one ``randint`` and masks are gathers: no per-sample loop.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from hjepa.config import ConfigError
 
 
 def check_range(name: str, value: tuple[float, float], low: float, high: float | None = None) -> tuple[float, float]:
-    """Validate a ``(min, max)`` range with ``low < min <= max (<= high)``; returns it as a float tuple."""
+    """``(min, max)`` as floats, with ``low < min <= max (<= high)``."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -33,12 +31,10 @@ def sample_block_size(
     generator: torch.Generator | None,
     allow_full: bool,
 ) -> tuple[int, int]:
-    """Sample one block size ``(h, w)`` in cells of ``grid``, as I-JEPA does, for a whole batch.
+    """One block size ``(h, w)`` in cells for a whole batch, as I-JEPA.
 
-    The area is ``int(scale * grid_h * grid_w)`` cells (at least one) and ``h / w`` is the aspect ratio; ``scale``
-    and ``aspect`` are drawn independently and uniformly from their ranges (I-JEPA reuses one draw for both, which
-    ties large blocks to tall ones). ``h`` and ``w`` are clamped to the grid. Unless ``allow_full``, a block never
-    covers the whole grid (the longer side loses one cell), so a target block always leaves something uncovered.
+    Scale and aspect are drawn independently: I-JEPA's one draw ties large blocks to tall ones. Unless
+    ``allow_full``, a block leaves something uncovered.
     """
     grid_h, grid_w = grid
     r_scale, r_aspect = torch.rand(2, generator=generator).tolist()
@@ -56,9 +52,7 @@ def sample_block_size(
 
 
 class Placements:
-    """Every position of an ``size = (h, w)`` block (fine patches) on ``grid`` whose corner lies on the ``cell``
-    lattice, in raster order of corners: ``num_positions = (H/cell - h/cell + 1) * (W/cell - w/cell + 1)``, the
-    last row and column included.
+    """Every position of an ``(h, w)`` block with its corner on the ``cell`` lattice, in raster order.
 
     Attributes:
         masks: bool ``[P, N]``, the block at each position.

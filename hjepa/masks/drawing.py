@@ -1,4 +1,4 @@
-"""Draw one sample's masks over its image (numpy only): the picture the Gradio demo shows."""
+"""One sample's masks over its image, in numpy: the picture the app shows."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ import numpy as np
 from hjepa.masks.batch import MaskBatch
 
 CONTEXT_COLOUR = (40, 110, 255)  # blue
-# One colour per level: orange, magenta, green, yellow, then repeating.
+# per level: orange, magenta, green, yellow, repeating
 LEVEL_COLOURS = ((255, 140, 0), (230, 40, 200), (40, 200, 80), (250, 230, 40))
 
 
 def _edges(pixels: int, cells: int) -> np.ndarray:
-    """Pixel boundaries of ``cells`` equal patches over ``pixels`` (the image need not be a multiple of the grid)."""
+    """Patch boundaries in pixels; the image need not be a multiple of the grid."""
     return np.round(np.linspace(0, pixels, cells + 1)).astype(int)
 
 
 def draw_masks(image: np.ndarray, masks: MaskBatch, index: int = 0, level: int | None = None) -> np.ndarray:
-    """Image ``[H, W, 3]`` uint8 with sample ``index``'s masks drawn over it; returns a new ``[H, W, 3]`` uint8.
+    """A new uint8 ``[H, W, 3]``: context blue, the rest darkened, targets outlined in their level's colour.
 
-    Context patches are tinted blue, patches that are neither context nor target are darkened, and each target
-    block is tinted and outlined in its level's colour (``LEVEL_COLOURS``), outlines of deeper levels inset a little
-    so coinciding blocks stay visible. ``level`` draws one level's targets only; ``None`` draws all.
+    Deeper levels' outlines are inset, so coinciding blocks stay visible; ``level`` draws one level only.
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
@@ -35,7 +33,7 @@ def draw_masks(image: np.ndarray, masks: MaskBatch, index: int = 0, level: int |
     if height < grid_h or width < grid_w:
         raise ValueError(f"image of {height}x{width} pixels is smaller than the {grid_h}x{grid_w} patch grid")
     row_edges, col_edges = _edges(height, grid_h), _edges(width, grid_w)
-    # Map every pixel to its patch so per-patch masks become per-pixel masks with one fancy index.
+    # pixel -> patch, so a patch mask becomes a pixel mask in one index
     pixel_rows = np.repeat(np.arange(grid_h), np.diff(row_edges))
     pixel_cols = np.repeat(np.arange(grid_w), np.diff(col_edges))
 
@@ -63,7 +61,7 @@ def draw_masks(image: np.ndarray, masks: MaskBatch, index: int = 0, level: int |
             top, bottom = row_edges[rows.min()] + inset, row_edges[rows.max() + 1] - inset
             left, right = col_edges[cols.min()] + inset, col_edges[cols.max() + 1] - inset
             if bottom - top < 2 * thickness or right - left < 2 * thickness:
-                continue  # block too small to inset at this image size; its tint still shows it
+                continue  # too small to inset; its tint still shows
             out[top : top + thickness, left:right] = colour
             out[bottom - thickness : bottom, left:right] = colour
             out[top:bottom, left : left + thickness] = colour

@@ -1,8 +1,6 @@
-"""``BlockMaskGenerator``: the batched, vectorised sampling shared by the multi-block and hierarchical masks.
+"""``BlockMaskGenerator``: batched sampling shared by the multi-block and hierarchical masks (docs/internals.md).
 
-Per batch: block sizes, positions for every sample at once, context = context block minus every target, redraws
-while the context is under ``min_keep``, then equal context lengths by random subsets (I-JEPA truncates, which
-biases the context upwards). Step by step, with the fallbacks: docs/internals.md.
+Contexts are cut to equal length by random subsets: I-JEPA truncates, which biases them upwards.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ from hjepa.masks.blocks import Placements, check_range, sample_block_size
 
 @dataclass(frozen=True)
 class LevelBlocks:
-    """How one set of target blocks is drawn: ``num_targets`` blocks aligned to ``cell x cell`` fine patches, with
-    a size of ``scale`` (fraction of the grid) and aspect ``h / w`` drawn from the given ranges."""
+    """``num_targets`` blocks aligned to ``cell x cell`` patches, ``scale`` of the grid, aspect ``h / w``."""
 
     cell: int
     num_targets: int
@@ -30,7 +27,7 @@ class LevelBlocks:
 
 
 def parse_grid(grid_size: int | Sequence[int]) -> tuple[int, int]:
-    """``14`` or ``(14, 14)`` -> ``(14, 14)``; rejects anything that is not one or two positive integers."""
+    """``14`` or ``(14, 14)`` -> ``(14, 14)``."""
     if isinstance(grid_size, int):
         grid = (grid_size, grid_size)
     else:
@@ -43,11 +40,9 @@ def parse_grid(grid_size: int | Sequence[int]) -> tuple[int, int]:
 
 
 class BlockMaskGenerator:
-    """Samples a :class:`MaskBatch` of one context block and per-level target blocks (see the module docstring).
+    """A :class:`MaskBatch`: one context block, and block set ``output_levels[k]`` as level ``k``'s targets.
 
-    ``levels`` are the distinct block sets; ``output_levels[k]`` names the set returned as level ``k`` (the
-    multi-block generator returns one set for every level). Call with a batch size and an optional
-    ``torch.Generator``; the same seed gives an identical batch. Tensors are made on the CPU, in the data pipeline.
+    The same seed gives the same batch; tensors are made on the CPU, in the data pipeline.
     """
 
     def __init__(
@@ -88,7 +83,7 @@ class BlockMaskGenerator:
             raise ConfigError(f"max_attempts must be >= 0, got {max_attempts}")
         self.min_keep = int(min_keep)
         self.max_attempts = int(max_attempts)
-        self.num_fallbacks = 0  # samples that needed the fallback (step 4a/4b), for monitoring
+        self.num_fallbacks = 0  # step 4a/4b samples, for monitoring
         self._placement_cache: dict[tuple[tuple[int, int], int], Placements] = {}
 
     @property
@@ -103,7 +98,7 @@ class BlockMaskGenerator:
         )
 
     def _placements(self, size: tuple[int, int], cell: int) -> Placements:
-        # Sizes come from a small discrete set, so the tables are built once and reused across batches.
+        # sizes come from a small set: build each table once
         key = (size, cell)
         if key not in self._placement_cache:
             self._placement_cache[key] = Placements(size, cell, self.grid)
@@ -112,7 +107,7 @@ class BlockMaskGenerator:
     def _draw(
         self, n: int, placements: list[Placements], context: Placements, generator: torch.Generator | None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Placement ids for ``n`` samples: per block set long ``[n, T]``, and long ``[n]`` for the context block."""
+        """Placement ids: ``[n, T]`` per block set, ``[n]`` for the context."""
         ids = [p.sample((n, blocks.num_targets), generator) for p, blocks in zip(placements, self.levels, strict=True)]
         return ids, context.sample((n,), generator)
 
@@ -120,15 +115,15 @@ class BlockMaskGenerator:
     def _rasterize(
         placements: list[Placements], ids: list[torch.Tensor], context: Placements, context_ids: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per block set bool ``[n, T, N]`` target masks, and the bool ``[n, N]`` context (block minus targets)."""
+        """Targets bool ``[n, T, N]`` per set; context ``[n, N]`` = block minus targets."""
         targets = [p.rasterize(i) for p, i in zip(placements, ids, strict=True)]
         return targets, context.rasterize(context_ids) & ~_union(targets)
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> MaskBatch:
-        """Sample masks for ``batch_size`` samples; all randomness comes from ``generator`` (global RNG if None)."""
+        """Masks for ``batch_size`` samples; all randomness from ``generator`` (None: global)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        # Step 1. Block sizes, once per batch, in multiples of each set's cell.
+        # Step 1. Block sizes, once per batch, in multiples of each set's cell
         placements = []
         for blocks in self.levels:
             coarse = (self.grid[0] // blocks.cell, self.grid[1] // blocks.cell)
@@ -137,12 +132,12 @@ class BlockMaskGenerator:
         context_size = sample_block_size(self.grid, self.context_scale, self.context_aspect, generator, True)
         context_placements = self._placements(context_size, 1)
 
-        # Step 2. Positions for every sample and block at once; Step 3. context = block minus all targets.
+        # Step 2. Positions for every sample at once; Step 3. context = block minus targets
         ids, context_ids = self._draw(batch_size, placements, context_placements, generator)
         targets, context = self._rasterize(placements, ids, context_placements, context_ids)
         counts = context.sum(dim=1)
 
-        # Step 4. Redraw samples whose context is too small, all at once per round.
+        # Step 4. Redraw every short context at once, per round
         for _ in range(self.max_attempts):
             short = (counts < self.min_keep).nonzero().squeeze(1)
             if short.numel() == 0:
@@ -157,7 +152,7 @@ class BlockMaskGenerator:
         if short.numel() > 0:
             self._fallback(short, placements, ids, targets, context)
 
-        # Step 5. Same length K for every sample: a uniformly random K-subset of each context, sorted.
+        # Step 5. Same length K for every sample: a random K-subset of each context
         context, context_idx = subsample_context(context, generator)
         target_idx = [p.block_indices(i) for p, i in zip(placements, ids, strict=True)]
         return MaskBatch(
@@ -177,15 +172,15 @@ class BlockMaskGenerator:
         targets: list[torch.Tensor],
         context: torch.Tensor,
     ) -> None:
-        """Step 4a/4b for the samples ``short`` (long ``[n]``), in place; see the module docstring."""
+        """Step 4a/4b for the samples ``short`` ``[n]``, in place."""
         self.num_fallbacks += short.numel()
-        # 4a. The context is everything that is not a target.
+        # 4a. The context is everything that is not a target
         free = ~_union([masks[short] for masks in targets])
         context[short] = free
         still_short = short[free.sum(dim=1) < self.min_keep]
         if still_short.numel() == 0:
             return
-        # 4b. Stack all blocks in the top-left corner (placement 0); the bottom-right token stays free.
+        # 4b. Stack all blocks top-left; the bottom-right token stays free
         for p, level_ids, masks in zip(placements, ids, targets, strict=True):
             level_ids[still_short] = 0
             masks[still_short] = p.rasterize(level_ids[still_short])
@@ -193,8 +188,8 @@ class BlockMaskGenerator:
 
 
 def _union(targets: list[torch.Tensor]) -> torch.Tensor:
-    """bool ``[n, T_k, N]`` per block set -> bool ``[n, N]``, the tokens inside any block."""
-    # any(dim=1) on a middle dim is ~10x slower on CPU than this OR.
+    """bool ``[n, T_k, N]`` per set -> ``[n, N]``: inside any block."""
+    # note: any(dim=1) on a middle dim is ~10x slower on CPU
     union = targets[0][:, 0].clone()
     for masks in targets:
         for t in range(masks.shape[1]):
@@ -202,16 +197,14 @@ def _union(targets: list[torch.Tensor]) -> torch.Tensor:
     return union
 
 
-_INT32_MAX = 2**31 - 1  # np.iinfo(np.int32).max, which costs 0.1 ms per call
+_INT32_MAX = 2**31 - 1  # np.iinfo costs 0.1 ms per call
 
 
 def subsample_context(context: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep a uniformly random ``K``-subset of every row of ``context`` (bool ``[B, N]``), ``K`` its smallest row sum.
+    """A random ``K``-subset of each row of ``context`` bool ``[B, N]``, K the smallest row sum.
 
-    Returns the new bool ``[B, N]`` mask and long ``[B, K]`` ascending indices. Each context token gets a distinct
-    int32 key, ``random * N + column``, and a row keeps its ``K`` smallest keys (ties in the random part, a
-    chance of about ``N / 2**31`` per pair, go to the lower column). The per-row selection runs in numpy, whose
-    small-row sort is about ten times faster than torch's on the CPU.
+    Returns mask ``[B, N]`` and ascending indices ``[B, K]``: each row keeps its K smallest distinct int32 keys
+    ``random * N + column``, in numpy (its small-row partition is ~10x torch's on the CPU).
     """
     batch, n = context.shape
     flags = context.numpy()
@@ -220,14 +213,14 @@ def subsample_context(context: torch.Tensor, generator: torch.Generator | None) 
     if keep == 0:
         flags = np.zeros_like(flags)
     elif (counts > keep).any():
-        flat = np.flatnonzero(flags)  # 1-D: np.nonzero's (rows, cols) pair costs five times more
-        # Keys stay below the sentinel: (high - 1) * n + n - 1 < 2**31 - 1 - n.
+        flat = np.flatnonzero(flags)  # np.nonzero's (rows, cols) costs 5x more
+        # keys stay below the sentinel: (high - 1) * n + n - 1 < 2**31 - 1 - n
         high = (2**31 - 1) // n - 1
         random = torch.randint(0, high, (flat.size,), generator=generator, dtype=torch.int32).numpy()
         keys = np.full(batch * n, _INT32_MAX, dtype=np.int32)
         keys[flat] = random * n + (flat % n).astype(np.int32)
         keys = keys.reshape(batch, n)
         flags = keys <= np.partition(keys, keep - 1, axis=1)[:, keep - 1 : keep]
-    # flatnonzero is row-major, so each row's K indices come out ascending.
+    # row-major: each row's K indices come out ascending
     indices = np.flatnonzero(flags).reshape(batch, keep) - np.arange(batch)[:, None] * n
     return torch.from_numpy(flags), torch.from_numpy(indices).long()

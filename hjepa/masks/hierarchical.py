@@ -15,11 +15,9 @@ SCALE_PROGRESSIONS = ("geometric", "linear")
 def level_scales(
     base: tuple[float, float], num_levels: int, progression: str, factor: float
 ) -> list[tuple[float, float]]:
-    """Target scale range of every level from the level-0 range ``base = (lo, hi)``.
+    """Each level's scale range from level 0's ``base``, clamped to 1.
 
-    ``geometric``: ``base * factor**k``. ``linear``: ``base * (1 + k * (factor - 1))``, i.e. every level adds the
-    increment ``base * (factor - 1)`` that the first step adds, so both progressions agree on level 1. Both ends are
-    clamped to at most 1 (the whole grid); the lower bound of one whole cell is applied when sizes are drawn.
+    ``geometric``: ``base * factor**k``; ``linear``: ``base * (1 + k * (factor - 1))``, equal at level 1.
     """
     if progression not in SCALE_PROGRESSIONS:
         raise ConfigError(f"scale_progression must be one of {', '.join(SCALE_PROGRESSIONS)}, got {progression!r}")
@@ -39,11 +37,9 @@ def level_scales(
 
 @MASK_GENERATORS.register("hierarchical")
 class HierarchicalMaskGenerator(BlockMaskGenerator):
-    """One context block and, per level ``k``, ``num_targets[k]`` blocks aligned to ``2**k x 2**k`` cells (so a
-    level-k cell is wholly a target or not), with the scale range of :func:`level_scales`.
+    """Per level ``k``, ``num_targets[k]`` blocks on ``2**k`` cells, so a level-k cell is wholly a target or not.
 
-    ``num_targets`` is an int or a per-level list whose last value repeats. ``target_scale`` is the level-0 range,
-    as a fraction of the grid. ``generator(batch_size, torch_generator) -> MaskBatch``.
+    ``num_targets``' last value repeats; ``target_scale`` is level 0's fraction of the grid.
     """
 
     def __init__(

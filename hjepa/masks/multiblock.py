@@ -10,12 +10,9 @@ from hjepa.masks.registry import MASK_GENERATORS
 
 @MASK_GENERATORS.register("multiblock")
 class MultiBlockMaskGenerator(BlockMaskGenerator):
-    """I-JEPA's masks, batched: ``num_targets`` blocks at ``target_scale`` x ``target_aspect`` and one context
-    block at ``context_scale`` x ``context_aspect`` minus the targets (defaults are I-JEPA's).
+    """I-JEPA's masks, batched, with its defaults: ``num_targets`` blocks and a context block minus them.
 
-    With ``num_levels = L > 1`` the blocks are aligned to the coarsest ``2**(L-1)`` cells and the SAME blocks are
-    returned for every level, so every level of a hierarchical model sees whole cells of one set of targets.
-    ``generator(batch_size, torch_generator) -> MaskBatch`` with ``targets[k]`` bool ``[B, num_targets, N]``.
+    With L > 1 levels, the same blocks on the coarsest ``2**(L-1)`` cells serve every level, so each sees whole cells.
     """
 
     def __init__(
@@ -50,7 +47,7 @@ class MultiBlockMaskGenerator(BlockMaskGenerator):
 
     @classmethod
     def from_config(cls, cfg: MaskConfig, grid_size: int | tuple[int, int], num_levels: int) -> MultiBlockMaskGenerator:
-        """Uses the first value of ``cfg.num_targets``; ``scale_progression`` / ``scale_factor`` do not apply."""
+        """The first ``cfg.num_targets``; the scale progression does not apply."""
         if not cfg.num_targets:
             raise ConfigError("masks.num_targets must hold at least one value")
         return cls(

@@ -1,8 +1,6 @@
-"""``QueryLayout``: the distinct target queries of each sample, packed for the joint predictor.
+"""``QueryLayout``: each sample's distinct target queries, packed for the joint predictor (docs/internals.md).
 
-Overlapping blocks repeat queries; a query seen ``c`` times is computed once with a ``log c`` attention bias, which
-is exact. Real tokens are packed into ``[T, D]`` for the per-token layers and padded only around attention.
-Derivation: docs/internals.md.
+A query repeated ``c`` times by overlapping blocks is computed once with a ``log c`` attention bias: exact.
 """
 
 from __future__ import annotations
@@ -14,18 +12,16 @@ import torch
 
 @dataclass
 class QueryLayout:
-    """Packing of ``B`` sequences of ``K`` context tokens and ``U_b <= U`` distinct queries each.
+    """``B`` sequences of ``K`` context tokens and ``U_b <= U`` distinct queries, packed to ``T`` real tokens.
 
     Attributes:
         positions: long ``[B, U]``, fine-grid position of each distinct query (0 where padded).
         levels: long ``[B, U]``, hierarchy level of each distinct query (0 where padded).
-        bias: float ``[B, K + U]``, attention-logit bias per key: 0 for context tokens, ``log(count)`` for queries,
-            ``-inf`` for padding.
-        rows: long ``[T]``, the real tokens' indices into the flattened ``[B * (K + U)]`` padded batch, in order.
-        query_rows: long ``[T_q]``, the query tokens' indices into the packed ``[T]`` tokens.
-        query_slots: long ``[T_q]``, the same queries' indices into the flattened ``[B * U]`` padded queries.
-        inverse: long ``[B, Q]``, for every original query (levels concatenated, blocks flattened) its index into
-            the ``[T_q]`` packed queries.
+        bias: float ``[B, K + U]``: 0 for context, ``log(count)`` for queries, ``-inf`` for padding.
+        rows: long ``[T]``, real tokens' indices into the padded ``[B * (K + U)]``.
+        query_rows: long ``[T_q]``, query tokens' indices into the packed ``[T]``.
+        query_slots: long ``[T_q]``, the same queries' indices into the padded ``[B * U]``.
+        inverse: long ``[B, Q]``, each original query's index into the packed ``[T_q]``.
     """
 
     positions: torch.Tensor
@@ -51,7 +47,7 @@ class QueryLayout:
 
 def query_layout(target_idx: list[torch.Tensor], num_context: int, num_patches: int) -> QueryLayout:
     """The layout for per-level blocks ``target_idx[k] [B, T_k, M_k]`` behind ``num_context`` context tokens."""
-    # Step 1. One key per query, level-major: equal keys are identical queries.
+    # Step 1. One key per query, level-major: equal keys are identical queries
     keys = torch.cat([idx.flatten(1) + k * num_patches for k, idx in enumerate(target_idx)], dim=1)  # [B, Q]
     batch, device = keys.shape[0], keys.device
     sorted_keys, order = keys.sort(dim=1)
@@ -59,13 +55,13 @@ def query_layout(target_idx: list[torch.Tensor], num_context: int, num_patches: 
     first[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
     slot = first.cumsum(dim=1) - 1  # [B, Q]: the distinct-query slot of each sorted query
     distinct = slot[:, -1] + 1  # [B]
-    width = int(distinct.max())  # a host sync when the indices are on a GPU: build layouts in the data pipeline
-    # Step 2. Distinct queries, their multiplicity, and the slot of every original query.
+    width = int(distinct.max())  # note: a host sync on a GPU; build in the data pipeline
+    # Step 2. Distinct queries, their multiplicity, and the slot of every original query
     unique = torch.zeros(batch, width, dtype=keys.dtype, device=device).scatter_(1, slot, sorted_keys)
     counts = torch.zeros(batch, width, device=device).scatter_add_(1, slot, torch.ones(slot.shape, device=device))
     original_slot = torch.empty_like(slot).scatter_(1, order, slot)  # [B, Q]
     valid_query = torch.arange(width, device=device)[None] < distinct[:, None]  # [B, U]
-    # Step 3. Packing: real tokens of the padded [B, K + U] batch, row-major.
+    # Step 3. Packing: real tokens of the padded [B, K + U] batch, row-major
     valid = torch.cat([torch.ones(batch, num_context, dtype=torch.bool, device=device), valid_query], dim=1)
     packed_index = (valid.flatten().cumsum(0) - 1).view(batch, -1)
     query_index = (valid_query.flatten().cumsum(0) - 1).view(batch, width)

@@ -10,16 +10,13 @@ if TYPE_CHECKING:
     from hjepa.config import MaskConfig
     from hjepa.masks.generator import BlockMaskGenerator
 
-# Every registered class has ``from_config(cfg: MaskConfig, grid_size, num_levels)``.
+# each class has from_config(cfg, grid_size, num_levels)
 MASK_GENERATORS = Registry("mask generator")
 
 
 def build_mask_generator(cfg: MaskConfig, grid_size: int | tuple[int, int], num_levels: int) -> BlockMaskGenerator:
-    """The generator named by ``cfg.generator`` for a patch grid of ``grid_size`` and ``num_levels`` levels.
-
-    An unknown name raises ``KeyError`` listing the valid ones; bad values raise ``ValueError`` naming the field.
-    """
-    # Register the generators even when only this module is imported.
+    """The generator ``cfg.generator`` names; an unknown name lists the valid ones."""
+    # register them even when only this module is imported
     import hjepa.masks  # noqa: F401
 
     return MASK_GENERATORS.get(cfg.generator).from_config(cfg, grid_size, num_levels)  # type: ignore[attr-defined]

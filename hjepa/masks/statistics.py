@@ -1,4 +1,4 @@
-"""Summary numbers of a ``MaskBatch``, for logging during training and for checking generator settings."""
+"""Summary numbers of a ``MaskBatch``, for training logs and tuning generators."""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ from hjepa.masks.batch import MaskBatch
 
 
 def mask_statistics(masks: MaskBatch) -> dict[str, Any]:
-    """Batch means of what the masks cover, as plain Python numbers (JSON-ready).
-
-    Keys: ``context_tokens`` (K), ``context_fraction`` (K / N), ``overlap`` (number of tokens that are both context
-    and target, summed over the batch; 0 for valid masks), ``target_union_fraction`` (tokens that are a target at
-    some level / N), ``uncovered_fraction`` (neither context nor target / N), and per level ``k`` lists:
-    ``target_blocks`` (T_k), ``target_shape`` ([h_k, w_k] in fine patches), ``target_cells`` (level-k cells per
-    block, ``h_k * w_k / 4**k``), ``target_coverage`` (union of the level's blocks / N).
-    """
+    """Batch means of what the masks cover, JSON-ready; ``overlap`` (context and target at once) is 0 when valid."""
     num_patches = masks.grid[0] * masks.grid[1]
     context = masks.context.detach().bool().cpu()
     level_unions = [t.detach().bool().cpu().any(dim=1) for t in masks.targets]  # per level [B, N]

@@ -60,8 +60,7 @@ class LevelHead(nn.Module):
         self.proj = nn.Linear(embed_dim, head_dim)
         self.norm = nn.LayerNorm(head_dim)
         if head_dim == embed_dim:
-            # Start as LayerNorm of the pooled tokens: a random projection would scramble the encoder's features for
-            # the target side (which only moves by EMA) and cost k-NN accuracy early in training.
+            # start as a LayerNorm: a random projection scrambles early features and costs k-NN accuracy
             nn.init.eye_(self.proj.weight)
             nn.init.zeros_(self.proj.bias)
 

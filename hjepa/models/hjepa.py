@@ -1,9 +1,7 @@
 """The Hierarchical JEPA model: context encoder, EMA target encoder, predictor and per-level heads.
 
-For level k, target blocks are aligned to 2^k x 2^k cells. The predictor predicts the fine tokens of each block;
-predictions are averaged per cell and passed through the context-side level-k head; targets are the target
-encoder's tokens averaged per cell and passed through the target-side (EMA) level-k head. Blocks are aligned, so every
-cell of a block is whole and counts. No gradient reaches the target side, so the loss has no trivial collapse path.
+Level k's blocks are aligned to 2^k x 2^k cells, so predictions and targets pool into whole cells; no gradient
+reaches the target side.
 """
 
 from __future__ import annotations
@@ -58,10 +56,8 @@ class HJEPA(LevelFeatures, nn.Module):
             drop_path=model_cfg.predictor_drop_path,
             hamiltonian=model_cfg.hamiltonian,
         )
-        # Target side: an EMA copy of the encoder, never trained by gradients, and per level either a parameter-free
-        # LayerNorm (default) or EMA copies of the context heads. EMA heads leave a slow collapse path: a context head
-        # that shrinks towards a constant drags its EMA copy along and the loss falls to zero (seen on Fashion-MNIST,
-        # participation ratio -> 1). Parameter-free targets close it, as I-JEPA's layer-normed targets do.
+        # Target heads: parameter-free LayerNorm, as I-JEPA's. EMA heads collapse slowly:
+        # a context head shrinking to a constant drags its EMA copy along (Fashion-MNIST).
         self.target_encoder = copy.deepcopy(self.context_encoder)
         if model_cfg.target_heads == "ema":
             self.target_heads = copy.deepcopy(self.context_heads)
@@ -87,7 +83,7 @@ class HJEPA(LevelFeatures, nn.Module):
 
     @property
     def packs_queries(self) -> bool:
-        """Whether the predictor runs on a :class:`QueryLayout` (``MaskBatch.with_queries``); else none is needed."""
+        """The predictor runs on a :class:`QueryLayout` (``MaskBatch.with_queries``)."""
         return self.predictor_batching == "packed" and hasattr(self.predictor, "forward_packed")
 
     @property
@@ -95,24 +91,25 @@ class HJEPA(LevelFeatures, nn.Module):
         return self.context_encoder.embed_dim
 
     def forward(self, images: torch.Tensor, masks: MaskBatch, step: int = 0) -> dict[str, torch.Tensor]:
-        # Step 1. Targets: full-grid tokens from the EMA encoder, no gradient.
+        # Step 1. Targets: full-grid tokens from the EMA encoder, no gradient
         with torch.no_grad():
             self.target_encoder.eval()
             target_tokens = self.target_encoder(images)  # [B, N, D]
-            target_pooled = self.target_heads[0](target_tokens).mean(1).float()
-        # Step 2. Context: only the kept tokens go through the encoder.
+            target_pooled = self.target_heads[0](target_tokens).mean(1).float()  # [B, D], for monitoring
+        # Step 2. Context: only the kept tokens go through the encoder
         context = self.context_encoder(images, masks.context_idx)  # [B, K, D]
-        # Step 3. Predict the fine tokens of every target block, then per level pool per cell and project.
+        # Step 3. Predict every block's fine tokens; per level, pool per cell and project
         level_idx = [masks.target_idx[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]  # [B, T_k, M_k]
         shapes = [masks.target_shapes[min(k, masks.num_levels - 1)] for k in range(self.num_levels)]
         layout = masks.queries if masks.num_levels == self.num_levels else None
-        predicted = self._predict(context, masks.context_idx, level_idx, layout)
+        predicted = self._predict(context, masks.context_idx, level_idx, layout)  # per level [B*T_k, M_k, D]
         predictions, targets = [], []
         for level, (idx, shape, pred) in enumerate(zip(level_idx, shapes, predicted, strict=True)):
-            predictions.append(self.context_heads[level](pool_blocks(pred, shape, level)))
+            predictions.append(self.context_heads[level](pool_blocks(pred, shape, level)))  # [B*T_k, cells_k, D_h]
             with torch.no_grad():
-                block_targets = gather_tokens(target_tokens, idx.flatten(1)).reshape(pred.shape)
+                block_targets = gather_tokens(target_tokens, idx.flatten(1)).reshape(pred.shape)  # [B*T_k, M_k, D]
                 targets.append(self.target_heads[level](pool_blocks(block_targets, shape, level)))
+        # Step 4. Loss
         if self.loss_fn is None:
             raise RuntimeError("this model was built without a loss (inference only); train one built by "
                                "hjepa.train.model.build_training_model")
@@ -127,8 +124,7 @@ class HJEPA(LevelFeatures, nn.Module):
         level_idx: list[torch.Tensor],
         layout: QueryLayout | None = None,
     ) -> list[torch.Tensor]:
-        """Per level, predictions ``[B*T_k, M_k, D]`` for the blocks ``level_idx[k] [B, T_k, M_k]``; ``layout`` is
-        the packing of those blocks' queries when the data pipeline made it (else it is made here)."""
+        """Per level ``[B*T_k, M_k, D]`` for blocks ``[B, T_k, M_k]``; ``layout`` if the data pipeline made one."""
         batch = context.shape[0]
         if self.predictor_batching == "per_block":
             out = []
@@ -141,8 +137,8 @@ class HJEPA(LevelFeatures, nn.Module):
                 )
                 out.append(pred)
             return out
-        # joint: one sequence per image holding the context and every query of every level (far fewer tokens);
-        # packed: the same, computing each distinct query once and no padding in the per-token layers.
+        # joint: one sequence per image for every level's queries (far fewer tokens);
+        # packed: the same, each distinct query once, no padding in the per-token layers
         if self.packs_queries:
             if layout is None:
                 layout = query_layout(level_idx, context_idx.shape[1], self.grid[0] * self.grid[1])

@@ -21,10 +21,9 @@ def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 @PREDICTORS.register("transformer")
 class TransformerPredictor(nn.Module):
-    """A narrow ViT (width ``predictor_dim``) over [context; mask tokens], as in I-JEPA.
+    """A narrow ViT (width P) over [context; mask tokens], as I-JEPA's.
 
-    Mask tokens carry only positions (and a learnable per-level token, so the predictor knows which level's block it
-    fills in), never target content, so several blocks can share one sequence without leaking the answer.
+    Mask tokens carry a position and their level, never target content, so blocks can share a sequence unleaked.
     """
 
     def __init__(
@@ -54,26 +53,21 @@ class TransformerPredictor(nn.Module):
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, target_level: torch.Tensor
     ) -> torch.Tensor:
-        """context ``[B, K, D]``, context_idx ``[B, K]``, target_idx ``[B, Q]`` with each query's hierarchy level
-        ``target_level [Q]`` -> predictions ``[B, Q, D]``.
+        """context ``[B, K, D]`` at ``context_idx [B, K]``, queries at ``target_idx [B, Q]`` -> ``[B, Q, D]``.
 
-        The caller decides how queries are grouped into sequences: all blocks of an image in one sequence ("joint")
-        or one sequence per block with the context repeated (I-JEPA's "per_block"). ``forward_packed`` computes
-        "joint" with each distinct query once.
+        The caller groups queries: every block of an image in one sequence ("joint") or I-JEPA's "per_block".
         """
         batch, num_queries = target_idx.shape
-        pos = self.pos_embed.expand(batch, -1, -1).to(context.dtype)
+        pos = self.pos_embed.expand(batch, -1, -1).to(context.dtype)  # [B, N, P]
         x = self.embed(context) + gather_tokens(pos, context_idx)  # [B, K, P]
         queries = self.mask_tokens[target_level].to(x.dtype) + gather_tokens(pos, target_idx)  # [B, Q, P]
-        x = torch.cat([x, queries], dim=1)
+        x = torch.cat([x, queries], dim=1)  # [B, K + Q, P]
         for block in self.blocks:
-            x = block(x)
-        return self.proj(self.norm(x[:, -num_queries:]))
+            x = block(x)  # [B, K + Q, P]
+        return self.proj(self.norm(x[:, -num_queries:]))  # [B, Q, P] -> [B, Q, D]
 
     def forward_packed(self, context: torch.Tensor, context_idx: torch.Tensor, layout: QueryLayout) -> torch.Tensor:
-        """The joint forward (one sequence per image) with duplicate queries computed once and no padding in the
-        per-token layers; the same ``[B, Q, D]`` as ``forward`` with ``layout``'s queries, within float rounding.
-        In the last block only the queries, whose outputs are used, pay for the projection and the MLP."""
+        """``forward``'s joint ``[B, Q, D]``, each distinct query once, no padding in the per-token layers."""
         batch, num_context, _ = context.shape
         length = num_context + layout.num_queries
         pos = self.pos_embed[0].to(context.dtype)
@@ -82,7 +76,7 @@ class TransformerPredictor(nn.Module):
         x = torch.cat([x, queries], dim=1).flatten(0, 1)[layout.rows]  # [T, P]: the real tokens
         sample = torch.div(layout.rows, length, rounding_mode="floor")
         for i, block in enumerate(self.blocks):
-            keep = layout.query_rows if i == len(self.blocks) - 1 else None
+            keep = layout.query_rows if i == len(self.blocks) - 1 else None  # last block: only queries' MLP
             x, sample = packed_block(block, x, layout, batch, length, sample, keep)
         if not len(self.blocks):
             x = x[layout.query_rows]

@@ -1,7 +1,5 @@
-"""ViT encoder built from timm's ``VisionTransformer``; runs on a subset of tokens gathered by index.
-
-The context encoder of I-JEPA sees only the kept context tokens, so its cost scales with the context size instead of
-the full grid; zeroing masked patches and running the whole sequence would waste most of the compute.
+"""ViT encoder from timm's blocks, run on the tokens gathered by index: I-JEPA's context encoder pays for the
+context, not the full grid.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 from hjepa.config import ConfigError, ModelConfig
 from hjepa.models.pos_embed import sincos_2d
 
-# (embed_dim, depth, num_heads) of the standard ViT sizes.
+# (embed_dim, depth, num_heads), timm's sizes
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "vit_tiny": (192, 12, 3),
     "vit_small": (384, 12, 6),
@@ -25,7 +23,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 
 
 def vit_dims(cfg: ModelConfig) -> tuple[int, int, int]:
-    """Resolve (embed_dim, depth, num_heads) from the size name and any explicit overrides."""
+    """(embed_dim, depth, num_heads) of the size name, with explicit overrides."""
     if cfg.encoder == "custom":
         if None in (cfg.embed_dim, cfg.depth, cfg.num_heads):
             raise ConfigError("model.encoder=custom needs model.embed_dim, model.depth and model.num_heads")
@@ -50,11 +48,9 @@ def grid_size(cfg: ModelConfig) -> tuple[int, int]:
 
 
 class ViTEncoder(nn.Module):
-    """Patch embedding + fixed sin-cos positions + timm transformer blocks + final norm.
+    """Patch embedding, fixed sin-cos positions, timm blocks, final norm: ``[B, C, H, W] -> [B, K or N, D]``.
 
-    ``forward(images [B, C, H, W], token_idx [B, K] | None) -> tokens [B, K or N, D]``. Images of another size
-    than ``img_size`` (multi-crop local views) are accepted when their sides are multiples of the patch size; their
-    positions are the sin-cos table spread over the same extent as the full grid (see ``sincos_2d``'s ``span``).
+    Smaller local views get the sin-cos table spread over the full grid's extent (``sincos_2d``'s ``span``).
     """
 
     def __init__(
@@ -66,15 +62,12 @@ class ViTEncoder(nn.Module):
         class_token: bool = False,
         stored_positions: bool = False,
     ) -> None:
-        """``cfg`` gives the sizes; the keyword options describe imported encoders (``hjepa.importers``):
-        ``mlp_hidden_dim`` (default 4 x width), LayerNorm ``norm_eps``, a ``class_token`` that attends with the
-        patches and is dropped from the output, and ``stored_positions``: the position table is a weight loaded from
-        the source (``[1, 1 + N, D]`` with a class token), not recomputed, so the image size is fixed."""
+        """The keywords describe imported encoders; ``stored_positions`` loads the table, fixing the image size."""
         super().__init__()
         dim, depth, heads = vit_dims(cfg)
         self.grid = grid_size(cfg)
         self.embed_dim = dim
-        # No class token and no classifier: JEPA encoders output patch tokens. No weights are downloaded.
+        # JEPA encoders output patch tokens: no class token, no classifier
         self.vit = VisionTransformer(
             img_size=cfg.img_size,
             patch_size=cfg.patch_size,
@@ -84,7 +77,7 @@ class ViTEncoder(nn.Module):
             embed_dim=dim,
             depth=depth,
             num_heads=heads,
-            # hidden + 0.5 so that timm's int(dim * ratio) gives back exactly the hidden width (ViT-g: 48 / 11)
+            # + 0.5: timm's int(dim * ratio) gives back the width exactly (ViT-g: 48 / 11)
             mlp_ratio=4.0 if mlp_hidden_dim is None else (mlp_hidden_dim + 0.5) / dim,
             norm_layer=partial(nn.LayerNorm, eps=norm_eps),
             class_token=False,
@@ -108,7 +101,7 @@ class ViTEncoder(nn.Module):
         return self.grid[0] * self.grid[1]
 
     def positions(self, height: int, width: int) -> torch.Tensor:
-        """``[1, N, D]`` position table for an image of ``height x width`` pixels."""
+        """``[1, N, D]`` for a ``height x width`` image."""
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
         grid = (height // self.patch_size, width // self.patch_size)
@@ -129,9 +122,9 @@ class ViTEncoder(nn.Module):
         if self.cls_token is not None:
             if token_idx is not None:
                 raise ValueError("an encoder with a class token runs on the full grid only")
-            x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.positions(images.shape[-2], images.shape[-1]).to(x.dtype)
+            x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)  # [B, 1 + N, D]
+        x = x + self.positions(images.shape[-2], images.shape[-1]).to(x.dtype)  # [B, N, D], before the gather
         if token_idx is not None:
-            x = torch.gather(x, 1, token_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        x = self.vit.norm(self.vit.blocks(x))
-        return x[:, self.num_prefix_tokens:] if self.num_prefix_tokens else x
+            x = torch.gather(x, 1, token_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # [B, K, D]
+        x = self.vit.norm(self.vit.blocks(x))  # [B, K or N, D]: cost scales with K
+        return x[:, self.num_prefix_tokens:] if self.num_prefix_tokens else x  # class token attends, not output

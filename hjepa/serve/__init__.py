@@ -1,8 +1,4 @@
-"""Serving: one runtime interface over PyTorch / onnxruntime / TensorRT, feature maps, a gallery and a Gradio app.
-
-``open_runtime(source)`` -> :class:`Runtime` with ``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])``;
-``build_app(runtime, gallery)`` -> ``gr.Blocks``. Gradio, onnxruntime and TensorRT are imported only when used.
-"""
+"""Serving: ``open_runtime``, feature maps, a gallery and ``build_app`` (Gradio loads only when used)."""
 
 from hjepa.inference import (
     BACKENDS,
@@ -41,7 +37,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # build_app / launch_app import Gradio: only on first use
+def __getattr__(name: str):  # Gradio on first use only
     if name in ("build_app", "launch_app"):
         from hjepa.serve import app
 

@@ -1,12 +1,7 @@
-"""The Gradio app: ``build_app(runtime, gallery) -> gr.Blocks`` and ``launch_app`` (127.0.0.1, no share, offline).
+"""The Gradio app: input on the left, PCA maps, similarity, neighbours and masks on the right.
 
-Layout: the input image (upload, paste or one of the shipped examples; a click selects a patch) with the level
-picker and the status line on the left; on the right the per-level PCA maps, the similarity map of the selected
-patch, the nearest gallery images, and the multi-block / hierarchical masks with their statistics (a seed slider
-re-samples them). Every computation is a :class:`hjepa.serve.views.Explorer` method; the events only wire them,
-and four of them are public API endpoints: ``/embed``, ``/masks``, ``/similarity``, ``/neighbours``.
-
-``hjepa.serve`` imports this module (and so Gradio) only when ``build_app`` / ``launch_app`` are first used.
+Events only wire :class:`~hjepa.serve.views.Explorer` methods; four are API endpoints: ``/embed``, ``/masks``,
+``/similarity``, ``/neighbours``. Served on 127.0.0.1, never shared, no outside requests.
 """
 
 from __future__ import annotations
@@ -28,14 +23,14 @@ from hjepa.inference.runtimes.runtime import Runtime
 from hjepa.serve.gallery import EXAMPLES_DIR, Gallery
 from hjepa.serve.views import Explorer, stats_markdown
 
-# Local fonts: the default theme fetches Google's, and the app makes no outside requests.
+# local fonts: the default theme fetches Google's
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
 CSS = "#status p { margin: 0; } .pca-map img, .mask-view img { image-rendering: pixelated; }"
-# One concurrency group for every model-bound event: it bounds the server's memory.
+# one queue for every model call bounds the server's memory
 MODEL_QUEUE = "model"
 DEFAULT_CONCURRENCY = 2
-# Each answer is its own file (answer_picture): delete them after an hour or the cache grows forever.
+# every answer is its own file (answer_picture): expire them hourly
 DELETE_CACHE = (3600, 3600)
 
 
@@ -45,10 +40,9 @@ def example_files() -> list[Path]:
 
 
 def guard_uploads(component: gr.Image, max_bytes: int | None) -> gr.Image:
-    """Make ``component`` turn an unreadable or oversized upload into a visible ``gr.Error`` naming the file.
+    """Turn an unreadable or oversized upload into a ``gr.Error`` naming the file, not a PIL traceback.
 
-    Gradio's own preprocessing fails on such files with a bare PIL traceback. The check wraps this instance's
-    ``preprocess``; a ``gr.Image`` subclass would do the same but makes Gradio write a ``.pyi`` stub beside this file.
+    Wraps the instance: a ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub beside this file.
     """
     original = component.preprocess
 
@@ -65,7 +59,7 @@ def guard_uploads(component: gr.Image, max_bytes: int | None) -> gr.Image:
             return original(payload)
         except Image.DecompressionBombError as exc:
             raise gr.Error(too_many_pixels(name, exc), print_exception=False) from None
-        except Exception as exc:  # PIL's UnidentifiedImageError, OSError for truncated files, ...
+        except Exception as exc:  # UnidentifiedImageError, OSError (truncated), ...
             message = f"{name} is not an image this app can read ({type(exc).__name__})"
             raise gr.Error(message, print_exception=False) from None
 
@@ -74,20 +68,17 @@ def guard_uploads(component: gr.Image, max_bytes: int | None) -> gr.Image:
 
 
 def answer_picture(array: np.ndarray) -> Image.Image:
-    """A picture for one answer, with a PNG text chunk unique to it.
+    """A picture with a unique PNG text chunk, so it gets its own cache file.
 
-    Gradio saves a returned picture to ``CACHE/<hash of its PNG bytes>/image.png`` with a plain truncating write,
-    so two requests answering with the same picture (the same upload sent twice at once) wrote one file together
-    while it was being served: empty or cut answers, "Too little data for declared Content-Length". Unique bytes
-    give each answer its own file.
+    Gradio caches by content hash with a truncating write: two equal answers at once cut each other short.
     """
     picture = Image.fromarray(array)
-    picture.info["hjepa-answer"] = uuid.uuid4().hex  # Gradio copies text entries of .info into the PNG
+    picture.info["hjepa-answer"] = uuid.uuid4().hex  # Gradio writes .info text into the PNG
     return picture
 
 
 def _as_gradio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; a user-facing error (bad image, click outside the crop, unknown level) becomes ``gr.Error``."""
+    """User errors (bad image, click outside the crop, unknown level) shown as ``gr.Error``."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -100,8 +91,7 @@ def _as_gradio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _whole_number(value: Any, name: str) -> int:
-    """``value`` as an int (sliders send floats); ``None`` or text, possible through the HTTP API, is a ValueError
-    naming the input rather than Python's own ``int()`` message."""
+    """``int(value)`` (sliders send floats); API junk is a ValueError naming the input."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -110,7 +100,7 @@ def _whole_number(value: Any, name: str) -> int:
 
 @dataclass
 class Handlers:
-    """The app's events, each one :class:`Explorer` call turned into Gradio's answer types."""
+    """Each event: one :class:`Explorer` call, answered in Gradio's types."""
 
     views: Explorer
     has_gallery: bool
@@ -148,7 +138,7 @@ class Handlers:
         return self.similarity(image, level, *(point or (None, None)))
 
     def similarity_of_new_image(self, image: str | None, level: int) -> tuple[Any, str, None]:
-        return (*self.similarity(image, level, None, None), None)  # a new picture forgets the old click
+        return (*self.similarity(image, level, None, None), None)  # forget the old click
 
 
 @dataclass
@@ -177,7 +167,7 @@ class OutputPanel:
 
 
 def input_panel(runtime: Runtime, max_bytes: int) -> InputPanel:
-    """The left column: image, examples, level selector, neighbour count, status, JSON details."""
+    """Left column: image, examples, level, neighbour count, status, details."""
     levels, meta = runtime.levels, runtime.metadata
     image = gr.Image(label="Image: click a patch", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                      height=320, elem_id="input-image")
@@ -199,7 +189,7 @@ def input_panel(runtime: Runtime, max_bytes: int) -> InputPanel:
 
 
 def output_panel(runtime: Runtime, gallery: Gallery | None) -> OutputPanel:
-    """The right column: PCA maps per level, similarity, neighbours, masks."""
+    """Right column: PCA maps, similarity, neighbours, masks."""
     meta = runtime.metadata
     gr.Markdown("**Features**: first three principal components of each level's tokens as RGB")
     with gr.Row():
@@ -213,7 +203,7 @@ def output_panel(runtime: Runtime, gallery: Gallery | None) -> OutputPanel:
                                   elem_id="similarity")
         gallery_view = gr.Gallery(label=f"nearest neighbours · {gallery.description if gallery else 'no gallery'}",
                                   columns=3, height=300, object_fit="contain", format="png", elem_id="neighbours")
-    # Own status line: a shared one would show whichever of the chain ends last.
+    # own status line: a shared one shows whichever step ends last
     neighbour_status = gr.Markdown(elem_id="neighbour-status")
     gr.Markdown("**Masks** sampled for this model's patch grid (blue: context, colours: targets per level)")
     seed = gr.Slider(0, 1000, value=0, step=1, label="mask seed", elem_id="seed")
@@ -227,8 +217,7 @@ def output_panel(runtime: Runtime, gallery: Gallery | None) -> OutputPanel:
 
 
 def wire(on: Handlers, inputs: InputPanel, outputs: OutputPanel, queue: dict[str, Any]) -> None:
-    """Connect the events. A new image runs every panel as one chain (/embed, /masks, /neighbours are its steps,
-    the similarity is for the centre patch); /similarity is the hidden button, the pixel as two numbers."""
+    """A new image runs one chain: /embed, /masks, centre similarity, /neighbours; /similarity is a hidden button."""
     i, o = inputs, outputs
     embed, masks = _as_gradio_errors(on.embed), _as_gradio_errors(on.masks)
     similarity, neighbours = _as_gradio_errors(on.similarity), _as_gradio_errors(on.neighbours)
@@ -265,11 +254,7 @@ def build_app(
     max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> gr.Blocks:
-    """The app for ``runtime`` (neighbours from ``gallery`` when given); launch it with :func:`launch_app`.
-
-    Uploads over ``max_upload_mb`` or ``max_megapixels`` are refused before they are decoded; at most
-    ``concurrency`` model computations run at once, across every endpoint and session.
-    """
+    """The app for ``runtime``; oversized uploads are refused undecoded, ``concurrency`` model calls at once."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     max_bytes = int(max_upload_mb * 2**20)
@@ -277,8 +262,8 @@ def build_app(
                   max_pixels=int(max_megapixels * 1e6))
     handlers = Handlers(views, gallery is not None, len(runtime.levels))
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
-        source = "/".join(Path(runtime.source).parts[-3:])  # enough to recognise the run, no home directory
-        provenance = runtime.provenance()  # an imported encoder says where it came from and under which licence
+        source = "/".join(Path(runtime.source).parts[-3:])  # the run, not the home directory
+        provenance = runtime.provenance()  # source and licence of an imported encoder
         gr.Markdown(f"## {title}\n`{source}` · {runtime.describe()}" + (f"\n\n{provenance}" if provenance else ""))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
@@ -297,10 +282,7 @@ def launch_app(
     block: bool = True,
     quiet: bool = False,
 ) -> str:
-    """Serve ``demo`` on ``host:port`` (never shared through Gradio's tunnel); returns the local URL.
-
-    ``block=False`` returns once the server is up (tests, notebooks); ``demo.close()`` stops it.
-    """
+    """Serve on ``host:port``, never tunnelled; returns the URL. ``block=False`` returns once up."""
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     _, local_url, _ = demo.queue().launch(
         server_name=host,

@@ -1,7 +1,4 @@
-"""A gallery read from an ``hjepa-embed`` output folder: nothing is re-embedded, the neighbour panel searches the
-folder's FAISS index (or its shards' features, exactly, when it was embedded without ``--index``), and only the hits
-are decoded, from their paths, for display.
-"""
+"""A gallery over an ``hjepa-embed`` folder: nothing re-embedded, only the hits decoded."""
 
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ from hjepa.serve.neighbour import Neighbour
 
 
 class _ExactSearch(SearchIndex):
-    """Exact cosine search over features in memory: a folder embedded without ``--index``."""
+    """Exact search in memory, for a folder without ``--index``."""
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = l2_normalise(np.atleast_2d(np.asarray(queries, np.float32)))
@@ -39,7 +36,7 @@ class _ExactSearch(SearchIndex):
 
 
 class CollectionGallery:
-    """The neighbour gallery of an embedded collection ``directory`` for ``runtime`` (same API as ``Gallery``)."""
+    """``Gallery``'s API over an embedded collection."""
 
     def __init__(self, directory: str | Path, runtime: Runtime, data_dir: str | None = None) -> None:
         self.directory = Path(directory)
@@ -83,12 +80,12 @@ class CollectionGallery:
         return self._searches[level]
 
     def warm(self, runtime: Runtime, level: int) -> None:
-        """Load the level's index now rather than on the first request (levels the folder lacks are skipped)."""
+        """Load now, not on the first request; absent levels are skipped."""
         if level in self.levels:
             self.search_index(level)
 
     def neighbours(self, runtime: Runtime, pooled: np.ndarray, level: int, k: int = 8) -> list[Neighbour]:
-        """The ``k`` nearest images of the collection to ``pooled [D]``, decoded from their paths."""
+        """The ``k`` nearest to ``pooled [D]``, decoded from their paths."""
         search = self.search_index(runtime.check_level(level))
         scores, rows = search.search(np.asarray(pooled, np.float32).reshape(1, -1), k)
         hits = []
@@ -100,7 +97,7 @@ class CollectionGallery:
         return hits
 
     def image(self, item_id: object) -> np.ndarray:
-        """The picture behind ``item_id``: its file (as listed at embedding time) or the dataset item."""
+        """Its file as listed when embedded, or the dataset item."""
         job = self.manifest["job"]["listing"]
         if job["kind"] == "dataset":
             if self._dataset is None:
@@ -117,5 +114,5 @@ class CollectionGallery:
             self._paths = dict(zip(table.column("id").to_pylist(), table.column("path").to_pylist(), strict=True))
         try:
             return read_image(self._paths[item_id], max_pixels=DEFAULT_MAX_PIXELS)
-        except (ImageError, KeyError):  # moved or deleted since it was embedded: show a grey square
+        except (ImageError, KeyError):  # moved since: a grey square
             return np.full((64, 64, 3), 128, np.uint8)

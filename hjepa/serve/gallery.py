@@ -1,9 +1,6 @@
-"""The nearest-neighbour gallery of the app: a set of labelled images, embedded once per level and cached on disk.
+"""The app's neighbour gallery: labelled images embedded once per level, cached so a restart does not re-embed.
 
-The default gallery is an evenly spread subset of the test split of the dataset the model was trained on; when that
-dataset is not on this machine, the app's shipped example images stand in. Features are pooled level-k embeddings,
-L2-normalised, kept in memory and stored with :class:`hjepa.evaluation.FeatureCache` under a key made of the model's
-identity, the level, the back-end and a digest of the gallery's pixels, so a restart does not re-embed.
+By default the model's own test split, or the shipped examples when that is not here.
 """
 
 from __future__ import annotations
@@ -30,11 +27,7 @@ EXAMPLES_DIR = Path(__file__).parent / "examples"
 
 
 class Gallery:
-    """``images`` (uint8 ``[H, W, 3]`` each, sizes may differ) with integer ``labels`` into ``classes``.
-
-    ``name`` / ``split`` describe where the images came from (they name the cache files); ``description`` is the
-    line the app shows; ``cache_dir`` (None: memory only) is where features are stored.
-    """
+    """uint8 ``[H, W, 3]`` images of any size with ``labels`` into ``classes``; ``cache_dir=None``: memory only."""
 
     def __init__(
         self,
@@ -66,7 +59,7 @@ class Gallery:
         return len(self.images)
 
     def features(self, runtime: Runtime, level: int) -> np.ndarray:
-        """L2-normalised pooled features float32 ``[N, D]`` of every image at ``level`` (embedded once)."""
+        """Normalised pooled float32 ``[N, D]``, embedded once."""
         level = runtime.check_level(level)
         memo = (runtime.identity, runtime.backend, level)
         if memo in self._features:
@@ -88,11 +81,11 @@ class Gallery:
         return features
 
     def warm(self, runtime: Runtime, level: int) -> None:
-        """Embed the gallery at ``level`` now rather than on the first request."""
+        """Embed now, not on the first request."""
         self.features(runtime, level)
 
     def neighbours(self, runtime: Runtime, pooled: np.ndarray, level: int, k: int = 8) -> list[Neighbour]:
-        """The ``k`` gallery images whose level-``level`` pooled features are closest (cosine) to ``pooled [D]``."""
+        """The ``k`` images closest (cosine) to ``pooled [D]``."""
         features = self.features(runtime, level)
         query = np.asarray(pooled, np.float32).reshape(-1)
         if query.shape[0] != features.shape[1]:
@@ -103,7 +96,7 @@ class Gallery:
 
 
 def thumbnail(image: np.ndarray, size: int = 96) -> np.ndarray:
-    """A display copy: tiny images (8 px digits) blown up with nearest so pixels stay sharp, large ones shrunk."""
+    """A display copy: tiny images blown up sharp (nearest), large ones shrunk."""
     height, width = image.shape[:2]
     scale = size / max(height, width)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -112,8 +105,7 @@ def thumbnail(image: np.ndarray, size: int = 96) -> np.ndarray:
 
 
 def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = None) -> Gallery:
-    """Every image under ``directory`` (recursively; the parent folder's name is the label), evenly thinned to
-    ``size``. Unreadable files are skipped."""
+    """Images under ``directory``, labelled by folder, thinned to ``size``; unreadable ones skipped."""
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise OptionError(f"gallery folder {directory} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -141,7 +133,7 @@ def folder_gallery(directory: Path, size: int, cache_dir: str | Path | None = No
 
 
 def dataset_gallery(name: str, size: int, data_dir: str | None = None, cache_dir: str | Path | None = None) -> Gallery:
-    """An evenly spread ``size``-image subset of dataset ``name``'s test split (raises DataError when absent)."""
+    """``size`` images spread over ``name``'s test split; DataError when absent."""
     from hjepa.data import build_dataset
     from hjepa.inference.features.extract import spread_arrays
 
@@ -162,15 +154,15 @@ def dataset_gallery(name: str, size: int, data_dir: str | None = None, cache_dir
 
 
 def examples_gallery(cache_dir: str | Path | None = None, reason: str = "") -> Gallery:
-    """The app's shipped example images, one class each: the fallback when no dataset is at hand."""
+    """The shipped examples, one class each: the fallback."""
     gallery = folder_gallery(EXAMPLES_DIR, size=1000, cache_dir=cache_dir)
     gallery.description = f"shipped examples ({len(gallery)} images){': ' + reason if reason else ''}"
     return gallery
 
 
 def gallery_hint(dataset: str) -> str:
-    """One plain sentence for the caption when the model's own dataset is not here (never an error's text)."""
-    if dataset == "imagefolder":  # imported encoders: no dataset of their own
+    """A caption when the model's dataset is not here (never an error's text)."""
+    if dataset == "imagefolder":  # imported encoders have none
         return "pass --gallery FOLDER to search your own images"
     return f"the {dataset} test split is not on this machine; pass --data-dir DIR or --gallery FOLDER"
 
@@ -182,9 +174,7 @@ def build_gallery(
     data_dir: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> Gallery | CollectionGallery:
-    """The app's gallery. ``source``: None (the model's dataset test split, else the shipped examples), an
-    ``hjepa-embed`` output folder (searched as embedded, nothing re-embedded), a folder of images, or a dataset name
-    (its test split; an error when it is not available)."""
+    """From None (the model's test split or the examples), an ``hjepa-embed`` folder, images, or a dataset name."""
     if size < 1:
         raise OptionError(f"gallery size must be >= 1, got {size}")
     if source is None:
@@ -193,7 +183,7 @@ def build_gallery(
             return examples_gallery(cache_dir, reason="the model does not record its dataset")
         try:
             return dataset_gallery(dataset, size, data_dir, cache_dir)
-        except (ValueError, OSError):  # DataError is a ValueError: dataset not downloaded / no folder
+        except (ValueError, OSError):  # DataError: not downloaded
             return examples_gallery(cache_dir, reason=gallery_hint(dataset))
     path = Path(source).expanduser()
     if path.is_dir() and is_collection(path):
@@ -202,7 +192,7 @@ def build_gallery(
         return CollectionGallery(path, runtime, data_dir)
     if path.is_dir():
         return folder_gallery(path, size, cache_dir)
-    if path.exists() or len(path.parts) > 1:  # a path, not a dataset name: say what is wrong with it
+    if path.exists() or len(path.parts) > 1:  # a path, not a dataset name
         state = "is a file" if path.exists() else "does not exist"
         raise OptionError(f"gallery {source} {state}; --gallery takes a folder of images or a dataset name")
     return dataset_gallery(str(source), size, data_dir, cache_dir)

@@ -1,13 +1,10 @@
-"""Pictures of features: PCA-to-RGB maps of level tokens, and cosine-similarity maps of one patch against the rest.
-
-Everything here is numpy on small arrays (a grid of at most a few thousand tokens), cheap enough for every click.
-"""
+"""Pictures of features: PCA-to-RGB maps and one patch's similarity map; numpy, cheap enough for every click."""
 
 from __future__ import annotations
 
 import numpy as np
 
-# Dark blue -> teal -> yellow, close to viridis.
+# dark blue -> teal -> yellow, close to viridis
 _COLOUR_ANCHORS = np.array(
     [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
     dtype=np.float32,
@@ -16,14 +13,9 @@ HIGHLIGHT = np.array([255, 40, 40], np.float32)  # outline of the selected patch
 
 
 def pca_rgb(tokens: np.ndarray, grid: tuple[int, int], low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Tokens -> an RGB picture of their first three principal components.
+    """Tokens ``[(B,) h*w, D]`` -> uint8 ``[(B,) h, w, 3]``: the first three principal components as RGB.
 
-    tokens: ``[N, D]`` (one image) or ``[B, N, D]`` (one PCA fitted over the whole batch, so colours are comparable
-    between images), with ``N = h * w`` in raster order of ``grid = (h, w)``. Returns uint8 ``[h, w, 3]`` or
-    ``[B, h, w, 3]``: red is the first component (the direction of largest variance), green the second, blue the
-    third; each is scaled from its ``low``-th to ``high``-th percentile onto 0..255. A component's sign is fixed so
-    its largest loading is positive, so the same tokens always give the same colours. Components that do not exist
-    (fewer than 3 tokens or dims) or have no variance stay at mid-grey 128.
+    One PCA per batch, so colours compare across images; signs fixed, so the same tokens give the same colours.
     """
     array = np.asarray(tokens, dtype=np.float64)
     single = array.ndim == 2
@@ -41,7 +33,7 @@ def pca_rgb(tokens: np.ndarray, grid: tuple[int, int], low: float = 1.0, high: f
         _, singular, components = np.linalg.svd(centred, full_matrices=False)
         for channel in range(min(3, components.shape[0])):
             if singular[channel] <= singular[0] * 1e-6:
-                break  # no variance left: the remaining channels stay grey
+                break  # no variance left: stay grey
             direction = components[channel]
             direction = direction * np.sign(direction[np.argmax(np.abs(direction))])
             values = centred @ direction
@@ -53,8 +45,7 @@ def pca_rgb(tokens: np.ndarray, grid: tuple[int, int], low: float = 1.0, high: f
 
 
 def cosine_similarity_map(tokens: np.ndarray, index: int) -> np.ndarray:
-    """Cosine similarity of every token to token ``index``: tokens ``[N, D]`` -> float32 ``[N]`` in [-1, 1]
-    (the selected token's own entry is 1)."""
+    """Tokens ``[N, D]`` -> cosine to token ``index``, float32 ``[N]``."""
     array = np.asarray(tokens, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"tokens must be [N, D], got shape {array.shape}")
@@ -65,7 +56,7 @@ def cosine_similarity_map(tokens: np.ndarray, index: int) -> np.ndarray:
 
 
 def colourise(values: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """float ``[h, w]`` -> uint8 ``[h, w, 3]`` through the viridis-like map; defaults stretch min..max to the map."""
+    """float ``[h, w]`` -> uint8 ``[h, w, 3]``, viridis-like, min..max by default."""
     values = np.asarray(values, dtype=np.float32)
     vmin = float(values.min()) if vmin is None else vmin
     vmax = float(values.max()) if vmax is None else vmax
@@ -77,7 +68,7 @@ def colourise(values: np.ndarray, vmin: float | None = None, vmax: float | None 
 
 
 def upscale_nearest(image: np.ndarray, size: int) -> np.ndarray:
-    """``[h, w, C]`` -> ``[size, size, C]`` by nearest neighbour, so every cell is a flat block with sharp edges."""
+    """``[h, w, C]`` -> ``[size, size, C]``: each cell a sharp-edged block."""
     height, width = image.shape[:2]
     rows = np.arange(size) * height // size
     cols = np.arange(size) * width // size
@@ -85,19 +76,14 @@ def upscale_nearest(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def cell_edges(cells: int, size: int) -> np.ndarray:
-    """Pixel boundaries of ``cells`` cells over ``size`` pixels, matching :func:`upscale_nearest`."""
+    """Cell boundaries in pixels, as :func:`upscale_nearest` draws them."""
     return -(-np.arange(cells + 1) * size // cells)  # ceil(k * size / cells)
 
 
 def similarity_overlay(
     image: np.ndarray, similarity: np.ndarray, cell: tuple[int, int], alpha: float = 0.6
 ) -> np.ndarray:
-    """The similarity map over the image the model saw, with the selected cell outlined.
-
-    image: uint8 ``[S, S, 3]`` (the model's center crop at display size); similarity: float ``[h, w]``; cell:
-    ``(row, col)`` of the selected patch. Returns uint8 ``[S, S, 3]``: colours stretched from the smallest
-    similarity to 1, blended with ``alpha`` over the image.
-    """
+    """Similarity ``[h, w]`` blended over the crop ``[S, S, 3]``, the selected ``(row, col)`` outlined."""
     size = image.shape[0]
     heat = upscale_nearest(colourise(similarity, vmax=1.0), size).astype(np.float32)
     out = (1 - alpha) * image.astype(np.float32) + alpha * heat

@@ -9,7 +9,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Neighbour:
-    """One gallery hit: ``image`` uint8 ``[H, W, 3]``, its ``label``, cosine ``similarity`` and gallery ``index``."""
+    """One hit: ``image`` uint8 ``[H, W, 3]``, ``label``, cosine ``similarity``, ``index``."""
 
     image: np.ndarray
     label: str

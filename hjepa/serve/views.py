@@ -1,11 +1,4 @@
-"""What the app computes, without Gradio: image in, pictures and short texts out.
-
-``Explorer`` wraps one runtime (and optionally a gallery) and answers the four questions the app asks: the per-level
-PCA maps (``embed``), the training masks over the image (``masks``), the similarity of one patch to the rest
-(``similarity``) and the nearest gallery images (``neighbours``). Each answer comes with a status line naming the
-back-end and the model latency in milliseconds. Tokens of recent images are kept, so a click or a level change
-re-embeds nothing.
-"""
+"""What the app computes, without Gradio: image in, pictures and a status line (back-end, latency) out."""
 
 from __future__ import annotations
 
@@ -38,11 +31,9 @@ _CACHE_ENTRIES = 16
 
 
 class Explorer:
-    """The app's computations over ``runtime`` (and ``gallery`` for neighbours); pictures are ``display_size`` px.
+    """The app's four answers over ``runtime``; recent tokens are kept, so a click re-embeds nothing.
 
-    ``max_upload_bytes`` and ``max_pixels`` bound image files handed in by path (uploads): larger files, or pictures
-    of more pixels, raise ``ImageError`` before they are decoded. JPEGs are decoded at the smallest of 1, 1/2, 1/4,
-    1/8 scale that keeps twice the model and display sizes (nothing shown or embedded needs more).
+    Uploads over the limits fail undecoded; JPEGs decode at the smallest scale keeping twice the sizes used.
     """
 
     def __init__(
@@ -63,16 +54,15 @@ class Explorer:
         self.patch_grid = (meta.img_size // meta.patch_size, meta.img_size // meta.patch_size)
         self.mask_config = runtime.config.masks if runtime.config is not None else MaskConfig()
         self._tokens: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
-        self._tokens_lock = threading.Lock()  # events run in Gradio's worker threads
+        self._tokens_lock = threading.Lock()  # Gradio's worker threads
 
-    # Step 0. Inputs: any image -> uint8 [H, W, 3]; its digest keys the token cache.
+    # Step 0. Inputs: any image -> uint8 [H, W, 3]; its digest keys the token cache
     def load(self, image: ImageInput | None) -> np.ndarray:
-        """Path / PIL / array -> uint8 ``[H, W, 3]``; None or an unreadable or oversized file raises ImageError."""
+        """Path, PIL or array -> uint8 ``[H, W, 3]``, or ImageError."""
         return self.load_sized(image)[0]
 
     def load_sized(self, image: ImageInput | None) -> tuple[np.ndarray, tuple[int, int]]:
-        """``load`` and the picture's full ``(height, width)``, the frame clicks come in (a JPEG may be decoded
-        smaller)."""
+        """``load`` and the full ``(height, width)`` clicks come in (a JPEG may decode smaller)."""
         if image is None:
             raise ImageError("no image: upload one or pick an example")
         if isinstance(image, str) or hasattr(image, "__fspath__"):
@@ -81,7 +71,7 @@ class Explorer:
         return array, (array.shape[0], array.shape[1])
 
     def tokens(self, image: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """(tokens ``[N_k, D]``, pooled ``[D]``, latency ms) of one image at ``level``; cached per image and level."""
+        """(tokens ``[N_k, D]``, pooled ``[D]``, latency ms), cached."""
         level = self.runtime.check_level(level)
         key = (hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(), level)
         with self._tokens_lock:
@@ -102,10 +92,9 @@ class Explorer:
         timing = f" · **{latency_ms:.1f} ms**" if latency_ms is not None else ""
         return f"`{self.runtime.backend}` · {what}{timing}"
 
-    # Step 1. Per-level PCA maps.
+    # Step 1. Per-level PCA maps
     def embed(self, image: ImageInput | None) -> tuple[list[np.ndarray], str, dict[str, Any]]:
-        """Per served level: uint8 ``[display, display, 3]`` PCA-to-RGB map of its tokens (cells upscaled with
-        nearest); a status line; and details (per level grid, dim, latency, pooled vector) for API callers."""
+        """A PCA map ``[S, S, 3]`` per level, the status, and details (pooled vectors) for API callers."""
         array = self.load(image)
         maps, details, total = [], {"backend": self.runtime.backend, "levels": {}}, 0.0
         for level in self.runtime.levels:
@@ -123,10 +112,9 @@ class Explorer:
         levels = ", ".join(str(k) for k in self.runtime.levels)
         return maps, self.status(f"embedded levels {levels}", total), details
 
-    # Step 2. The training masks over the model's view of the image.
+    # Step 2. The training masks over the model's view
     def masks(self, image: ImageInput | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Multi-block and hierarchical masks sampled with ``seed`` for this model's grid, drawn over the center
-        crop (uint8 ``[display, display, 3]`` each), and both masks' statistics."""
+        """Multi-block and hierarchical masks drawn over the crop ``[S, S, 3]``, and their statistics."""
         view = center_crop_resize(self.load(image), self.display_size)
         cfg, levels = self.mask_config, self.runtime.metadata.num_levels
         generators = {
@@ -140,12 +128,11 @@ class Explorer:
             stats[name] = mask_statistics(batch)
         return drawn[0], drawn[1], stats
 
-    # Step 3. One patch against every other, at one level.
+    # Step 3. One patch against every other, at one level
     def similarity(
         self, image: ImageInput | None, level: int, x: float | None = None, y: float | None = None
     ) -> tuple[np.ndarray, str]:
-        """Cosine-similarity map of the level-``level`` cell under pixel ``(x, y)`` of the original image (the
-        center when not given) over the center crop, uint8 ``[display, display, 3]``; and a status line."""
+        """Similarity ``[S, S, 3]`` to the cell under pixel ``(x, y)`` (default: the centre), and the status."""
         array, (height, width) = self.load_sized(image)
         if x is None or y is None:
             unit = (0.5, 0.5)
@@ -163,9 +150,9 @@ class Explorer:
         what = f"level {level} patch (row {row}, col {col}) of {grid[0]}x{grid[1]}"
         return overlay, self.status(what, latency)
 
-    # Step 4. Nearest gallery images.
+    # Step 4. Nearest gallery images
     def neighbours(self, image: ImageInput | None, level: int, k: int = 8) -> tuple[list[tuple[np.ndarray, str]], str]:
-        """The ``k`` nearest gallery images at ``level`` as (thumbnail uint8 ``[h, w, 3]``, caption) pairs."""
+        """The ``k`` nearest as (thumbnail ``[h, w, 3]``, caption) pairs, and the status."""
         if self.gallery is None:
             raise ImageError("this app was started without a gallery")
         array = self.load(image)
@@ -179,7 +166,7 @@ class Explorer:
 
 
 def stats_markdown(stats: dict[str, dict[str, Any]]) -> str:
-    """Mask statistics as a small Markdown table (one column per generator)."""
+    """A Markdown table, one column per generator."""
     names = list(stats)
     rows = [
         ("context tokens", lambda s: str(s["context_tokens"])),

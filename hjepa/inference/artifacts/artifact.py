@@ -1,8 +1,5 @@
-"""The encoder artifact: what inference needs, travelling with the weights (as timm's ``pretrained_cfg``).
-
-A directory of ``encoder.safetensors`` (target encoder + target-side heads) and ``encoder.json`` (architecture,
-preprocessing, feature recipe, provenance, config); the layout is in docs/internals.md. ``load_source_model``
-opens an artifact or a training checkpoint as the same :class:`LoadedModel`.
+"""The encoder artifact: ``encoder.safetensors`` and the ``encoder.json`` that travels with it, as timm's
+``pretrained_cfg`` (layout: docs/internals.md).
 """
 
 from __future__ import annotations
@@ -44,7 +41,7 @@ FEATURE_RECIPE = (
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference and the facts that travel with it."""
+    """A model ready for inference, with its spec."""
 
     model: nn.Module
     config: Config
@@ -65,14 +62,13 @@ class LoadedModel:
 
 
 def is_artifact(path: str | Path) -> bool:
-    """A directory holding ``encoder.json`` (or that file itself)."""
+    """A directory holding ``encoder.json``, or that file."""
     path = Path(path)
     return (path.is_dir() and (path / SPEC_NAME).is_file()) or (path.is_file() and path.name == SPEC_NAME)
 
 
 def normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean / std a checkpoint's model was trained with: the config's dataset statistics. Used once, when an
-    artifact is made from a checkpoint; after that they travel in ``encoder.json``."""
+    """The config's dataset statistics; read once, then they travel in ``encoder.json``."""
     name = cfg.data.dataset
     mean, std = dataset_stats(name if name in DATASET_STATS else "imagefolder")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
@@ -118,17 +114,17 @@ def make_spec(
 
 
 def write_artifact(loaded: LoadedModel, directory: Path) -> dict[str, Any]:
-    """``directory/encoder.safetensors`` + ``directory/encoder.json`` (the directory must exist); returns the spec."""
+    """Weights and spec into an existing ``directory``; returns the spec."""
     weights = {k: v.detach().cpu().contiguous() for k, v in inference_state(loaded.model.state_dict()).items()}
     save_file(weights, str(directory / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
-    # safetensors has no checksum: the spec holds the SHA-256, checked on load
+    # safetensors has no checksum: the spec holds one
     spec = {**loaded.spec, "weights_sha256": file_sha256(directory / WEIGHTS_NAME)}
     (directory / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
     return spec
 
 
 def read_spec(directory: Path) -> dict[str, Any]:
-    """``encoder.json`` of an artifact directory, checked for what inference reads."""
+    """``encoder.json``, checked for what inference reads."""
     path = directory / SPEC_NAME
     try:
         spec = json.loads(path.read_text())
@@ -143,14 +139,14 @@ def read_spec(directory: Path) -> dict[str, Any]:
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """An encoder artifact directory (or its ``encoder.json``) -> :class:`LoadedModel`."""
+    """An artifact directory or its ``encoder.json`` -> :class:`LoadedModel`."""
     directory = Path(path)
     directory = directory.parent if directory.is_file() else directory
     spec = read_spec(directory)
     family = spec.get("architecture", {}).get("family")
-    if family == PRETRAINED_FAMILY:  # an imported encoder (hjepa-import): built from its architecture block
+    if family == PRETRAINED_FAMILY:  # hjepa-import's: built from its architecture block
         try:
-            with torch.device("meta"):  # the weights come from the file: no random initialisation, no 2nd copy
+            with torch.device("meta"):  # no random init, no second copy
                 model = PretrainedEncoder(EncoderArchitecture.from_dict(spec["architecture"]),
                                           spec["provenance"].get("config_name") or "imported")
         except (TypeError, ValueError) as exc:
@@ -167,16 +163,16 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Loade
         model = build_model(cfg)
     weights_path = directory / WEIGHTS_NAME
     weights_sha = file_sha256(weights_path) if weights_path.is_file() else None
-    expected = spec.get("weights_sha256")  # absent in artifacts written before it was recorded
+    expected = spec.get("weights_sha256")  # absent in older artifacts
     if weights_sha is not None and expected is not None and weights_sha != expected:
         raise CheckpointError(f"{weights_path} is corrupt: its SHA-256 does not match the one {SPEC_NAME} recorded "
                               "when it was written; export or import it again")
     try:
         weights = load_file(str(weights_path))
-    except Exception as exc:  # safetensors raises its own error types for damaged files
+    except Exception as exc:  # safetensors has its own error types
         raise CheckpointError(f"{weights_path} is unreadable ({type(exc).__name__}: {exc})"[:300]) from None
     check_state(inference_state(model.state_dict()), weights, source=str(weights_path))
-    model.load_state_dict(weights, strict=False, assign=True)  # assign: the loaded tensors become the weights
+    model.load_state_dict(weights, strict=False, assign=True)  # replaces the meta tensors
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise CheckpointError(f"{weights_path} does not hold {left[0]!r}; export or import it again")
@@ -184,8 +180,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Loade
 
 
 def load_source_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A training checkpoint (``.pt`` or run directory) or an encoder artifact -> :class:`LoadedModel` with only
-    the inference weights loaded (target encoder and level heads)."""
+    """A checkpoint (``.pt`` or run directory) or artifact -> :class:`LoadedModel`, inference weights only."""
     if is_artifact(path):
         return load_artifact(path, device)
     file = checkpoint_file(path)

@@ -1,6 +1,4 @@
-"""Reading training checkpoints for inference: ``torch.load(weights_only=True)``, every zip CRC and the weights'
-SHA-256 checked (torch checks neither), and only the target encoder and its heads kept (``inference_state``).
-"""
+"""Training checkpoints read safely (``weights_only``), with the zip CRCs and weight digest torch does not check."""
 
 from __future__ import annotations
 
@@ -18,11 +16,11 @@ from hjepa.config import Config, ConfigError
 from hjepa.errors import HJEPAError
 
 FORMAT = "hjepa-checkpoint-v1"
-DIGEST_KEY = "model_sha256"  # SHA-256 of the model weights, stored at save time and checked on load
+DIGEST_KEY = "model_sha256"  # stored at save, checked on load
 
 
 class CheckpointError(HJEPAError, ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, unsafe, or from another architecture."""
+    """Missing, corrupt, unsafe, or from another architecture."""
 
 
 def _tensors(node: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -37,7 +35,7 @@ def _tensors(node: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def tensor_digest(tree: Any) -> str:
-    """Hex SHA-256 over every tensor in ``tree`` (names, dtypes, shapes and bytes, in sorted key order)."""
+    """SHA-256 of every tensor's name, dtype, shape and bytes, in key order."""
     digest = hashlib.sha256()
     for name, tensor in _tensors(tree):
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -48,11 +46,7 @@ def tensor_digest(tree: Any) -> str:
 
 
 def _check_crcs(path: Path) -> None:
-    """Read every record of the archive, which makes ``zipfile`` compare its CRC-32.
-
-    torch writes CRCs unless ``torch.serialization.set_crc32_options(False)`` was set, which stores 0 for every
-    record; such a file is left to the digest check.
-    """
+    """Read every record, so ``zipfile`` compares its CRC-32; all-zero CRCs (turned off) are left to the digest."""
     with zipfile.ZipFile(path) as archive:
         records = [info for info in archive.infolist() if info.file_size]
         if all(info.CRC == 0 for info in records):
@@ -64,7 +58,7 @@ def _check_crcs(path: Path) -> None:
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """The ``.pt`` file a checkpoint path means (a run directory means its ``checkpoints/last.pt``)."""
+    """The ``.pt`` file; a run directory means ``checkpoints/last.pt``."""
     path = Path(path)
     if path.is_dir():
         return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
@@ -72,11 +66,11 @@ def checkpoint_file(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely (no arbitrary unpickling) and check its format."""
+    """Without arbitrary unpickling, format and digest checked."""
     path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file or a run directory)")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or not ours
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt (not a torch.save archive)")
     try:
         _check_crcs(path)
@@ -89,7 +83,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} holds objects that are not safe to load: {reason}") from None
-    except Exception as exc:  # torch raises RuntimeError / EOFError / zipfile errors for damaged files
+    except Exception as exc:  # damaged files raise many types
         reason = f"{type(exc).__name__}: {exc}"[:200]
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -109,14 +103,13 @@ def checkpoint_config(state: dict[str, Any]) -> Config:
 
 
 def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load weights, refusing a checkpoint from another architecture with the first mismatches named."""
+    """Refuses another architecture, naming the first mismatches."""
     check_state(model.state_dict(), state_dict, source)
     model.load_state_dict(state_dict)
 
 
 def check_state(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Raise ``CheckpointError`` naming the first mismatches unless ``state_dict`` has exactly ``own``'s keys and
-    shapes."""
+    """``CheckpointError`` naming the first mismatches unless keys and shapes equal ``own``'s."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = [
@@ -136,10 +129,10 @@ def check_state(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor
 
 
 
-# What inference reads; the rest is training state.
+# what inference reads; the rest is training state
 INFERENCE_PREFIXES = ("target_encoder.", "target_heads.")
 
 
 def inference_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The part of a model state dict that inference needs (see ``INFERENCE_PREFIXES``)."""
+    """The ``INFERENCE_PREFIXES`` entries."""
     return {k: v for k, v in state_dict.items() if k.startswith(INFERENCE_PREFIXES)}

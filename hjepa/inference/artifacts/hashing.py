@@ -9,7 +9,7 @@ import torch
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in ``chunk_bytes`` pieces so large checkpoints never sit in memory."""
+    """Hex SHA-256, read in chunks: a checkpoint never sits in memory."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cannot hash {path}: no such file")
@@ -21,7 +21,7 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
 
 
 def model_identity(model: torch.nn.Module) -> str:
-    """SHA-256 over the parameters and buffers of a live model (for caches; no file to hash)."""
+    """SHA-256 of a live model's state, for caches."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -1,5 +1,4 @@
-"""``--level`` in one place: the syntax (``K``, ``"0,2"``, ``"all"``, a list) and the check against the levels a
-model, export or runtime has, with one message format for every command and library entry point."""
+"""``--level`` in one place: ``K``, ``"0,2"``, ``"all"`` or a list, checked with one message everywhere."""
 
 from __future__ import annotations
 
@@ -13,11 +12,11 @@ LevelSpec = int | str | Sequence[int]
 
 
 class LevelError(OptionError):
-    """A level that is not a level number, a list or ``all``, or that the model / export does not have."""
+    """Not a level, a list or ``all``, or not in the model."""
 
 
 def check_level(level: object, available: Sequence[int], where: str = "this model") -> int:
-    """``level`` as an int when it is one of ``available``; otherwise LevelError naming ``where`` and the levels."""
+    """``level`` as an int, or LevelError naming ``where`` and the levels."""
     is_int = isinstance(level, (int, np.integer)) and not isinstance(level, bool)
     if not is_int or int(level) not in available:  # type: ignore[call-overload]
         raise LevelError(f"level {level!r} is not in {where}; available levels: {sorted(available)}")
@@ -25,7 +24,7 @@ def check_level(level: object, available: Sequence[int], where: str = "this mode
 
 
 def level_syntax(levels: LevelSpec) -> list[int] | None:
-    """The level numbers ``levels`` names, unchecked; ``None`` for ``"all"``. ``"1"`` -> [1], ``"0,2"`` -> [0, 2]."""
+    """Unchecked: ``"0,2"`` -> [0, 2], ``"all"`` -> None."""
     if isinstance(levels, str):
         text = levels.strip().lower()
         if text == "all":
@@ -46,8 +45,7 @@ def level_syntax(levels: LevelSpec) -> list[int] | None:
 
 
 def parse_levels(levels: LevelSpec, available: Sequence[int], where: str = "this model") -> list[int]:
-    """``"all"`` -> every level in ``available``; an int, ``"1"``, ``"0,2"`` or a list -> those levels, each checked
-    against ``available`` (repeats dropped, order kept). Errors are LevelError naming ``where`` and the levels."""
+    """The levels named, checked, repeats dropped; ``"all"`` -> every one ``available``."""
     picked = level_syntax(levels)
     if picked is None:
         return sorted(available)

@@ -1,6 +1,4 @@
-"""The exported-model schema, defined once, and :class:`RuntimeMetadata`: what a served model is, read from ONNX
-``metadata_props``, engine sidecars and manifests. Keys and manifest layout: docs/internals.md.
-"""
+"""The exported-model schema, defined once, and :class:`RuntimeMetadata` read back from it (docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -24,18 +22,18 @@ INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST_NAME = "manifest.json"
 
-# What a reader cannot do without (older exports may lack the rest).
+# older exports may lack the rest
 REQUIRED_KEYS = ("level", "num_levels", "img_size", "patch_size", "grid", "embed_dim", "mean", "std")
-# Fields that describe the whole model: every level of one export must agree on them.
+# every level of one export must agree on these
 SHARED_KEYS = ("num_levels", "img_size", "patch_size", "mean", "std", "input_format", "dataset", "checkpoint_sha256")
 
 
 class RuntimeUnavailableError(HJEPAError, RuntimeError):
-    """The back-end a source needs cannot run here (TensorRT or CUDA missing, an execution provider absent)."""
+    """The back-end a source needs cannot run here."""
 
 
 class RuntimeSourceError(HJEPAError, ValueError):
-    """A source that is not a checkpoint, ONNX model, export directory or engine, or whose metadata is broken."""
+    """Not a checkpoint, ONNX model, export or engine, or broken metadata."""
 
 
 def level_metadata(
@@ -50,8 +48,7 @@ def level_metadata(
     precision: str,
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The metadata of one exported level as plain Python values (see the module docstring for the keys);
-    ``stats`` is the input normalisation ``(mean, std)``."""
+    """One exported level's metadata as plain values; ``stats`` is ``(mean, std)``."""
     mean, std = stats
     if input_format not in INPUT_FORMATS or precision not in PRECISIONS:
         raise ValueError(f"bad input_format {input_format!r} or precision {precision!r}")
@@ -80,11 +77,9 @@ def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RuntimeMetadata:
-    """What a runtime needs to know about its model, read from the artifact (never guessed).
+    """A served model, read from the artifact, never guessed; ``grids[k] = (h_k, w_k)`` per served level.
 
-    ``grids[k] = (h_k, w_k)`` and ``embed_dims[k] = D`` for every level ``k`` the runtime serves; ``mean`` / ``std``
-    are per-channel, in [0, 1] pixel units; ``input_format`` is how the model takes its input (``float_nchw``:
-    normalised float ``[B, 3, S, S]``; ``uint8_nhwc``: raw pixels ``[B, S, S, 3]``, normalised inside the model).
+    ``input_format``: ``float_nchw`` (normalised ``[B, 3, S, S]``) or ``uint8_nhwc`` (normalised inside).
     """
 
     img_size: int
@@ -99,7 +94,7 @@ class RuntimeMetadata:
     precision: str = "fp32"
     checkpoint_sha256: str | None = None
     hjepa_version: str | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)  # where the weights came from (PROVENANCE_KEYS)
+    provenance: dict[str, Any] = field(default_factory=dict)  # PROVENANCE_KEYS
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,11 +106,11 @@ class RuntimeMetadata:
             raise RuntimeSourceError(f"metadata needs a grid and an embed_dim for every level, got {self.grids}")
 
     def grid(self, level: int) -> tuple[int, int]:
-        """``(h, w)`` token grid of ``level``."""
+        """``(h, w)`` tokens."""
         return self.grids[level]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: level keys become strings, tuples become lists."""
+        """JSON-ready: string keys, lists."""
         out = dataclasses.asdict(self)
         out["grids"] = {str(k): list(v) for k, v in self.grids.items()}
         out["embed_dims"] = {str(k): v for k, v in self.embed_dims.items()}
@@ -124,7 +119,7 @@ class RuntimeMetadata:
 
 
 def decode_props(props: dict[str, Any]) -> dict[str, Any]:
-    """ONNX ``metadata_props`` (JSON strings) -> plain values; values that are not JSON stay strings."""
+    """ONNX ``metadata_props`` (JSON strings) -> values; non-JSON stays a string."""
     out = {}
     for key, value in props.items():
         if isinstance(value, str):
@@ -137,7 +132,7 @@ def decode_props(props: dict[str, Any]) -> dict[str, Any]:
 
 
 def metadata_from_levels(per_level: dict[int, dict[str, Any]], where: str) -> RuntimeMetadata:
-    """Per-level metadata dicts (decoded) -> one :class:`RuntimeMetadata`; ``where`` names the artifact in errors."""
+    """Decoded per-level dicts -> one :class:`RuntimeMetadata`; errors name ``where``."""
     if not per_level:
         raise RuntimeSourceError(f"{where} holds no levels")
     for level, meta in per_level.items():
@@ -179,7 +174,7 @@ def metadata_from_levels(per_level: dict[int, dict[str, Any]], where: str) -> Ru
 
 @dataclass(frozen=True)
 class Manifest:
-    """An export directory's ``manifest.json``: ``files[k]`` = {"onnx": path | None, "engine": path | None}."""
+    """``manifest.json``: ``files[k] = {"onnx": path | None, "engine": path | None}``."""
 
     directory: Path
     config: dict[str, Any] | None
@@ -189,7 +184,7 @@ class Manifest:
 
 
 def read_manifest(directory: Path) -> Manifest:
-    """Parse ``directory/manifest.json``; a missing or malformed manifest raises RuntimeSourceError."""
+    """``directory/manifest.json``, or RuntimeSourceError."""
     path = directory / MANIFEST_NAME
     try:
         data = json.loads(path.read_text())

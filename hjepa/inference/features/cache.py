@@ -1,8 +1,6 @@
-"""On-disk cache of extracted features, so each (model, level, dataset, split) is encoded once.
+"""Extracted features on disk (safetensors, written atomically), so each model, level and split is encoded once.
 
-Files are safetensors (never pickle), written to a temporary file and renamed into place, so a crash mid-write
-leaves either the old file or none. A file that cannot be read back, or that holds the wrong key or shapes, is a
-miss: a warning names it and ``get_or_compute`` overwrites it.
+An unreadable or mismatched file is a miss, with a warning naming it.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ _VERSION = "1"
 
 
 def _slug(text: str) -> str:
-    """A file-name-safe rendering of ``text`` for the readable part of a key."""
+    """``text``, safe in a file name."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")[:40] or "x"
 
 
@@ -37,11 +35,7 @@ class FeatureCache:
         self.root = Path(root)
 
     def key(self, source_hash: str, level: int, dataset: str, split: str, extra: str = "") -> str:
-        """A key naming the dataset, split and level readably, plus a digest of every field.
-
-        ``source_hash`` identifies the model weights (e.g. ``file_sha256`` of the checkpoint); ``extra`` holds
-        anything else that changes the features (image size, preprocessing).
-        """
+        """Dataset, split and level readably, plus a digest of every field; ``extra``: the rest that matters."""
         if not source_hash:
             raise ValueError("source_hash is empty: pass a hash of the checkpoint or exported model")
         fields = {"source": source_hash, "level": int(level), "dataset": dataset, "split": split, "extra": extra}
@@ -49,13 +43,12 @@ class FeatureCache:
         return f"{_slug(dataset)}_{_slug(split)}_level{int(level)}_{digest}"
 
     def path(self, key: str) -> Path:
-        """The file that holds ``key``."""
         if not key or "/" in key or "\\" in key or key.startswith("."):
             raise ValueError(f"invalid cache key {key!r}: use FeatureCache.key(...)")
         return self.root / f"{key}.safetensors"
 
     def load(self, key: str) -> tuple[Tensor, Tensor] | None:
-        """``(features [N, D], labels [N] long)`` for ``key``, or None when absent or unreadable (with a warning)."""
+        """``(features [N, D], labels [N])``, or None when absent or unreadable."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -66,13 +59,13 @@ class FeatureCache:
             _check(features, labels)
             if metadata.get("format") != _FORMAT or metadata.get("key") != key:
                 raise ValueError(f"metadata {metadata} does not match key {key!r}")
-        except Exception as error:  # any unreadable file is a miss, whatever the safetensors / OS error type
+        except Exception as error:  # any unreadable file is a miss
             warnings.warn(f"ignoring corrupt feature cache file {path}: {error}", stacklevel=2)
             return None
         return features, labels
 
     def save(self, key: str, features: Tensor, labels: Tensor) -> Path:
-        """Writes ``features [N, D]`` and ``labels [N]`` atomically; returns the file path."""
+        """Writes ``features [N, D]``, ``labels [N]`` atomically."""
         _check(features, labels)
         path = self.path(key)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -86,7 +79,7 @@ class FeatureCache:
         return path
 
     def store(self, key: str, features: Tensor, labels: Tensor) -> Path | None:
-        """:meth:`save`, but a failed write only warns (features already computed are never thrown away)."""
+        """:meth:`save`, but a failed write only warns: computed features are kept."""
         try:
             return self.save(key, features, labels)
         except OSError as error:  # a full disk or a read-only cache
@@ -94,8 +87,7 @@ class FeatureCache:
             return None
 
     def get_or_compute(self, key: str, fn: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, bool]:
-        """Loads ``key`` or computes it with ``fn()`` and stores it (a failed store only warns).
-        Returns ``(features, labels, hit)``."""
+        """``(features, labels, hit)``: loaded, or computed by ``fn()`` and stored."""
         cached = self.load(key)
         if cached is not None:
             return cached[0], cached[1], True

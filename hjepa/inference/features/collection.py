@@ -1,9 +1,6 @@
-"""An embedded collection on disk, as ``hjepa-embed`` writes it and ``hjepa-serve --gallery DIR`` reads it.
+"""Reads what ``hjepa-embed`` writes (manifest, Parquet shards, FAISS indexes) for ``hjepa-serve --gallery``.
 
-``DIR/manifest.json`` (model, preprocessing, levels, dims, rows), Parquet shards (``part-NNNNN.parquet`` from the
-local engine, ``ray-NNNNN-NNNNN/*.parquet`` from the Ray engine) with ``id`` and ``level{K}`` columns, and
-``DIR/index/`` (one FAISS index per level plus the ids in index order). This module is the reader, on the inference
-floor so that serving can read what embedding wrote without importing it; pyarrow and faiss load on first use.
+On this floor so serving need not import embedding; pyarrow and faiss load on first use.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ FORMAT = "hjepa-embed/1"
 
 
 class CollectionError(HJEPAError, ValueError):
-    """A folder that is not a finished ``hjepa-embed`` output, or one that does not fit the model asking."""
+    """Not a finished ``hjepa-embed`` output, or not this model's."""
 
 
 def level_column(level: int) -> str:
@@ -41,7 +38,7 @@ def grid_column(level: int) -> str:
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """``DIR/manifest.json`` as a dict (plain JSON: nothing is unpickled)."""
+    """``DIR/manifest.json``, plain JSON."""
     path = Path(directory) / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text())
@@ -59,7 +56,7 @@ def is_collection(directory: Path) -> bool:
 
 
 def shard_files(directory: Path) -> list[Path]:
-    """Every finished shard file: temporaries are hidden (``.part-*``) and unfinished Ray rounds are ``.ray-*``."""
+    """Finished shards: temporaries and unfinished Ray rounds are hidden (``.part-*``, ``.ray-*``)."""
     directory = Path(directory)
     files = sorted(directory.glob(SHARD_GLOB))
     for round_dir in sorted(p for p in directory.glob(RAY_GLOB) if p.is_dir()):
@@ -68,7 +65,7 @@ def shard_files(directory: Path) -> list[Path]:
 
 
 def read_columns(directory: Path, columns: list[str]) -> Any:
-    """The named columns of every shard as one ``pyarrow.Table`` (shards in name order)."""
+    """The columns of every shard, in name order, as one table."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -80,7 +77,7 @@ def read_columns(directory: Path, columns: list[str]) -> Any:
 
 
 def feature_matrix(column: Any) -> np.ndarray:
-    """A fixed-size-list float32 column -> ``[N, D]`` float32 (one copy of the flat values)."""
+    """A fixed-size-list column -> float32 ``[N, D]``, one copy."""
     column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     width = column.type.list_size
     return np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, width)
@@ -93,7 +90,7 @@ def l2_normalise(features: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SearchIndex:
-    """A FAISS index over one level's L2-normalised pooled features; ``ids[i]`` is the id of index row ``i``."""
+    """A FAISS index of one level's normalised pooled features; ``ids[i]`` names row ``i``."""
 
     index: Any
     ids: list
@@ -102,7 +99,7 @@ class SearchIndex:
     dim: int
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``queries [Q, D]`` -> (cosine similarities ``[Q, k]``, index rows ``[Q, k]``; -1 where fewer exist)."""
+        """``queries [Q, D]`` -> cosine ``[Q, k]``, rows ``[Q, k]`` (-1 past the end)."""
         queries = l2_normalise(np.atleast_2d(np.asarray(queries, np.float32)))
         if queries.shape[1] != self.dim:
             raise CollectionError(f"query has {queries.shape[1]} dims but the level-{self.level} index has {self.dim}")
@@ -118,7 +115,7 @@ def index_record(directory: Path) -> dict[str, Any]:
 
 
 def load_index(directory: Path, level: int) -> SearchIndex:
-    """The level's FAISS index and its ids (``CollectionError`` when the folder was embedded without ``--index``)."""
+    """The level's index and ids; ``CollectionError`` without ``--index``."""
     import faiss
     import pyarrow.parquet as pq
 

@@ -21,9 +21,10 @@ def extract_levels(
     progress: bool = True,
     desc: str = "features",
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """The one feature-extraction loop: uint8 ``(images [b, C, H, W], labels [b])`` batches -> ``({level: pooled
-    float32 [N, D]}, labels long [N])`` on the CPU. ``embed`` maps a transformed batch to ``{level: [b, D]}``, so one
-    encoder pass can serve every level; ``total`` (batches) sizes the progress bar."""
+    """uint8 ``(images [b, C, H, W], labels [b])`` batches -> ``{level: pooled [N, D]}``, labels ``[N]`` on the CPU.
+
+    ``embed`` returns every level, so one encoder pass serves them all.
+    """
     features: dict[int, list[torch.Tensor]] = {}
     labels = []
     for images, batch_labels in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
@@ -44,7 +45,7 @@ def extract_features(
     progress: bool = True,
     desc: str = "features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` uint8 ``[N, C, H, W]`` -> (features float32 ``[N, D]`` on the CPU, labels ``[N]``)."""
+    """uint8 ``[N, C, H, W]`` -> features float32 ``[N, D]`` on the CPU, labels ``[N]``."""
     batches = ((images[start : start + batch_size].to(device), labels[start : start + batch_size])
                for start in range(0, len(images), batch_size))
     features, _ = extract_levels(lambda batch: {0: embed(batch)}, batches, transform,
@@ -53,7 +54,7 @@ def extract_features(
 
 
 def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (or the first ``limit``) images of a dataset as one uint8 tensor, plus labels."""
+    """The first ``limit`` images as one uint8 tensor, and labels."""
     if getattr(dataset, "in_memory", False):
         images, labels = dataset.tensors()
     else:
@@ -67,15 +68,14 @@ def dataset_arrays(dataset: object, limit: int | None = None) -> tuple[torch.Ten
 
 
 def spread_arrays(dataset: object, count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` images spread evenly over ``dataset`` (all of them when None), as ``dataset_arrays`` gives them.
-    Picks first and decodes after, so a folder dataset decodes only the images it returns."""
+    """``count`` images spread evenly, picked before decoding so a folder decodes only those."""
     if count is not None and count < len(dataset):
         dataset = dataset.subset(spread_subset(count, len(dataset)))
     return dataset_arrays(dataset)
 
 
 def spread_subset(count: int, total: int) -> torch.Tensor:
-    """``count`` indices spread evenly over ``total`` (deterministic, covers every class of a sorted dataset)."""
+    """Evenly spread: every class of a sorted dataset stays."""
     if count >= total:
         return torch.arange(total)
     return torch.linspace(0, total - 1, count).round().long()

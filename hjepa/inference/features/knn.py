@@ -1,9 +1,4 @@
-"""Weighted k-NN on frozen features, as DINO's ``eval_knn.py``: cosine similarity, top-k, votes
-``exp(sim / T)``.
-
-Ties break the same on every device: equal similarities by train index, equal scores by class index
-(docs/internals.md). ``k`` above the train size is clamped, with a warning.
-"""
+"""DINO's weighted k-NN (cosine top-k, votes ``exp(sim / T)``), with ties broken the same on every device."""
 
 from __future__ import annotations
 
@@ -15,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# log(float32 max) ~ 88.7: a larger exponent can overflow the sum.
+# log(float32 max) ~ 88.7, less headroom for the sum
 _FLOAT32_LOG_MAX = 88.0
 
 
 def as_features(features: Tensor | np.ndarray, name: str) -> Tensor:
-    """Checks and converts a feature matrix ``[N, D]`` (tensor or numpy array) to a float tensor."""
+    """Checked float tensor [N, D] from a tensor or array."""
     tensor = torch.as_tensor(features)
     if tensor.ndim != 2:
         raise ValueError(f"{name} must be a 2-D [num_samples, dim] matrix, got shape {tuple(tensor.shape)}")
@@ -34,7 +29,7 @@ def as_features(features: Tensor | np.ndarray, name: str) -> Tensor:
 
 
 def as_labels(labels: Tensor | np.ndarray, num_rows: int, name: str) -> Tensor:
-    """Checks and converts integer class labels ``[N]`` (tensor or numpy array) to a long tensor."""
+    """Checked long tensor [N] of class indices."""
     tensor = torch.as_tensor(labels)
     if tensor.ndim != 1 or tensor.shape[0] != num_rows:
         raise ValueError(f"{name} must be a 1-D vector of {num_rows} labels, got shape {tuple(tensor.shape)}")
@@ -66,23 +61,20 @@ def _clamp_k(k: int, num_train: int) -> int:
 
 
 def _top_k_lowest_index_ties(similarity: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``topk`` with a deterministic tie rule: ordered by (similarity desc, train index asc).
-
-    similarity: [B, N]. Returns ``(values [B, k], indices [B, k])``.
-    """
-    # The (k+1)-th neighbour flags ties with the k-th, without a pass over [B, N].
+    """``topk`` of [B, N] ordered by (similarity desc, train index asc): values, indices [B, k]."""
+    # the (k+1)-th flags a tie at the edge without a pass over [B, N]
     extended = min(k + 1, similarity.shape[1])
     values, indices = similarity.topk(extended, dim=1, largest=True, sorted=True)
     ambiguous = (values[:, k] == values[:, k - 1]).nonzero().flatten().tolist() if extended > k else []
     values, indices = values[:, :k].clone(), indices[:, :k].clone()
-    # Real features rarely tie (duplicate images), so a per-row repair loop is fine.
+    # ties are rare (duplicate images): repair row by row
     for row in ambiguous:
         row_sim, edge = similarity[row], values[row, -1]
         above = (row_sim > edge).nonzero().flatten()
-        tied = (row_sim == edge).nonzero().flatten()[: k - above.numel()]  # nonzero() is in ascending index order
+        tied = (row_sim == edge).nonzero().flatten()[: k - above.numel()]  # nonzero() is index-ordered
         chosen = torch.cat([above, tied])
         indices[row], values[row] = chosen, row_sim[chosen]
-    # Ties stay in ascending index order (stable sort after an index sort).
+    # stable sort after an index sort: ties stay index-ordered
     indices, order = indices.sort(dim=1)
     values = values.gather(1, order)
     values, order = values.sort(dim=1, descending=True, stable=True)
@@ -96,12 +88,9 @@ def knn_neighbours(
     k: int,
     chunk_size: int = 1024,
 ) -> tuple[Tensor, Tensor]:
-    """Cosine similarities and indices of the ``k`` most similar train rows for every test row.
+    """Similarities [M, k] and indices [M, k] of the nearest train rows [N, D] to each test row [M, D].
 
-    train_features: [N, D]; test_features: [M, D]. Returns ``(similarities [M, k] float32, indices [M, k] long)``,
-    sorted by similarity descending (ties: ascending train index). Memory peaks at one ``[chunk_size, N]`` block.
-    ``chunk_size`` changes nothing but the last bits of the similarities (BLAS blocks matmuls by row count).
-    Runs on the device of ``train_features``.
+    Memory peaks at one [chunk_size, N] block; runs on the train features' device.
     """
     train = F.normalize(as_features(train_features, "train_features").float(), dim=1)
     test = as_features(test_features, "test_features")
@@ -110,7 +99,7 @@ def knn_neighbours(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     k = _clamp_k(k, train.shape[0])
-    train_t = train.t().contiguous()  # [D, N], so each chunk is one plain matmul
+    train_t = train.t().contiguous()  # [D, N]: one plain matmul per chunk
     all_values, all_indices = [], []
     for start in range(0, test.shape[0], chunk_size):
         chunk = F.normalize(test[start : start + chunk_size].to(train.device, torch.float32), dim=1)
@@ -122,19 +111,18 @@ def knn_neighbours(
 
 
 def knn_scores(similarities: Tensor, neighbour_labels: Tensor, num_classes: int, temperature: float = 0.07) -> Tensor:
-    """Class scores from neighbours: ``scores[m, c] = sum_j [label_j == c] * exp(sim_j / T)``.
+    """``scores[m, c] = sum_j [label_j == c] * exp(sim_j / T)``: [M, k] neighbours -> [M, C] float32.
 
-    similarities, neighbour_labels: [M, k]. Returns scores [M, C] float32. When ``1 / T + log(k)`` would overflow
-    float32 (T below ~0.012), each row is rescaled by ``exp(-max_sim / T)``; the ranking of classes is unchanged.
+    Below T ~0.012 rows are rescaled by ``exp(-max_sim / T)`` so float32 does not overflow; ranks are unchanged.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     exponent = similarities.float() / temperature
     if 1.0 / temperature + math.log(max(similarities.shape[1], 1)) > _FLOAT32_LOG_MAX:
-        exponent = exponent - exponent[:, :1]  # neighbours are sorted: column 0 holds the row maximum
+        exponent = exponent - exponent[:, :1]  # sorted: column 0 is the row max
     weights = exponent.exp()
     scores = torch.zeros(similarities.shape[0], num_classes, dtype=torch.float32, device=similarities.device)
-    # DINO's (one_hot * weights).sum(1) without the [M, k, C] one-hot.
+    # DINO's (one_hot * weights).sum(1) without the [M, k, C] one-hot
     return scores.scatter_add_(1, neighbour_labels, weights)
 
 
@@ -147,10 +135,7 @@ def knn_classify(
     num_classes: int | None = None,
     chunk_size: int = 1024,
 ) -> Tensor:
-    """DINO's weighted k-NN: class scores [M, C] for test features [M, D] given train features [N, D], labels [N].
-
-    ``num_classes`` defaults to ``max(train_labels) + 1``. Predict with ``scores.argmax(1)`` (ties -> lowest class).
-    """
+    """Class scores [M, C] for test features [M, D] from train features [N, D] and labels [N]."""
     train = as_features(train_features, "train_features")
     labels = as_labels(train_labels, train.shape[0], "train_labels").to(train.device)
     num_classes = resolve_num_classes(num_classes, labels)
@@ -161,17 +146,15 @@ def knn_classify(
 def top_k_accuracy(
     scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5), candidates: Tensor | None = None
 ) -> dict[int, float]:
-    """Percentage of rows whose label is among the ``k`` highest scores, for each k (capped at the class count).
+    """Percent of rows [M] whose label is in the top k of scores [M, C]; ties rank the lower class first.
 
-    scores: [M, C]; labels: [M]. Equal scores rank the lower class index first, consistent with ``argmax``.
-    ``candidates`` (bool [M, C], optional): only these classes can be hits. k-NN passes the classes that got a vote,
-    so a class with no vote never fills a top-5 slot just because its index is low.
+    ``candidates`` [M, C] bool: only these can hit, so an unvoted class never fills a slot by its low index.
     """
     order = scores.sort(dim=1, descending=True, stable=True).indices[:, : max(ks)]
     hits = order == labels.to(scores.device).view(-1, 1)
     if candidates is not None:
         hits &= candidates.to(scores.device).gather(1, order)
-    # Integer counts, not a float32 mean: 20.0 must not print as 20.000000298.
+    # integer counts: 20.0 must not print as 20.000000298
     return {k: 100.0 * int(hits[:, : min(k, scores.shape[1])].any(dim=1).sum()) / hits.shape[0] for k in ks}
 
 
@@ -186,12 +169,9 @@ def knn_evaluate(
     num_classes: int | None = None,
     chunk_size: int = 1024,
 ) -> dict[int, dict[str, float]]:
-    """k-NN top-1 / top-5 accuracy (percent) for every ``k`` in ``ks``: ``{k: {"top1": %, "top5": %}}``, plus
-    ``"k_used"`` when ``k`` exceeded the train rows and was clamped to their number.
+    """``{k: {"top1": %, "top5": %}}`` for each k, plus ``"k_used"`` where k was clamped to the train size.
 
-    The ``max(ks)`` neighbours are searched once; each smaller k uses the first k of them (identical to a separate
-    search thanks to the deterministic tie order). ``top5`` is top-min(5, C) among the classes that got a vote: with
-    fewer than 5 voted classes the remaining slots stay empty (as DINO's ``min(5, k)``), never filled by index.
+    One search for ``max(ks)``; the tie order makes its prefixes equal separate searches. Top-5 counts voted classes.
     """
     if len(ks) == 0:
         raise ValueError("ks is empty: give at least one k")
@@ -204,12 +184,12 @@ def knn_evaluate(
     neighbour_labels = labels[indices]
     results = {}
     for k in ks:
-        used = min(k, similarities.shape[1])  # already clamped (and warned about) by knn_neighbours
+        used = min(k, similarities.shape[1])  # knn_neighbours clamped and warned
         scores = knn_scores(similarities[:, :used], neighbour_labels[:, :used], num_classes, temperature)
-        # Only voted classes count (weights can underflow to 0 at tiny T).
+        # votes, not weights: weights underflow to 0 at tiny T
         voted = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, neighbour_labels[:, :used], True)
         accuracy = top_k_accuracy(scores, targets, (1, 5), candidates=voted)
         results[k] = {"top1": accuracy[1], "top5": accuracy[5]}
-        if used != k:  # the report row is labelled with the k asked for; say which k actually voted
+        if used != k:  # the row keeps the k asked for
             results[k]["k_used"] = used
     return results

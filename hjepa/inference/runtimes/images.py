@@ -1,8 +1,6 @@
-"""Image inputs of the serving runtimes: any picture -> uint8 RGB ``[H, W, 3]`` -> center square at the model size.
+"""Any picture -> uint8 RGB ``[H, W, 3]`` -> center square at the model size, the same crop in every runtime.
 
-Every runtime crops the same way (shorter side resized to the model size, then the center square, which is what
-resizing the center square of the shorter side does), so a click on the original picture maps to a patch through
-:func:`crop_box` and :func:`point_to_unit`, and the similarity, PCA and mask panels line up with the model's view.
+One crop is what lets a click on the original map to a patch (:func:`point_to_unit`).
 """
 
 from __future__ import annotations
@@ -21,30 +19,28 @@ from hjepa.errors import HJEPAError
 
 ImageInput = Any  # PIL.Image.Image | np.ndarray (H x W [x C]) | str | Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# 40 MP is 120 MB as RGB, ~0.5 GB while decoding; the model sees a few hundred pixels a side.
+# 40 MP: ~0.5 GB while decoding, for a model that sees a few hundred pixels a side
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
 class ImageError(HJEPAError, ValueError):
-    """An input that is not a readable image, or is too large; the message names the file and the limit."""
+    """Unreadable or too large; the message names the file and the limit."""
 
 
 def read_image(
     path: str | Path, max_bytes: int | None = None, max_pixels: int | None = None, min_side: int | None = None
 ) -> np.ndarray:
-    """Decode an image file to uint8 RGB ``[H, W, 3]``; see :func:`decode_image` for the limits."""
+    """uint8 RGB ``[H, W, 3]``; limits as :func:`decode_image`."""
     return decode_image(path, max_bytes, max_pixels, min_side)[0]
 
 
 def decode_image(
     path: str | Path, max_bytes: int | None = None, max_pixels: int | None = None, min_side: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode an image file to uint8 RGB ``[h, w, 3]``; returns it and the picture's full upright ``(H, W)``.
+    """uint8 RGB ``[h, w, 3]`` and the full upright ``(H, W)``, in which clicks arrive.
 
-    A file over ``max_bytes``, or whose decoded picture would hold more than ``max_pixels`` pixels, raises
-    ImageError before any pixel is decoded: a 0.5 MB PNG can declare 13000 x 13000 pixels, 0.5 GB decoded. With
-    ``min_side``, a JPEG is decoded at a reduced scale (1/2, 1/4 or 1/8, done inside the decoder) that keeps its
-    shorter side at least ``min_side``, so ``(h, w)`` can be smaller than ``(H, W)``; clicks are in ``(H, W)``.
+    Limits are checked before decoding: a 0.5 MB PNG can declare 0.5 GB of pixels. With ``min_side`` a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale, so ``(h, w)`` can be smaller than ``(H, W)``.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,7 +57,7 @@ def decode_image(
             check_pixels(path.name, image.size, max_pixels)
             drafted = image.size
             image.load()
-            # Browsers apply EXIF orientation, so clicks arrive in the upright frame: the model sees it too.
+            # browsers turn by EXIF, so clicks come upright: the model sees it so too
             array = to_rgb_array(_upright(image))
     except Image.DecompressionBombError as exc:
         raise ImageError(too_many_pixels(path.name, exc)) from None
@@ -72,7 +68,7 @@ def decode_image(
 
 
 def check_pixels(name: str, size: tuple[int, int], max_pixels: int | None) -> None:
-    """Refuse a ``(width, height)`` picture above ``max_pixels`` with a message naming the sizes (ImageError)."""
+    """ImageError naming the sizes when ``width * height > max_pixels``."""
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
@@ -82,23 +78,20 @@ def check_pixels(name: str, size: tuple[int, int], max_pixels: int | None) -> No
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """``image`` turned as its EXIF orientation says (as browsers show it); unchanged when the EXIF is unreadable."""
+    """Turned by its EXIF orientation, as browsers show it."""
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # malformed EXIF blocks come as many exception types; the pixels are still good
+    except Exception:  # bad EXIF raises many types; the pixels are fine
         return image
 
 
 def too_many_pixels(name: str, exc: Exception) -> str:
-    """The message for a picture over PIL's decompression-bomb pixel limit: PIL's text up to its first comma names
-    the pixel count and the limit ("Image size (N pixels) exceeds limit of M pixels, could be ...")."""
+    """PIL's decompression-bomb message up to its first comma: the pixel count and the limit."""
     return f"{name} is too large to decode ({str(exc).split(',')[0]})"[:300]
 
 
 def to_rgb_array(image: ImageInput) -> np.ndarray:
-    """PIL image, numpy array (``[H, W]``, ``[H, W, 1|3|4]``, uint8 or float in [0, 1]) or file path -> uint8
-    ``[H, W, 3]``. Grayscale is repeated to three channels; alpha is dropped; 16-bit and float pictures are scaled
-    to 8 bits."""
+    """PIL image, array ``[H, W (, 1|3|4)]`` (uint8 or float in [0, 1]) or path -> uint8 ``[H, W, 3]``."""
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image) and is_high_depth(image):
@@ -125,11 +118,7 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
 
 
 def batch_to_list(images: Any) -> list[ImageInput]:
-    """A batch in any accepted form -> a list of single images.
-
-    Accepts a list / tuple of single images, a uint8 numpy batch ``[B, H, W, C]`` (channels last) or a torch batch
-    ``[B, C, H, W]`` with C in {1, 3} (channels first, as the datasets store them).
-    """
+    """A list of images, a numpy ``[B, H, W, C]`` or torch ``[B, C, H, W]`` batch -> a list of images."""
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ImageError(f"a torch image batch must be [B, 1|3, H, W], got {tuple(images.shape)}")
@@ -152,7 +141,7 @@ def crop_box(height: int, width: int) -> tuple[int, int, int]:
 
 
 def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` -> uint8 ``[size, size, 3]``: the center square, resized (PIL bilinear, antialiased)."""
+    """uint8 ``[H, W, 3]`` -> ``[size, size, 3]``: the center square, bilinear."""
     top, left, side = crop_box(*image.shape[:2])
     square = image[top : top + side, left : left + side]
     if side == size:
@@ -161,8 +150,7 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def point_to_unit(x: float, y: float, height: int, width: int) -> tuple[float, float] | None:
-    """A pixel ``(x, y)`` of the original image -> ``(u, v)`` in [0, 1) inside its center square, or None when the
-    point lies outside the square (the part the model never sees)."""
+    """Pixel ``(x, y)`` -> ``(u, v)`` in [0, 1) of the center square; None outside it."""
     top, left, side = crop_box(height, width)
     u, v = (x - left) / side, (y - top) / side
     if not (0 <= u < 1 and 0 <= v < 1):
@@ -171,5 +159,5 @@ def point_to_unit(x: float, y: float, height: int, width: int) -> tuple[float, f
 
 
 def unit_to_cell(u: float, v: float, grid: tuple[int, int]) -> tuple[int, int]:
-    """``(u, v)`` in [0, 1) -> ``(row, col)`` of the ``grid = (h, w)`` cell under it."""
+    """``(u, v)`` -> ``(row, col)`` of the cell under it."""
     return min(int(v * grid[0]), grid[0] - 1), min(int(u * grid[1]), grid[1] - 1)

@@ -1,6 +1,4 @@
-"""``open_runtime(source)``: what a source is (checkpoint, encoder artifact, ONNX file, export, engine) and the
-runtime that serves it, looked up by name in ``RUNTIMES``.
-"""
+"""``open_runtime(source)``: what a source is, and the ``RUNTIMES`` entry that serves it."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ from hjepa.device import check_device_name
 from hjepa.errors import OptionError
 from hjepa.inference.artifacts.artifact import is_artifact
 from hjepa.inference.artifacts.metadata import MANIFEST_NAME, RuntimeSourceError, read_manifest
-from hjepa.inference.runtimes import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (register the back-ends)
+from hjepa.inference.runtimes import runtime_onnx, runtime_tensorrt, runtime_torch  # noqa: F401  (they register)
 from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime
 
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime:cpu", "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt")
@@ -19,7 +17,7 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def parse_backend(backend: str) -> tuple[str, str | None]:
-    """``"onnxruntime:cuda"`` -> ``("onnxruntime", "cuda")``; an unknown name lists the valid ones."""
+    """``"onnxruntime:cuda"`` -> ``("onnxruntime", "cuda")``."""
     if backend not in BACKENDS:
         raise OptionError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     family, _, provider = backend.partition(":")
@@ -27,8 +25,7 @@ def parse_backend(backend: str) -> tuple[str, str | None]:
 
 
 def source_kind(path: Path) -> str:
-    """``"checkpoint"``, ``"artifact"`` (an encoder artifact: ``encoder.json`` + ``encoder.safetensors``), ``"onnx"``,
-    ``"export"`` (a directory whose manifest.json lists ONNX / engine levels) or ``"engine"``."""
+    """``"checkpoint"``, ``"artifact"``, ``"onnx"``, ``"export"`` (a manifest directory) or ``"engine"``."""
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; expected a checkpoint (.pt or run directory), an .onnx file, an export "
@@ -60,12 +57,8 @@ def source_kind(path: Path) -> str:
 
 
 def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto") -> Runtime:
-    """Open ``source`` with the right back-end.
-
-    ``source``: a checkpoint (``.pt`` or a run directory) -> PyTorch; an ``.onnx`` file or an export directory
-    (``manifest.json``) -> onnxruntime, or its TensorRT engines when ``backend="tensorrt"`` (``"auto"`` picks them
-    when TensorRT and CUDA are present); an ``.engine`` file -> TensorRT. ``backend``: one of ``BACKENDS``;
-    ``onnxruntime:cpu|cuda|tensorrt`` forces an execution provider. ``device``: ``auto``, ``cpu``, ``cuda[:N]``.
+    """A checkpoint on PyTorch, ONNX or an export on onnxruntime (``auto``: its engines where TensorRT runs), an
+    engine on TensorRT; ``onnxruntime:cpu|cuda|tensorrt`` forces a provider.
     """
     path = Path(source).expanduser()
     family, provider = parse_backend(backend)
@@ -91,7 +84,7 @@ def open_runtime(source: str | Path, backend: str = "auto", device: str = "auto"
 
 
 def _lists_levels(directory: Path) -> bool:
-    """Whether an export directory's manifest lists any ONNX or engine level (``--format hjepa`` alone lists none)."""
+    """The manifest lists an ONNX or engine level (``--format hjepa`` alone lists none)."""
     try:
         return any(any(entry.values()) for entry in read_manifest(directory).files.values())
     except RuntimeSourceError:

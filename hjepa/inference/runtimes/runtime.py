@@ -1,10 +1,6 @@
-"""One runtime interface over PyTorch checkpoints, ONNX models (onnxruntime) and TensorRT engines.
+"""One interface over PyTorch, ONNX and TensorRT: the same preprocessing, ``embed(images, level)`` everywhere.
 
-``hjepa.inference.runtimes.open.open_runtime(source)`` looks at what ``source`` is and returns a :class:`Runtime`; every
-back-end preprocesses the same way (center square at the model size, normalised with the mean / std recorded in
-the artifact) and answers ``embed(images, level) -> (tokens [B, N_k, D], pooled [B, D])`` as float32 numpy arrays,
-in chunks of ``max_batch`` images; ``embed_levels`` answers several levels at once (one encoder pass where the
-back-end allows). Back-ends register in ``RUNTIMES``; importing this module pulls in neither onnxruntime nor TensorRT.
+Importing this module pulls in neither onnxruntime nor TensorRT.
 """
 
 from __future__ import annotations
@@ -29,17 +25,14 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNTIMES", "Runtime", "RuntimeMetadata", "RuntimeSourceError", "RuntimeUnavailableError"]
 
-# Each back-end file registers itself; open.py imports them. A new back-end: one file, one line.
+# a new back-end: one file, one register line
 RUNTIMES = Registry("runtime")
 
 
 class Runtime(ABC):
-    """Base of every back-end: preprocessing, level checks and batching live here; subclasses implement ``_forward``.
+    """Preprocessing, level checks and batching; a back-end implements ``_forward``.
 
-    Attributes: ``backend`` (e.g. ``"torch[cpu]"``, ``"onnxruntime[CPUExecutionProvider]"``, ``"tensorrt"``),
-    ``metadata`` (:class:`RuntimeMetadata`), ``max_batch`` (largest chunk sent to the model), ``config`` (the
-    resolved training config when the artifact carries one, else None), ``identity`` (a hash of the weights, for
-    caches) and ``source`` (what was opened).
+    ``identity`` hashes the weights (for caches); ``config`` is the training config when the artifact has one.
     """
 
     backend: str
@@ -50,16 +43,16 @@ class Runtime(ABC):
     source: str = ""
 
     def __init__(self) -> None:
-        # Gradio runs events in threads; a TensorRT context must not serve two calls at once.
+        # Gradio calls from threads; a TensorRT context serves one at a time
         self._forward_lock = threading.Lock()
 
     @property
     def levels(self) -> list[int]:
-        """The hierarchy levels this runtime can embed at (an ONNX file holds one, a checkpoint all)."""
+        """Levels served: one for an ONNX file, all for a checkpoint."""
         return sorted(self.metadata.grids)
 
     def check_level(self, level: int) -> int:
-        """``level`` as an int, or a LevelError naming the levels this runtime serves (a UI's or caller's level)."""
+        """``level`` as an int, or a LevelError naming the served levels."""
         return check_level(level, self.levels, self.source or "this runtime")
 
     def crop(self, images: Any) -> np.ndarray:
@@ -77,15 +70,11 @@ class Runtime(ABC):
         return (pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std
 
     def preprocess(self, images: Any) -> np.ndarray:
-        """Images -> normalised float32 ``[B, 3, S, S]``: center square resized to ``img_size``, then mean / std."""
+        """Images -> center square, resized, normalised float32 ``[B, 3, S, S]``."""
         return self.normalise(self.crop(images))
 
     def embed(self, images: Any, level: int, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Images -> (tokens float32 ``[B, N_k, D]``, pooled float32 ``[B, D]``) at ``level``.
-
-        ``images``: a list of PIL images, uint8 arrays ``[H, W, 3]`` or paths, a uint8 numpy batch ``[B, H, W, C]``
-        or a uint8 torch batch ``[B, C, H, W]``. Runs in chunks of ``min(batch_size, max_batch)``.
-        """
+        """Images (see :func:`batch_to_list`) -> tokens ``[B, N_k, D]``, pooled ``[B, D]``, float32."""
         level = self.check_level(level)
         return self.embed_preprocessed(self.preprocess(images), level, batch_size)
 
@@ -112,11 +101,9 @@ class Runtime(ABC):
     def embed_levels(
         self, batch: np.ndarray | torch.Tensor, levels: list[int], with_tokens: bool = False
     ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
-        """Normalised float ``[B, 3, S, S]`` -> ``{level: (tokens [B, N_k, D] or None, pooled [B, D])}``.
+        """Normalised ``[B, 3, S, S]`` -> ``{level: (tokens [B, N_k, D] or None, pooled [B, D])}``.
 
-        Levels are checked by the caller (:meth:`check_level`). A back-end that computes every level from one encoder
-        pass (PyTorch) overrides :meth:`_forward_levels`; one file per level (ONNX, TensorRT) runs each in turn.
-        ``with_tokens=False`` keeps only the pooled vectors, so token maps are not copied to the host.
+        The caller checks levels. ``with_tokens=False`` leaves token maps on the device.
         """
         if isinstance(batch, torch.Tensor):
             batch = batch.detach().float().cpu().numpy()
@@ -149,8 +136,7 @@ class Runtime(ABC):
         return out
 
     def to_pixels(self, batch: np.ndarray) -> np.ndarray:
-        """Normalised float32 ``[B, 3, S, S]`` -> uint8 ``[B, S, S, 3]``: for models that normalise inside
-        (``input_format == "uint8_nhwc"``). Exact for batches made by :meth:`preprocess`."""
+        """Normalised ``[B, 3, S, S]`` -> uint8 ``[B, S, S, 3]`` for models that normalise inside."""
         mean = np.asarray(self.metadata.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(self.metadata.std, np.float32).reshape(1, 3, 1, 1)
         pixels = np.clip(np.round((batch * std + mean) * 255.0), 0, 255).astype(np.uint8)
@@ -167,8 +153,7 @@ class Runtime(ABC):
         return f"{self.backend} · {meta.img_size}px, patch {meta.patch_size} · {grids} · {meta.precision}"
 
     def provenance(self) -> str:
-        """Where the weights came from, for the app's header: an imported model's name, format, encoder and epoch,
-        and its licence; empty for a model without recorded provenance (a training checkpoint)."""
+        """An imported model's source and licence for the app's header; empty for a checkpoint."""
         record = self.metadata.provenance
         parts = []
         if record.get("source_format"):  # written by hjepa-import
@@ -188,7 +173,7 @@ class Runtime(ABC):
 
 
 def resolve_torch_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given (``cuda`` without a GPU is an error)."""
+    """``auto`` -> CUDA if present, else CPU; ``cuda`` without a GPU is an error."""
     try:
         return resolve_device(device)
     except DeviceUnavailableError as exc:

@@ -1,9 +1,4 @@
-"""``OnnxRuntime``: exported levels run with onnxruntime, on the best execution provider this machine offers.
-
-One ``.onnx`` file holds one level; an export directory (``manifest.json``) holds several, one session each.
-Providers are picked from ``onnxruntime.get_available_providers()`` in the order TensorRT, CUDA, CPU (CPU is always
-kept as the fallback), unless the caller forces one with ``backend="onnxruntime:cpu|cuda|tensorrt"``.
-"""
+"""``OnnxRuntime``: exported levels on onnxruntime's best provider here (TensorRT, CUDA, then CPU)."""
 
 from __future__ import annotations
 
@@ -30,7 +25,7 @@ def _file_digest(paths: list[Path]) -> str:
 
 @RUNTIMES.register("onnxruntime")
 class OnnxRuntime(Runtime):
-    """One onnxruntime ``InferenceSession`` per served level; inputs ``images``, outputs ``tokens`` and ``pooled``."""
+    """One ``InferenceSession`` per level: ``images`` -> ``tokens``, ``pooled``."""
 
     def __init__(
         self,
@@ -47,18 +42,18 @@ class OnnxRuntime(Runtime):
         for level, path in files.items():
             try:
                 session = ort_session(path, providers)
-            except Exception as exc:  # onnxruntime raises its own InvalidProtobuf / Fail / NoSuchFile types
+            except Exception as exc:  # onnxruntime has its own error types
                 message = f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})"
                 raise RuntimeSourceError(message[:400]) from None
             props = decode_props(dict(session.get_modelmeta().custom_metadata_map))
-            if level is None:  # a lone .onnx file says which level it holds
+            if level is None:  # a lone .onnx file says its level
                 try:
                     level = int(props["level"])
                 except (KeyError, TypeError, ValueError):
                     message = f"{path} has no integer 'level' metadata; was it written by hjepa-export?"
                     raise RuntimeSourceError(message) from None
             if per_level_metadata and level in per_level_metadata:
-                props = {**per_level_metadata[level], **props}  # the file's own metadata wins over the manifest
+                props = {**per_level_metadata[level], **props}  # the file wins over the manifest
             read_metadata[level] = props
             self._check_io(session, path)
             self._check_input_shape(session, path, props)
@@ -71,7 +66,7 @@ class OnnxRuntime(Runtime):
         first = next(iter(self.sessions.values()))
         self.backend = f"onnxruntime[{first.get_providers()[0]}]"
         batch_dim = first.get_inputs()[0].shape[0]
-        # A static batch (exported with --batch N and no --dynamic) is padded up to N and run N at a time.
+        # a static batch N: padded up to N, run N at a time
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self.max_batch = self.fixed_batch or 64
         self.uint8_input = first.get_inputs()[0].type == "tensor(uint8)"
@@ -88,11 +83,10 @@ class OnnxRuntime(Runtime):
 
     @staticmethod
     def _check_input_shape(session: Any, path: Path, props: dict[str, Any]) -> None:
-        """The graph must take the images its metadata describes: every later call would otherwise fail inside
-        onnxruntime with its own long message (a file edited after export, or metadata copied from another)."""
+        """The graph takes the images its metadata describes, or every call fails deep in onnxruntime."""
         size, input_format = props.get("img_size"), props.get("input_format", "float_nchw")
         if not isinstance(size, int) or input_format not in ("float_nchw", "uint8_nhwc"):
-            return  # missing or malformed metadata is reported, with the key, by metadata_from_levels
+            return  # metadata_from_levels names the bad key
         arg = session.get_inputs()[0]
         uint8 = input_format == "uint8_nhwc"
         expected = ["batch", size, size, 3] if uint8 else ["batch", 3, size, size]
@@ -109,7 +103,7 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def open(cls, path: Path, provider: str | None = None, device: str = "auto") -> OnnxRuntime:
-        """An ``.onnx`` file (one level) or an export directory (every level with an ``.onnx`` file)."""
+        """An ``.onnx`` file (one level) or an export directory."""
         import onnxruntime as ort
 
         providers = choose_providers(provider, device, list(ort.get_available_providers()))
@@ -135,7 +129,7 @@ class OnnxRuntime(Runtime):
 
 
 def _config_or_none(config: dict[str, Any] | None) -> Any:
-    """The manifest's resolved config as a ``Config`` (used for mask settings); None when absent or unreadable."""
+    """The manifest's config (for mask settings), or None."""
     if not config:
         return None
     from hjepa.config import Config, ConfigError

@@ -1,12 +1,4 @@
-"""``TensorRTRuntime``: serialized TensorRT engines run through the TensorRT 10/11 tensor-address API.
-
-Each level's engine is a ``tensorrt_engine.EngineRunner``, the runner export verification uses too:
-buffers are torch CUDA tensors (no pycuda), ``set_input_shape`` fixes the batch, ``set_tensor_address`` binds every
-I/O tensor, ``execute_async_v3`` runs on torch's current stream. A serialized engine has no room for metadata; it is
-read from its sidecar ``level{K}.engine.json``, the export's ``manifest.json`` or the ``.onnx`` file beside it.
-Without the ``tensorrt`` package or without CUDA, opening an engine raises ``RuntimeUnavailableError`` saying which
-one is missing.
-"""
+"""``TensorRTRuntime``: one ``EngineRunner`` per level; an engine holds no metadata, so it comes from beside it."""
 
 from __future__ import annotations
 
@@ -45,14 +37,14 @@ def import_tensorrt() -> ModuleType:
 
 
 def cuda_device(device: str) -> torch.device:
-    """The CUDA device engines run on; RuntimeUnavailableError when this machine has no usable CUDA."""
+    """The CUDA device, or RuntimeUnavailableError."""
     if not torch.cuda.is_available():
         raise RuntimeUnavailableError(
             "a TensorRT engine needs an NVIDIA GPU with CUDA, but torch.cuda.is_available() is False here; serve the "
             ".onnx export with onnxruntime instead"
         )
     try:
-        resolved = resolve_device(device)  # auto -> cuda here: CUDA was just found
+        resolved = resolve_device(device)  # auto -> cuda: CUDA was just found
     except DeviceUnavailableError as exc:
         raise RuntimeUnavailableError(str(exc)) from None
     if resolved.type != "cuda":
@@ -61,7 +53,7 @@ def cuda_device(device: str) -> torch.device:
 
 
 def tensorrt_usable(device: str = "auto") -> bool:
-    """True when both TensorRT and CUDA are present (``open_runtime`` then prefers an export's engines)."""
+    """TensorRT and CUDA present: ``open_runtime`` then prefers engines."""
     if device == "cpu":
         return False
     try:
@@ -87,7 +79,7 @@ class TensorRTRuntime(Runtime):
         super().__init__()
         trt = import_tensorrt()
         self.device = cuda_device(device)
-        # A bad engine is the user's (RuntimeSourceError); a failed run is not.
+        # a bad engine is the user's error; a failed run is not
         self.runners = {
             level: EngineRunner(trt, path, device=self.device, label=f"level {level}",
                                 source_error=RuntimeSourceError, run_error=RuntimeError)
@@ -97,7 +89,7 @@ class TensorRTRuntime(Runtime):
         self.metadata = metadata_from_levels(per_level_metadata, self.source)
         self.config = _config_or_none(config)
         self.identity = hashlib.sha256("".join(_sha256(p) for p in files.values()).encode()).hexdigest()
-        # Profile 0's largest batch bounds every chunk.
+        # profile 0's largest batch bounds every chunk
         self.max_batch = max(1, min(runner.max_batch for runner in self.runners.values()))
         self.backend = "tensorrt"
 
@@ -105,7 +97,7 @@ class TensorRTRuntime(Runtime):
 
     @staticmethod
     def has_engines(directory: Path) -> bool:
-        """True when an export directory's manifest lists at least one existing engine."""
+        """The manifest lists an engine that exists."""
         try:
             manifest = read_manifest(directory)
         except RuntimeSourceError:
@@ -114,8 +106,8 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def open(cls, path: Path, device: str = "auto") -> TensorRTRuntime:
-        """An ``.engine`` file (metadata as :func:`engine_metadata` finds it), or an export directory with engines."""
-        import_tensorrt()  # what is missing on this machine is the first thing a user needs to hear
+        """An ``.engine`` file or an export directory with engines."""
+        import_tensorrt()  # what is missing here is what a user needs to hear first
         cuda_device(device)
         if path.is_dir():
             manifest = read_manifest(path)
@@ -137,15 +129,13 @@ class TensorRTRuntime(Runtime):
 
     def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
         runner = self.runners[level]
-        # An engine that normalises inside takes the uint8 pixels the batch was made from.
+        # an engine that normalises inside takes the uint8 pixels
         tokens, pooled = runner(self.to_pixels(batch) if runner.input_dtype == torch.uint8 else batch)
         return tokens, pooled
 
 
 def engine_metadata(engine_path: Path) -> dict[str, Any]:
-    """The hjepa metadata of ``level{K}.engine``, from the first place that has it: the sidecar
-    ``level{K}.engine.json`` (at its top level or under ``"metadata"``), the ``manifest.json`` beside it, or the
-    ``.onnx`` file it was built from. None of them -> RuntimeSourceError."""
+    """From the first of: sidecar ``level{K}.engine.json``, ``manifest.json``, the ``.onnx`` beside it."""
     sidecar = engine_path.with_name(engine_path.name + ".json")
     if sidecar.is_file():
         try:

@@ -18,11 +18,7 @@ from hjepa.inference.runtimes.runtime import RUNTIMES, Runtime, resolve_torch_de
 
 @RUNTIMES.register("torch")
 class TorchRuntime(Runtime):
-    """Target encoder + level heads of an ``HJEPA`` model, run with PyTorch on ``device``.
-
-    Serves every level of the model. Use :meth:`from_checkpoint` for a trained run and :meth:`from_model` for a model
-    in memory (for example a randomly initialised baseline).
-    """
+    """Target encoder and level heads on PyTorch, every level; from a checkpoint or a model in memory."""
 
     def __init__(
         self,
@@ -45,7 +41,7 @@ class TorchRuntime(Runtime):
         self.identity = identity or model_identity(model)
         self.backend = f"torch[{self.device}]"
         self.bf16 = False
-        # Mean / std travel with the model (the artifact's spec); a live model has its config's.
+        # mean / std travel in the spec; a live model has its config's
         mean, std = normalisation or artifact.normalisation(cfg)
         levels = range(model.num_levels)
         self.metadata = RuntimeMetadata(
@@ -66,8 +62,7 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", max_batch: int = 64) -> TorchRuntime:
-        """Load a checkpoint (``.pt`` or run directory) or an encoder artifact (directory with ``encoder.json``);
-        errors are ``CheckpointError`` naming the path."""
+        """A checkpoint (``.pt`` or run directory) or an artifact; errors name the path."""
         path = Path(path)
         torch_device = resolve_torch_device(device)
         loaded = artifact.load_source_model(path, torch_device)
@@ -85,12 +80,11 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, cfg: Config, device: str | torch.device = "auto") -> TorchRuntime:
-        """Wrap a live ``HJEPA`` model (its weights hashed for ``identity``)."""
+        """A live ``HJEPA`` model, its weights hashed for ``identity``."""
         return cls(model, cfg, device)
 
     def use_bf16(self) -> None:
-        """Run the encoder under bf16 autocast (outputs stay float32): on CPUs with native bf16 several times
-        faster; features differ from fp32 in the third digit."""
+        """bf16 autocast, float32 out: much faster on bf16 CPUs, features differ in the third digit."""
         self.bf16 = True
         self.metadata = dataclasses.replace(self.metadata, precision="bf16")
 
@@ -102,14 +96,14 @@ class TorchRuntime(Runtime):
         images = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with self._autocast():
             tokens, pooled = self.model.extract_features(images, level)
-        # .cpu() is the sync point, so the caller's timing covers the whole GPU run.
+        # note: .cpu() is the sync point, so timings cover the GPU run
         return tokens.float().cpu().numpy(), pooled.float().cpu().numpy()
 
     @torch.no_grad()
     def _forward_levels(
         self, batch: np.ndarray, levels: list[int], with_tokens: bool
     ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
-        """Every level from one encoder pass; token maps stay on the device unless asked for."""
+        """Every level from one encoder pass."""
         images = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with self._autocast():
             out = self.model.extract_levels(images, levels, with_tokens=with_tokens)

@@ -1,8 +1,4 @@
-"""onnxruntime session set-up, in one place: execution providers, threads, and the I/O names of an hjepa model.
-
-Export verification, the int8 check, the benchmarks and the serving runtime all open sessions here, so thread
-counts, spinning and log levels are set the same way everywhere.
-"""
+"""Every onnxruntime session opens here, so providers, threads, spinning and logging match everywhere."""
 
 from __future__ import annotations
 
@@ -24,12 +20,7 @@ PROVIDERS = {
 
 
 def choose_providers(provider: str | None, device: str, available: list[str]) -> list[str]:
-    """Execution providers to ask onnxruntime for, best first, CPU last.
-
-    ``provider`` (``cpu`` | ``cuda`` | ``tensorrt``) forces one; otherwise ``device="cpu"`` means CPU only and
-    ``auto`` / ``cuda`` take TensorRT and CUDA when available. A forced provider that is absent is an error naming
-    the ones present.
-    """
+    """Providers best first, CPU last; a forced ``provider`` that is absent is an error naming those present."""
     if provider is not None:
         if provider not in PROVIDERS:
             raise OptionError(f"unknown onnxruntime provider {provider!r}; valid: {', '.join(PROVIDERS)}")
@@ -56,12 +47,9 @@ def ort_session(
     threads: int | None = None,
     spinning: bool = True,
 ) -> Any:
-    """An onnxruntime ``InferenceSession`` on ``providers`` (default CPU only).
+    """An ``InferenceSession`` on ``providers`` (default CPU), logging errors only.
 
-    ``threads``: intra-op threads (default: onnxruntime's own choice for a served model, given as torch's thread
-    count by callers that time against torch). ``spinning=False`` lets idle threads sleep, like torch under
-    ``OMP_WAIT_POLICY=PASSIVE``: on a shared machine spinning threads steal the cores other work is timed on.
-    Errors-only logging: onnxruntime warns about unused initializers and fp16 kernels it substitutes on the CPU.
+    ``spinning=False`` lets idle threads sleep: on a shared machine spinning steals the cores others time on.
     """
     import onnxruntime as ort
 
@@ -77,5 +65,5 @@ def ort_session(
 
 
 def default_threads() -> int:
-    """torch's intra-op thread count: what export verification gives onnxruntime, so both use the same cores."""
+    """torch's thread count, so onnxruntime is timed on the same cores."""
     return torch.get_num_threads()

@@ -1,7 +1,4 @@
-"""``EngineRunner``: one deserialized TensorRT engine and its execution context, through the TensorRT 10/11
-tensor-address API. Shared by export verification, the inference benchmark and the serving runtime; buffers are
-PyTorch CUDA tensors, so no pycuda / cuda-python is needed. Building engines is ``hjepa.export.tensorrt_build``.
-"""
+"""``EngineRunner``: a TensorRT 10/11 engine run through the tensor-address API on torch CUDA buffers (no pycuda)."""
 
 from __future__ import annotations
 
@@ -16,10 +13,10 @@ from hjepa.inference.runtimes.sessions import INPUT_NAME, OUTPUT_NAMES
 
 
 class EngineError(HJEPAError, RuntimeError):
-    """An engine that cannot run (the default error types of :class:`EngineRunner`; callers pass their own)."""
+    """An engine that cannot run (callers may pass their own types)."""
 
 
-# By member name, so one table fits TensorRT 10 and 11.
+# by member name: one table fits TensorRT 10 and 11
 TORCH_DTYPES = {
     "FLOAT": torch.float32,
     "HALF": torch.float16,
@@ -32,14 +29,9 @@ TORCH_DTYPES = {
 
 
 class EngineRunner:
-    """One deserialized engine and its execution context: ``runner(inputs np [B, ...]) -> [tokens, pooled]``.
+    """``runner(inputs [B, ...]) -> [tokens [B, N_k, D], pooled [B, D]]``, numpy float32.
 
-    Inputs are cast to the engine's input type (float32 ``[B, 3, S, S]`` or uint8 ``[B, S, S, 3]``); outputs come
-    back as numpy float32 ``[B, N_k, D]`` and ``[B, D]``. Export verification and the benchmark use the defaults; the
-    serving runtime passes its own ``device`` (``cuda:N``), a ``label`` such as ``"level 0"`` for messages, and its
-    own error types: ``source_error`` for an engine that cannot serve (unreadable, wrong tensors or types, a batch
-    outside its profile), ``run_error`` for an execution that fails. ``device="cpu"`` exists only for stand-in
-    ``tensorrt`` modules in tests, which read the bound buffers on the host.
+    ``source_error``: the engine cannot serve; ``run_error``: a run failed. ``device="cpu"`` is for test stand-ins.
     """
 
     def __init__(
@@ -56,7 +48,7 @@ class EngineRunner:
         self.label = label or engine_path.name
         self.run_error = run_error
         self.source_error = source_error
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # held so it outlives the engine it made
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # must outlive its engine
         self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
             raise source_error(f"TensorRT could not deserialize {engine_path}: not an engine, or built by another "
@@ -64,19 +56,19 @@ class EngineRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= set(names):
             raise source_error(f"{engine_path} has tensors {names}; expected '{INPUT_NAME}', 'tokens', 'pooled'")
-        # TensorRT refuses to run with any output unbound.
+        # TensorRT refuses to run with any output unbound
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {name: self._torch_dtype(name) for name in names}
         self.context = self.engine.create_execution_context()
 
     @property
     def input_dtype(self) -> torch.dtype:
-        """torch.float32 for a float NCHW engine, torch.uint8 for one that normalises uint8 NHWC pixels itself."""
+        """float32 (NCHW), or uint8 for an engine that normalises NHWC pixels itself."""
         return self.dtypes[INPUT_NAME]
 
     @property
     def max_batch(self) -> int:
-        """The largest batch of optimization profile 0 (a static engine reports its fixed batch here)."""
+        """Profile 0's largest batch (a static engine's fixed one)."""
         return int(self.engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][0])
 
     def __call__(self, inputs: np.ndarray) -> list[np.ndarray]:
@@ -91,13 +83,13 @@ class EngineRunner:
             self.context.set_tensor_address(name, buffers[name].data_ptr())
         if not self.context.execute_async_v3(self._stream()):
             raise self.run_error(f"TensorRT execution failed for {self.label}")
-        # .cpu() on the same stream waits for the engine.
+        # .cpu() on the same stream waits for the engine
         return [buffers[name].float().cpu().numpy() for name in OUTPUT_NAMES]
 
     def _stream(self) -> int:
         if self.device.type == "cuda":
             return torch.cuda.current_stream(self.device).cuda_stream
-        return 0  # only with a stand-in tensorrt module in tests, where no stream exists
+        return 0  # test stand-ins have no stream
 
     def _torch_dtype(self, name: str) -> torch.dtype:
         dtype = self.engine.get_tensor_dtype(name)
