@@ -113,7 +113,7 @@ class DataConfig:
     num_workers: int = 0
     crop_scale: tuple[float, float] = (0.3, 1.0)
     hflip: bool = True
-    # this share of crops becomes a canvas zoom_out_scale times the picture's side, the picture inside (0: off)
+    # share of crops on a black canvas zoom_out_scale x the picture's side (0: off)
     zoom_out: float = 0.0
     zoom_out_scale: tuple[float, float] = (1.0, 2.0)
     # multiview: global views at model.img_size and crop_scale, local views smaller
@@ -121,12 +121,12 @@ class DataConfig:
     num_local_views: int = 0
     local_img_size: int = 16
     local_crop_scale: tuple[float, float] = (0.05, 0.3)
-    # multiview: share of a batch whose second global view comes from the nearest raw-pixel neighbour among
-    # neighbour_pool random images (data/neighbours.py); 0: off
+    # multiview: share of rows whose second view is cut from the nearest raw-pixel neighbour
+    # among neighbour_pool random images (data/neighbours.py); 0: off
     neighbour_views: float = 0.0
     neighbour_pool: int = 8192
-    # multiview: share of a batch whose global views are both mosaics of scene_layouts tiles holding the picture at
-    # another place and scale in each (data/scenes.py); 0: off
+    # multiview: share of rows whose views are mosaics placing the picture elsewhere in each
+    # (data/scenes.py); 0: off
     scenes: float = 0.0
     scene_layouts: list[int] = field(default_factory=lambda: [1, 2, 4])
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device

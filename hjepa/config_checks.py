@@ -12,8 +12,8 @@ from typing import Any
 
 from hjepa.errors import ConfigError
 
-# ---- Value checks --------------------------------------------------------------------------------------------
-# Allowed values, checked at load time so a bad one fails with its key named, before anything is built.
+# ---- Value checks ----
+# Checked at load time: a bad value fails with its key named, before anything is built.
 # New fields get the generic checks; a narrower domain gets a row in _RANGES / _CHOICES / _ORDERED.
 # Registry names are checked by their registries.
 

@@ -54,7 +54,7 @@ def _evaluate(checkpoint: str, cfg: Any, train_bank: int | None, dense_mosaics: 
     bf16 = torch_device.type == "cpu" and amp_enabled(torch_device, cfg.train.amp, cfg.train.cpu_amp)
     if bf16:
         source, random_init = in_bf16(source), in_bf16(random_init)
-    # The demo's protocol is fixed: k=20, T=0.07, every level, the whole test split (the run's config is untouched).
+    # Fixed protocol: k=20, T=0.07, every level, the whole test split.
     protocol = {"data_dir": cfg.data.data_dir, "levels": "all", "protocols": ("knn",), "ks": [20],
                 "temperature": 0.07, "train_limit": train_bank, "cache_dir": None}
     knn = evaluate_with_baselines(source, cfg.data.dataset, baselines=("pixels",), **protocol)

@@ -147,8 +147,7 @@ class PretrainAugment:
         boxes = self.crop_boxes(batch, height, width, generator)
         boxes = to_device_async(boxes, pixels.device)  # drawn on the CPU for GPU pixels: the copy must not sync
         x0, y0, crop_w, crop_h, flip = boxes.unbind(dim=1)
-        # align_corners=False: -1 / +1 are the outer edges, so x_in = scale * x_out + center maps edge to edge;
-        # a negative x scale flips.
+        # align_corners=False: +-1 are outer edges, x_in = scale * x_out + center; scale < 0 flips.
         theta = torch.zeros(batch, 2, 3, device=pixels.device)
         theta[:, 0, 0] = (crop_w / width) * (1 - 2 * flip)
         theta[:, 0, 2] = (2 * x0 + crop_w) / width - 1

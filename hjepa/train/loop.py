@@ -58,7 +58,7 @@ def masks_to(masks: MaskBatch, device: torch.device) -> MaskBatch:
     return masks.to(device)
 
 
-# Settings a resume may change without leaving the uninterrupted run's path; other changes are reported.
+# Settings a resume may change and still follow the uninterrupted run; others are reported.
 _RESUME_NEUTRAL = ("train.out_dir", "train.device", "train.progress", "train.log_every", "train.checkpoint_every",
                    "train.keep_last", "train.knn_", "data.data_dir", "data.download", "data.num_workers", "eval.",
                    "export.")
