@@ -180,3 +180,40 @@ def test_tensorrt_builds_from_an_external_data_onnx(tiny_checkpoint, tmp_path, m
     model = onnx.load(str(out / "level0.onnx"), load_external_data=False)
     assert any(uses_external_data(t) for t in model.graph.initializer)  # the engine was parsed from the split file
     assert ("parse", "images") in calls and manifest["levels"]["0"]["verification"]["tensorrt"]["passed"]
+
+
+def test_eval_and_serve_read_levels_onnx_in_one_session(tiny_checkpoint, tmp_path, monkeypatch):
+    import json
+
+    from hjepa.evaluation.run import evaluate
+    from hjepa.inference.runtimes import runtime_onnx
+    from hjepa.serve import open_runtime  # what hjepa-serve and hjepa-eval open sources with
+
+    out = tmp_path / "exp"
+    export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+    apart = tmp_path / "per_level"  # the same export without its levels.onnx entry: one session per level
+    shutil.copytree(out, apart)
+    manifest = json.loads((apart / "manifest.json").read_text())
+    del manifest["all_levels"]
+    (apart / "manifest.json").write_text(json.dumps(manifest))
+    opened = []
+    real = runtime_onnx.ort_session
+    monkeypatch.setattr(runtime_onnx, "ort_session", lambda path, providers: opened.append(path.name) or
+                        real(path, providers))
+    together, alone = open_runtime(out, "onnxruntime", "cpu"), open_runtime(apart, "onnxruntime", "cpu")
+    assert opened == ["levels.onnx", "level0.onnx", "level1.onnx"]
+    assert together.levels == alone.levels == [0, 1] and together.metadata == alone.metadata
+    inputs = sample_inputs(3, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=7)
+    both = together.embed_levels(inputs, [0, 1], with_tokens=True)
+    for level in (0, 1):
+        want = alone.embed_preprocessed(inputs, level)
+        for got in (both[level], together.embed_preprocessed(inputs, level)):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+    assert together.embed_levels(inputs, [1], with_tokens=False)[1][0] is None
+    del opened[:]
+    kwargs = dict(dataset="digits", protocols=("knn",), cache_dir=None, ks=[5], progress=False)
+    one, per = evaluate(out, **kwargs), evaluate(apart, **kwargs)
+    assert opened == ["levels.onnx", "level0.onnx", "level1.onnx"]
+    for level in ("0", "1"):  # features within 1e-5: at most one of 360 test images may flip
+        assert abs(one["levels"][level]["knn"]["5"]["top1"] - per["levels"][level]["knn"]["5"]["top1"]) <= 0.3

@@ -1,6 +1,8 @@
 """``OnnxRuntime``: exported levels run with onnxruntime, on the best execution provider this machine offers.
 
-One ``.onnx`` file holds one level; an export directory (``manifest.json``) holds several, one session each.
+One ``.onnx`` file holds one level; an export directory (``manifest.json``) holds several, one session each, or
+one session for all of them when it holds the one-graph ``levels.onnx`` (``--format levels``): a ViT-H level is a
+2.5 GB session, and that graph answers every level from one encoder pass.
 Providers are picked from ``onnxruntime.get_available_providers()`` in the order TensorRT, CUDA, CPU (CPU is always
 kept as the fallback), unless the caller forces one with ``backend="onnxruntime:cpu|cuda|tensorrt"``.
 """
@@ -15,6 +17,7 @@ import numpy as np
 
 from hjepa.inference.artifacts.hashing import file_sha256
 from hjepa.inference.artifacts.metadata import (
+    Manifest,
     RuntimeSourceError,
     decode_props,
     metadata_from_levels,
@@ -28,9 +31,22 @@ def _file_digest(paths: list[Path]) -> str:
     return hashlib.sha256("".join(file_sha256(path) for path in paths).encode()).hexdigest()
 
 
+def _load(path: Path, providers: list[str]) -> Any:
+    try:
+        return ort_session(path, providers)
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf / Fail / NoSuchFile types
+        raise RuntimeSourceError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})"[:400]) from None
+
+
+def level_outputs(level: int) -> tuple[str, str]:
+    """The output names of ``level`` in the one-graph ``levels.onnx``."""
+    return f"tokens_{level}", f"pooled_{level}"
+
+
 @RUNTIMES.register("onnxruntime")
 class OnnxRuntime(Runtime):
-    """One onnxruntime ``InferenceSession`` per served level; inputs ``images``, outputs ``tokens`` and ``pooled``."""
+    """One onnxruntime ``InferenceSession`` per served level (outputs ``tokens`` and ``pooled``), or one shared by
+    every level when ``outputs`` names each level's outputs in one graph; input ``images``."""
 
     def __init__(
         self,
@@ -39,18 +55,19 @@ class OnnxRuntime(Runtime):
         per_level_metadata: dict[int, dict[str, Any]] | None = None,
         config: dict[str, Any] | None = None,
         source: str | None = None,
+        outputs: dict[int, tuple[str, str]] | None = None,
     ) -> None:
         super().__init__()
         self.sessions: dict[int, Any] = {}
+        self.outputs: dict[int, tuple[str, str]] = {}
         read_metadata: dict[int, dict[str, Any]] = {}
-        paths: list[Path] = []
+        opened: dict[Path, Any] = {}  # a file shared by several levels is opened once
         for level, path in files.items():
-            try:
-                session = ort_session(path, providers)
-            except Exception as exc:  # onnxruntime raises its own InvalidProtobuf / Fail / NoSuchFile types
-                message = f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})"
-                raise RuntimeSourceError(message[:400]) from None
-            props = decode_props(dict(session.get_modelmeta().custom_metadata_map))
+            session = opened[path] = opened.get(path) or _load(path, providers)
+            if outputs:  # the graph's own metadata describes its first level only: the manifest's, per level
+                props = dict((per_level_metadata or {})[level])
+            else:
+                props = decode_props(dict(session.get_modelmeta().custom_metadata_map))
             if level is None:  # a lone .onnx file says which level it holds
                 try:
                     level = int(props["level"])
@@ -60,10 +77,11 @@ class OnnxRuntime(Runtime):
             if per_level_metadata and level in per_level_metadata:
                 props = {**per_level_metadata[level], **props}  # the file's own metadata wins over the manifest
             read_metadata[level] = props
-            self._check_io(session, path)
+            self.outputs[level] = outputs[level] if outputs else OUTPUT_NAMES
+            self._check_io(session, path, self.outputs[level])
             self._check_input_shape(session, path, props)
             self.sessions[level] = session
-            paths.append(path)
+        paths = list(opened)
         self.source = source or str(paths[0])
         self.metadata = metadata_from_levels(read_metadata, self.source)
         self.config = _config_or_none(config)
@@ -77,13 +95,13 @@ class OnnxRuntime(Runtime):
         self.uint8_input = first.get_inputs()[0].type == "tensor(uint8)"
 
     @staticmethod
-    def _check_io(session: Any, path: Path) -> None:
+    def _check_io(session: Any, path: Path, names: tuple[str, str] = OUTPUT_NAMES) -> None:
         inputs = [arg.name for arg in session.get_inputs()]
         outputs = [arg.name for arg in session.get_outputs()]
-        if inputs != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
+        if inputs != [INPUT_NAME] or not set(names) <= set(outputs):
             raise RuntimeSourceError(
                 f"{path} has inputs {inputs} and outputs {outputs}; an hjepa export has input '{INPUT_NAME}' and "
-                f"outputs {list(OUTPUT_NAMES)}"
+                f"outputs {list(names)}"
             )
 
     @staticmethod
@@ -109,29 +127,62 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def open(cls, path: Path, provider: str | None = None, device: str = "auto") -> OnnxRuntime:
-        """An ``.onnx`` file (one level) or an export directory (every level with an ``.onnx`` file)."""
+        """An ``.onnx`` file (one level) or an export directory (every level with an ``.onnx`` file; one session
+        for all of them when it holds ``levels.onnx``)."""
         import onnxruntime as ort
 
         providers = choose_providers(provider, device, list(ort.get_available_providers()))
-        if path.is_dir():
-            manifest = read_manifest(path)
-            files = {k: entry["onnx"] for k, entry in manifest.files.items() if entry["onnx"] is not None}
-            if not files:
-                raise RuntimeSourceError(f"{path}/manifest.json lists no .onnx files")
-            for file in files.values():
-                if not file.is_file():
-                    raise RuntimeSourceError(f"{file} is listed in {path}/manifest.json but does not exist")
-            return cls(files, providers, manifest.metadata, manifest.config, source=str(path))
-        return cls({None: path}, providers, source=str(path))
+        if not path.is_dir():
+            return cls({None: path}, providers, source=str(path))
+        manifest = read_manifest(path)
+        files = {k: entry["onnx"] for k, entry in manifest.files.items() if entry["onnx"] is not None}
+        if not files:
+            raise RuntimeSourceError(f"{path}/manifest.json lists no .onnx files")
+        for file in files.values():
+            if not file.is_file():
+                raise RuntimeSourceError(f"{file} is listed in {path}/manifest.json but does not exist")
+        shared = one_graph(manifest, list(files))
+        if shared is not None:
+            return cls(dict.fromkeys(files, shared), providers, manifest.metadata, manifest.config, source=str(path),
+                       outputs={k: level_outputs(k) for k in files})
+        return cls(files, providers, manifest.metadata, manifest.config, source=str(path))
 
-    def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, session: Any, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         count = batch.shape[0]
         if self.fixed_batch is not None and count < self.fixed_batch:
             padding = np.zeros((self.fixed_batch - count, *batch.shape[1:]), batch.dtype)
             batch = np.concatenate([batch, padding])
         feed = self.to_pixels(batch) if self.uint8_input else batch
-        tokens, pooled = self.sessions[level].run(list(OUTPUT_NAMES), {INPUT_NAME: feed})
-        return tokens[:count], pooled[:count]
+        return [out[:count] for out in session.run(names, {INPUT_NAME: feed})]
+
+    def _forward(self, batch: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        tokens, pooled = self._run(self.sessions[level], batch, list(self.outputs[level]))
+        return tokens, pooled
+
+    def _forward_levels(
+        self, batch: np.ndarray, levels: list[int], with_tokens: bool
+    ) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
+        """One run per session: the levels of ``levels.onnx`` come from one encoder pass."""
+        out: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        for session in {id(self.sessions[k]): self.sessions[k] for k in levels}.values():
+            group = [k for k in levels if self.sessions[k] is session]
+            names = [name for k in group for name in (self.outputs[k] if with_tokens else self.outputs[k][1:])]
+            values = iter(self._run(session, batch, names))
+            for k in group:
+                tokens = next(values) if with_tokens else None
+                out[k] = (tokens, next(values))
+        return out
+
+
+def one_graph(manifest: Manifest, levels: list[int]) -> Path | None:
+    """``levels.onnx`` when the manifest lists it with every level in ``levels`` at the per-level files' precision
+    (fp32, the only one it is written in); else None, and the per-level files are read."""
+    entry = manifest.all_levels
+    if not entry or not isinstance(entry.get("onnx"), str) or not set(levels) <= set(entry.get("levels") or []):
+        return None
+    path = manifest.directory / entry["onnx"]
+    same = all(manifest.metadata.get(k, {}).get("precision", "fp32") == "fp32" for k in levels)
+    return path if same and path.is_file() else None
 
 
 def _config_or_none(config: dict[str, Any] | None) -> Any:
