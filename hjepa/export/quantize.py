@@ -97,7 +97,7 @@ def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, to
 
 
 def int8_knn(
-    fp32_session: Any,  # a session, or the fp32 file's path
+    fp32_session: Any,  # a session, or the file's path
     int8_session: Any,
     cfg: Config,
     metadata: dict[str, Any],
@@ -119,18 +119,19 @@ def int8_knn(
         test_images, test_labels = _split_arrays(cfg, "test", test_samples)
     except (DataError, OSError, ValueError, RuntimeError) as exc:
         return {"dataset": cfg.data.dataset, "skipped": f"dataset unavailable: {str(exc).splitlines()[0]}"}
-    if isinstance(fp32_session, (str, Path)):  # opened only now that the dataset is here: it holds the model
-        from hjepa.export.verify import cpu_session
-
-        fp32_session = cpu_session(fp32_session)
     k = cfg.eval.knn_k[0]
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     top1 = {}
     for name, session in (("fp32", fp32_session), ("int8", int8_session)):
+        if isinstance(session, (str, Path)):  # opened only now that the dataset is here, and one at a time
+            from hjepa.export.verify import cpu_session
+
+            session = cpu_session(session)
         scores = knn_evaluate(
             _features(session, train_images, metadata), train_labels, _features(session, test_images, metadata),
             test_labels, ks=[k], temperature=cfg.eval.knn_temperature, num_classes=num_classes,
         )
+        session = None  # the next model's session opens after this one is gone
         top1[name] = scores[k]["top1"]
     return {
         "dataset": cfg.data.dataset,
