@@ -137,9 +137,15 @@ def test_simplify_and_fusion_of_an_external_data_model(tiny_checkpoint, tmp_path
     assert tokens.shape == (2, 16, 32) and np.isfinite(pooled).all()
 
 
-def test_one_graph_for_all_levels_matches_the_per_level_files(tiny_checkpoint, tmp_path):
-    out = tmp_path / "exp"
-    manifest = export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+@pytest.fixture(scope="module")
+def levels_export(tiny_checkpoint, tmp_path_factory):
+    """Every level of the tiny checkpoint, per level and as the one graph levels.onnx: (folder, manifest)."""
+    out = tmp_path_factory.mktemp("levels") / "exp"
+    return out, export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+
+
+def test_one_graph_for_all_levels_matches_the_per_level_files(levels_export):
+    out, manifest = levels_export
     entry = manifest["all_levels"]
     assert entry["outputs"] == ["tokens_0", "pooled_0", "tokens_1", "pooled_1"] and entry["fused_attention"] == 2
     assert "levels.onnx" in manifest["files"]
@@ -182,15 +188,14 @@ def test_tensorrt_builds_from_an_external_data_onnx(tiny_checkpoint, tmp_path, m
     assert ("parse", "images") in calls and manifest["levels"]["0"]["verification"]["tensorrt"]["passed"]
 
 
-def test_eval_and_serve_read_levels_onnx_in_one_session(tiny_checkpoint, tmp_path, monkeypatch):
+def test_eval_and_serve_read_levels_onnx_in_one_session(levels_export, tmp_path, monkeypatch):
     import json
 
     from hjepa.evaluation.run import evaluate
     from hjepa.inference.runtimes import runtime_onnx
     from hjepa.serve import open_runtime  # what hjepa-serve and hjepa-eval open sources with
 
-    out = tmp_path / "exp"
-    export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+    out = levels_export[0]
     apart = tmp_path / "per_level"  # the same export without its levels.onnx entry: one session per level
     shutil.copytree(out, apart)
     manifest = json.loads((apart / "manifest.json").read_text())
