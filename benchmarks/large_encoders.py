@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--artifact", default=None, help="an import made earlier: its stages are skipped")
     parser.add_argument("--update", action="store_true",
                         help="merge into the stages of --out's record of the same model instead of replacing it")
+    parser.add_argument("--note", default=None, help="how busy the machine was, saved with its description")
     parser.add_argument("--out", default=str(RESULTS / "large_encoders.json"))
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hjepa-large-"))
@@ -206,7 +207,7 @@ def main() -> None:
     records: list[dict] = json.loads(Path(args.out).read_text())["models"] if args.update else []
 
     def save() -> None:
-        report = {"machine": machine(), "load_average": os.getloadavg(), "models": records}
+        report = {"machine": {**machine(), "shared": args.note}, "load_average": os.getloadavg(), "models": records}
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
     try:

@@ -222,3 +222,39 @@ def test_eval_and_serve_read_levels_onnx_in_one_session(levels_export, tmp_path,
     assert opened == ["levels.onnx", "level0.onnx", "level1.onnx"]
     for level in ("0", "1"):  # features within 1e-5: at most one of 360 test images may flip
         assert abs(one["levels"][level]["knn"]["5"]["top1"] - per["levels"][level]["knn"]["5"]["top1"]) <= 0.3
+
+
+def test_a_large_level_frees_the_torch_model_before_onnxruntime_opens_it(
+    tiny_checkpoint, tmp_path, monkeypatch, small_protobuf_limit
+):
+    import weakref
+
+    from hjepa.export import external_data, source, verify
+    from hjepa.export.formats import onnx as onnx_format
+
+    models, modules = [], []  # weak references: alive only while something holds the weights
+
+    def tracked_load(path, device):
+        loaded = load(path, device)
+        models.append(weakref.ref(loaded.model))
+        return loaded
+
+    def tracked_build(*args, **kwargs):
+        module = build(*args, **kwargs)
+        modules.append(weakref.ref(module))
+        return module
+
+    def counted_session(path, *args, **kwargs):
+        alive.append(sum(ref() is not None for ref in models + modules))
+        return session(path, *args, **kwargs)
+
+    load, build, session, alive = source.load_source_model, onnx_format.build_level_encoder, verify.cpu_session, []
+    monkeypatch.setattr(source, "load_source_model", tracked_load)
+    monkeypatch.setattr(onnx_format, "build_level_encoder", tracked_build)
+    for module in (verify, onnx_format, external_data):
+        monkeypatch.setattr(module, "cpu_session", counted_session)
+    export(tiny_checkpoint, "0,1", tmp_path / "exp", ExportOptions(int8=True, knn_train_samples=50,
+                                                                   knn_test_samples=20))
+    # Per level: the traced and fused graphs, fp32 and int8 verification (and the k-NN's two files in turn).
+    assert len(alive) >= 8 and alive == [0] * len(alive)
+    assert len(models) == 2  # level 1 read the model again
