@@ -241,7 +241,8 @@ def test_a_large_level_frees_the_torch_model_before_onnxruntime_opens_it(
 
     def tracked_build(*args, **kwargs):
         module = build(*args, **kwargs)
-        modules.append(weakref.ref(module))
+        # The largest weight too: the exporter's graph (cached by onnxscript) once held the tensors themselves.
+        modules.extend([weakref.ref(module), weakref.ref(max(module.parameters(), key=lambda p: p.numel()))])
         return module
 
     def counted_session(path, *args, **kwargs):
