@@ -112,7 +112,8 @@ def _drop_traced_tensors() -> None:
 
     gc.collect()
     for obj in gc.get_objects():
-        if isinstance(obj, onnx_ir.Value) and type(obj.const_value).__name__ == "TorchTensor":
+        # type(), not isinstance(): the latter reads __class__, which warns on some torch objects
+        if issubclass(type(obj), onnx_ir.Value) and type(obj.const_value).__name__ == "TorchTensor":
             obj.const_value = None
 
 
