@@ -118,29 +118,37 @@ def timed(command: list[str], log: Path) -> dict:
 
 
 def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict, save: Callable[[], None]) -> None:
-    """Every stage for one architecture into ``record`` (saved after each stage: a long run keeps what it did)."""
+    """Every stage for one architecture into ``record`` (saved after each stage: a long run keeps what it did).
+    ``args.stages`` picks some; ``args.artifact`` reuses an import made earlier (no checkpoint, no import)."""
     batches, reps = args.batches, args.reps
+    wanted = set(args.stages.split(",")) if args.stages else None
     record["model"] = arch_name
-    ckpt = work / f"{arch_name}.pth.tar"
-    start = time.perf_counter()
-    record["checkpoint"] = ijepa_checkpoint(arch_name, ckpt, work)
-    record["checkpoint"]["write_s"] = time.perf_counter() - start
-    print(f"{arch_name}: checkpoint {record['checkpoint']['file_bytes'] / 1e9:.1f} GB", flush=True)
-    artifact = work / f"{arch_name}-import"
-    stages = {"import": [str(BIN / "hjepa-import"), str(ckpt), "--arch", arch_name, "--out", str(artifact)]}
+    artifact = Path(args.artifact) if args.artifact else work / f"{arch_name}-import"
+    stages = {} if args.artifact else {"import": None}
+    if args.artifact and "checkpoint" not in record:  # the fp32 bytes the table divides by
+        record["checkpoint"] = {"fp32_bytes": (artifact / "encoder.safetensors").stat().st_size}
     flags_of = {"fp32": [], "int8": ["--int8"], "fp16": ["--half"]}
     for precision in args.precisions.split(","):
-        flags = flags_of[precision]
         stages[f"export_{precision}"] = [str(BIN / "hjepa-export"), str(artifact), "--level", "0", "--out",
-                                         str(work / f"{arch_name}-{precision}"), *flags]
-    record["stages"] = {}
+                                         str(work / f"{arch_name}-{precision}"), *flags_of[precision]]
+    stages = {name: command for name, command in stages.items() if wanted is None or name in wanted}
+    if "import" in stages:
+        ckpt = work / f"{arch_name}.pth.tar"
+        start = time.perf_counter()
+        record["checkpoint"] = ijepa_checkpoint(arch_name, ckpt, work)
+        record["checkpoint"]["write_s"] = time.perf_counter() - start
+        print(f"{arch_name}: checkpoint {record['checkpoint']['file_bytes'] / 1e9:.1f} GB", flush=True)
+        stages["import"] = [str(BIN / "hjepa-import"), str(ckpt), "--arch", arch_name, "--out", str(artifact)]
+    record.setdefault("stages", {})
     for name, command in stages.items():
         record["stages"][name] = timed(command, work / f"{arch_name}-{name}.log")
         print(f"  {name}: {record['stages'][name]}", flush=True)
         save()
         if name == "import":
             ckpt.unlink()  # the 4x file is not needed any more: keep the disk in check
-    record["latency"] = {}
+    if wanted is not None and "latency" not in wanted:
+        return
+    record.setdefault("latency", {})
     sources = {"torch": (artifact, "torch")}
     sources.update({f"ort_{p}": (work / f"{arch_name}-{p}", "onnxruntime") for p in args.precisions.split(",")})
     for name, (source, backend) in sources.items():
@@ -186,22 +194,30 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed runs at batch 1 (a third of them at larger)")
     parser.add_argument("--precisions", default="fp32,int8,fp16", help="exports to make and time, in this order")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new one in /tmp, removed)")
+    parser.add_argument("--stages", default=None,
+                        help="only these: import, export_fp32, export_int8, export_fp16, latency (default: all)")
+    parser.add_argument("--artifact", default=None, help="an import made earlier: its stages are skipped")
+    parser.add_argument("--update", action="store_true",
+                        help="merge into the stages of --out's record of the same model instead of replacing it")
+    parser.add_argument("--note", default=None, help="how busy the machine was, saved with its description")
     parser.add_argument("--out", default=str(RESULTS / "large_encoders.json"))
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hjepa-large-"))
     work.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
+    records: list[dict] = json.loads(Path(args.out).read_text())["models"] if args.update else []
 
     def save() -> None:
-        report = {"machine": machine(), "load_average": os.getloadavg(), "models": records}
+        report = {"machine": {**machine(), "shared": args.note}, "load_average": os.getloadavg(), "models": records}
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
     try:
         for name in args.models.split(","):
-            records.append({})
-            run_model(name, work, args, records[-1], save)
+            record = next((rec for rec in records if rec.get("model") == name), None)
+            if record is None:
+                records.append(record := {})
+            run_model(name, work, args, record, save)
             for path in work.glob(f"{name}-*"):  # exports of this model: gigabytes each
-                if path.is_dir():
+                if path.is_dir() and str(path) != args.artifact:
                     shutil.rmtree(path)
     finally:
         if not args.work:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -90,6 +91,24 @@ def test_int8_of_the_fused_graph_quantizes_the_qkv_projection(traced, tmp_path, 
     got = cpu_session(tmp_path / "int8.onnx").run(["tokens", "pooled"], {"images": batch.numpy()})
     figures = compare([t.numpy() for t in model.extract_features(batch, 0)], got)
     assert figures["pooled"]["min_cosine"] > 0.99 and figures["tokens"]["max_abs_err"] > 1e-6  # close, not identical
+
+
+def test_int8_without_the_quantizers_model_copy_is_the_same_file(traced, tmp_path, monkeypatch):
+    from contextlib import nullcontext
+
+    from hjepa.export import quantize
+
+    fused, _ = fuse_for_cpu(traced, images(2).numpy())
+    save_onnx(fused, tmp_path / "fp32.onnx")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "lean.onnx")  # shapes refreshed in place (ViT-H: 5 GB less)
+    monkeypatch.setattr(quantize, "_lean_shape_refresh", nullcontext)
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "copied.onnx")  # onnxruntime's own deep copy and reload
+    lean, copied = (onnx.load(str(tmp_path / f"{name}.onnx")) for name in ("lean", "copied"))
+    assert lean.graph.node == copied.graph.node
+    weights = [{i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer} for m in (lean, copied)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(np.array_equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert {v.name for v in lean.graph.value_info} == {v.name for v in copied.graph.value_info}
 
 
 def test_half_is_not_fused_and_a_torchscript_graph_stays_correct(tiny_checkpoint, tmp_path, model):

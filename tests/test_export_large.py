@@ -137,9 +137,15 @@ def test_simplify_and_fusion_of_an_external_data_model(tiny_checkpoint, tmp_path
     assert tokens.shape == (2, 16, 32) and np.isfinite(pooled).all()
 
 
-def test_one_graph_for_all_levels_matches_the_per_level_files(tiny_checkpoint, tmp_path):
-    out = tmp_path / "exp"
-    manifest = export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+@pytest.fixture(scope="module")
+def levels_export(tiny_checkpoint, tmp_path_factory):
+    """Every level of the tiny checkpoint, per level and as the one graph levels.onnx: (folder, manifest)."""
+    out = tmp_path_factory.mktemp("levels") / "exp"
+    return out, export(tiny_checkpoint, "all", out, ExportOptions(formats=("levels",)))
+
+
+def test_one_graph_for_all_levels_matches_the_per_level_files(levels_export):
+    out, manifest = levels_export
     entry = manifest["all_levels"]
     assert entry["outputs"] == ["tokens_0", "pooled_0", "tokens_1", "pooled_1"] and entry["fused_attention"] == 2
     assert "levels.onnx" in manifest["files"]
@@ -180,3 +186,76 @@ def test_tensorrt_builds_from_an_external_data_onnx(tiny_checkpoint, tmp_path, m
     model = onnx.load(str(out / "level0.onnx"), load_external_data=False)
     assert any(uses_external_data(t) for t in model.graph.initializer)  # the engine was parsed from the split file
     assert ("parse", "images") in calls and manifest["levels"]["0"]["verification"]["tensorrt"]["passed"]
+
+
+def test_eval_and_serve_read_levels_onnx_in_one_session(levels_export, tmp_path, monkeypatch):
+    import json
+
+    from hjepa.evaluation.run import evaluate
+    from hjepa.inference.runtimes import runtime_onnx
+    from hjepa.serve import open_runtime  # what hjepa-serve and hjepa-eval open sources with
+
+    out = levels_export[0]
+    apart = tmp_path / "per_level"  # the same export without its levels.onnx entry: one session per level
+    shutil.copytree(out, apart)
+    manifest = json.loads((apart / "manifest.json").read_text())
+    del manifest["all_levels"]
+    (apart / "manifest.json").write_text(json.dumps(manifest))
+    opened = []
+    real = runtime_onnx.ort_session
+    monkeypatch.setattr(runtime_onnx, "ort_session", lambda path, providers: opened.append(path.name) or
+                        real(path, providers))
+    together, alone = open_runtime(out, "onnxruntime", "cpu"), open_runtime(apart, "onnxruntime", "cpu")
+    assert opened == ["levels.onnx", "level0.onnx", "level1.onnx"]
+    assert together.levels == alone.levels == [0, 1] and together.metadata == alone.metadata
+    inputs = sample_inputs(3, 16, "float_nchw", (0.5,) * 3, (0.25,) * 3, seed=7)
+    both = together.embed_levels(inputs, [0, 1], with_tokens=True)
+    for level in (0, 1):
+        want = alone.embed_preprocessed(inputs, level)
+        for got in (both[level], together.embed_preprocessed(inputs, level)):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+    assert together.embed_levels(inputs, [1], with_tokens=False)[1][0] is None
+    del opened[:]
+    kwargs = dict(dataset="digits", protocols=("knn",), cache_dir=None, ks=[5], progress=False)
+    one, per = evaluate(out, **kwargs), evaluate(apart, **kwargs)
+    assert opened == ["levels.onnx", "level0.onnx", "level1.onnx"]
+    for level in ("0", "1"):  # features within 1e-5: at most one of 360 test images may flip
+        assert abs(one["levels"][level]["knn"]["5"]["top1"] - per["levels"][level]["knn"]["5"]["top1"]) <= 0.3
+
+
+def test_a_large_level_frees_the_torch_model_before_onnxruntime_opens_it(
+    tiny_checkpoint, tmp_path, monkeypatch, small_protobuf_limit
+):
+    import weakref
+
+    from hjepa.export import external_data, source, verify
+    from hjepa.export.formats import onnx as onnx_format
+
+    models, modules = [], []  # weak references: alive only while something holds the weights
+
+    def tracked_load(path, device):
+        loaded = load(path, device)
+        models.append(weakref.ref(loaded.model))
+        return loaded
+
+    def tracked_build(*args, **kwargs):
+        module = build(*args, **kwargs)
+        # The largest weight too: the exporter's graph (cached by onnxscript) once held the tensors themselves.
+        modules.extend([weakref.ref(module), weakref.ref(max(module.parameters(), key=lambda p: p.numel()))])
+        return module
+
+    def counted_session(path, *args, **kwargs):
+        alive.append(sum(ref() is not None for ref in models + modules))
+        return session(path, *args, **kwargs)
+
+    load, build, session, alive = source.load_source_model, onnx_format.build_level_encoder, verify.cpu_session, []
+    monkeypatch.setattr(source, "load_source_model", tracked_load)
+    monkeypatch.setattr(onnx_format, "build_level_encoder", tracked_build)
+    for module in (verify, onnx_format, external_data):
+        monkeypatch.setattr(module, "cpu_session", counted_session)
+    export(tiny_checkpoint, "0,1", tmp_path / "exp", ExportOptions(int8=True, knn_train_samples=50,
+                                                                   knn_test_samples=20))
+    # Per level: the traced and fused graphs, fp32 and int8 verification (and the k-NN's two files in turn).
+    assert len(alive) >= 8 and alive == [0] * len(alive)
+    assert len(models) == 2  # level 1 read the model again

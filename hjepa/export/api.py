@@ -21,8 +21,9 @@ from hjepa.export.errors import ExportError
 from hjepa.export.formats import ExportFormat, ExportOptions, LevelJob, format_names, resolve_formats
 from hjepa.export.manifest import MANIFEST_NAME, build_manifest, write_json
 from hjepa.export.onnx_export import check_opset
+from hjepa.export.source import ExportSource
 from hjepa.export.staging import StagedDirectory
-from hjepa.inference.artifacts.artifact import is_artifact, load_source_model
+from hjepa.inference.artifacts.artifact import is_artifact
 from hjepa.inference.artifacts.checkpoint import checkpoint_file
 from hjepa.inference.artifacts.levels import check_level, level_syntax, parse_levels
 from hjepa.logs import Log, silent
@@ -88,9 +89,9 @@ def export(
     log = log or silent
     level_syntax(levels)  # a typo fails before the checkpoint is read
     path = Path(checkpoint) if is_artifact(checkpoint) else checkpoint_file(checkpoint)
-    loaded = load_source_model(path, "cpu")
-    model, cfg = loaded.model, loaded.config
-    targets = parse_levels(levels, range(model.num_levels), path.name)
+    source = ExportSource(path)  # no local reference to its model: a large level drops it (ExportSource.release)
+    cfg = source.config
+    targets = parse_levels(levels, range(source.model.num_levels), path.name)
     img_size = options.img_size or cfg.model.img_size
     check_model_size(cfg.model, img_size)  # before a 100000 px size allocates its 40 GB position table
     for level in sorted(targets, reverse=True):  # the deepest level has the strictest size rule: report that one
@@ -99,23 +100,23 @@ def export(
     if options.simplify:
         _require_onnxslim()
     resources = {fmt.name: fmt.prepare(options) for fmt in formats}  # a missing back-end stops here
-    sha = loaded.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
+    sha = source.spec["provenance"]["source_sha256"]  # the training checkpoint's, also through an artifact
     onnx_levels = targets if any(fmt.per_level for fmt in formats) else []  # --format hjepa alone: no ONNX
     with StagedDirectory(out_dir or default_out_dir(path, cfg)) as staged:
         for fmt in formats:
             fmt.start(staged, resources[fmt.name])
         entries = {}
         for level in onnx_levels:  # mean / std travel with the model, never looked up by dataset name
-            job = LevelJob(model=model, cfg=cfg, level=level, out=staged.path, options=options, img_size=img_size,
-                           mean=loaded.mean, std=loaded.std, sha=sha, resources=resources,
-                           provenance=loaded.spec["provenance"], entry=dict.fromkeys(ENTRY_KEYS))
+            job = LevelJob(source=source, cfg=cfg, level=level, out=staged.path, options=options, img_size=img_size,
+                           mean=source.mean, std=source.std, sha=sha, resources=resources,
+                           provenance=source.spec["provenance"], entry=dict.fromkeys(ENTRY_KEYS))
             entries[level] = _export_level(formats, job, log)
         manifest = build_manifest(path.absolute(), sha, cfg, entries)
-        manifest["provenance"] = loaded.spec["provenance"]  # source, licence: an imported encoder's travel on
+        manifest["provenance"] = source.spec["provenance"]  # source, licence: an imported encoder's travel on
         for fmt in formats:
             if not fmt.per_level:
                 with stage(f"{fmt.name} export", ExportError):
-                    fmt.export_model(loaded, staged.path, manifest, log)
+                    fmt.export_model(source.loaded, staged.path, manifest, log)
         # Every file this export wrote (the non-level formats' too), so a later re-export replaces only its own.
         manifest["files"] = sorted({*staged.files(), *manifest.get("files", []), MANIFEST_NAME})
         write_json(manifest, staged.path / MANIFEST_NAME)

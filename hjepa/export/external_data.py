@@ -98,7 +98,7 @@ def fuse_file(
     return fused_path, count
 
 
-def _finish_level(
+def finish_large_level(
     traced: Path, onnx_path: Path, simplify: bool, fuse_inputs: np.ndarray | None,
     names: Sequence[str] = OUTPUT_NAMES,
 ) -> tuple[onnx.ModelProto, int]:
@@ -110,13 +110,14 @@ def _finish_level(
     chosen, count = traced, 0
     if fuse_inputs is not None:
         chosen, count = fuse_file(traced, work / "fused.onnx", fuse_inputs, names)
+    graph = load_graph(chosen)  # weightless: an inlined file read back would be the whole model again
     if (work / data_name).stat().st_size < onnx_export._PROTOBUF_LIMIT - (1 << 20):
         _inline(chosen, onnx_path)  # under 2 GB the file keeps its weights inside, as small exports do
     else:
         move(work / data_name, onnx_path.parent / data_name)
         move(chosen, onnx_path)
     shutil.rmtree(work)
-    return load_graph(onnx_path), count
+    return graph, count
 
 
 def _inline(path: Path, onnx_path: Path) -> None:
@@ -133,6 +134,21 @@ def _work_folder(onnx_path: Path) -> Path:
     return work
 
 
+def trace_large_level(
+    module: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: bool, onnx_path: Path,
+    metadata: dict[str, str], names: Sequence[str] = OUTPUT_NAMES,
+) -> Path:
+    """Trace a level over 2 GB into a work folder beside ``onnx_path``, with its metadata; returns the traced file.
+    The caller may drop ``module`` (and its weights) before :func:`finish_large_level` opens onnxruntime."""
+    traced = _work_folder(onnx_path) / onnx_path.name  # the weights file is named after it: level{K}.onnx.data
+    trace_onnx_file(module, example, opset, dynamic, traced, names)
+    graph = load_graph(traced)
+    strip_debug_info(graph)
+    set_metadata(graph, metadata)
+    save_graph(graph, traced)
+    return traced
+
+
 def export_large_level(
     module: torch.nn.Module, example: torch.Tensor, opset: int, dynamic: bool, onnx_path: Path,
     metadata: dict[str, str], simplify: bool, fuse_inputs: np.ndarray | None,
@@ -140,14 +156,8 @@ def export_large_level(
 ) -> tuple[onnx.ModelProto, int]:
     """Trace a level over 2 GB to ``onnx_path`` + ``<name>.data`` (simplified, fused when ``fuse_inputs`` is
     given) without a copy of the weights in memory; returns ``(the weightless graph written, blocks fused)``."""
-    traced = _work_folder(onnx_path) / onnx_path.name  # the weights file is named after it: level{K}.onnx.data
-    trace_onnx_file(module, example, opset, dynamic, traced, names)
-    graph = load_graph(traced)
-    strip_debug_info(graph)
-    set_metadata(graph, metadata)
-    save_graph(graph, traced)
-    del graph
-    return _finish_level(traced, onnx_path, simplify, fuse_inputs, names)
+    traced = trace_large_level(module, example, opset, dynamic, onnx_path, metadata, names)
+    return finish_large_level(traced, onnx_path, simplify, fuse_inputs, names)
 
 
 def save_large_level(
@@ -160,4 +170,4 @@ def save_large_level(
     traced = _work_folder(onnx_path) / onnx_path.name
     externalise(model, traced.parent, external_data_name(onnx_path))
     save_graph(model, traced)
-    return _finish_level(traced, onnx_path, simplify, fuse_inputs, names)
+    return finish_large_level(traced, onnx_path, simplify, fuse_inputs, names)

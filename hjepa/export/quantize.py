@@ -14,6 +14,9 @@ checkpoint's dataset.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from hjepa.export.errors import ExportError
 from hjepa.export.fuse import PATCH_EMBED_NODE
 
 QUANTIZED_OPS = ("MatMul", "Gemm", "Attention")  # Attention: the fused qkv projection (``fuse.py``) -> QAttention
+FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -55,13 +59,57 @@ def quantize_int8(src: Path, dst: Path) -> int:
     quant_logger.setLevel(logging.ERROR)
     try:
         # From the path: onnxruntime then infers shapes file to file, never serialising a >2 GB model in memory.
-        quantize_dynamic(
-            src, dst, op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes, per_channel=True,
-            reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=external,
-        )
+        with _lean_shape_refresh():
+            quantize_dynamic(
+                src, dst, op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes, per_channel=True,
+                reduce_range=True, weight_type=QuantType.QInt8, use_external_data_format=external,
+            )
     finally:
         quant_logger.setLevel(level)
     return len(nodes)
+
+
+@contextmanager
+def _lean_shape_refresh() -> Iterator[None]:
+    """Inside, onnxruntime's quantizer refreshes its shapes with :func:`infer_shapes_in_place` rather than a deep
+    copy of the model saved and loaded again (two more copies of the weights: 5 GB at ViT-H). The int8 file is
+    verified against PyTorch afterwards either way."""
+    from onnxruntime.quantization import onnx_quantizer
+
+    name = "save_and_reload_model_with_shape_infer"
+    original = getattr(onnx_quantizer, name, None)
+    if original is None:  # another onnxruntime: its own way, at its own cost
+        yield
+        return
+    setattr(onnx_quantizer, name, infer_shapes_in_place)
+    try:
+        yield
+    finally:
+        setattr(onnx_quantizer, name, original)
+
+
+def infer_shapes_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its ``value_info`` inferred again, returned as is: shapes are inferred on a copy of the graph
+    whose large weights are graph inputs of the same type and shape (no data), so no weight is copied."""
+    from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+    graph_only = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                                 functions=model.functions)
+    graph = graph_only.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)  # kept, as a reload keeps them: inference adds to them
+    for init in model.graph.initializer:
+        if init.data_type in FLOATS and math.prod(init.dims) > 1024:  # a weight: its shape is all inference needs
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            graph.initializer.append(init)  # shape and index constants: inference may read their values
+    inferred = onnx.shape_inference.infer_shapes(graph_only)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    add_infer_metadata(model)
+    return model
 
 
 def _model_inputs(images: torch.Tensor, img_size: int, metadata: dict[str, Any]) -> np.ndarray:
@@ -97,7 +145,7 @@ def _split_arrays(cfg: Config, split: str, count: int) -> tuple[torch.Tensor, to
 
 
 def int8_knn(
-    fp32_session: Any,  # a session, or the fp32 file's path
+    fp32_session: Any,  # a session, or the file's path
     int8_session: Any,
     cfg: Config,
     metadata: dict[str, Any],
@@ -119,18 +167,19 @@ def int8_knn(
         test_images, test_labels = _split_arrays(cfg, "test", test_samples)
     except (DataError, OSError, ValueError, RuntimeError) as exc:
         return {"dataset": cfg.data.dataset, "skipped": f"dataset unavailable: {str(exc).splitlines()[0]}"}
-    if isinstance(fp32_session, (str, Path)):  # opened only now that the dataset is here: it holds the model
-        from hjepa.export.verify import cpu_session
-
-        fp32_session = cpu_session(fp32_session)
     k = cfg.eval.knn_k[0]
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     top1 = {}
     for name, session in (("fp32", fp32_session), ("int8", int8_session)):
+        if isinstance(session, (str, Path)):  # opened only now that the dataset is here, and one at a time
+            from hjepa.export.verify import cpu_session
+
+            session = cpu_session(session)
         scores = knn_evaluate(
             _features(session, train_images, metadata), train_labels, _features(session, test_images, metadata),
             test_labels, ks=[k], temperature=cfg.eval.knn_temperature, num_classes=num_classes,
         )
+        session = None  # the next model's session opens after this one is gone
         top1[name] = scores[k]["top1"]
     return {
         "dataset": cfg.data.dataset,

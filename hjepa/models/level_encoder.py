@@ -37,9 +37,10 @@ class Float32LayerNorm(nn.Module):
         super().__init__()
         self.normalized_shape = tuple(norm.normalized_shape)
         self.eps = norm.eps
-        # A LayerNorm without affine parameters (the parameter-free level targets) keeps None for both.
-        self.weight = None if norm.weight is None else nn.Parameter(norm.weight.detach().float(), requires_grad=False)
-        self.bias = None if norm.bias is None else nn.Parameter(norm.bias.detach().float(), requires_grad=False)
+        # A LayerNorm without affine parameters (the parameter-free level targets) keeps None for both. Copies: a
+        # view would keep alive the whole mapped weights file it points into (the fp32 model a half export drops).
+        self.weight = None if norm.weight is None else nn.Parameter(norm.weight.detach().float().clone(), False)
+        self.bias = None if norm.bias is None else nn.Parameter(norm.bias.detach().float().clone(), False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)

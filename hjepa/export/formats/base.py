@@ -19,6 +19,7 @@ import torch
 from hjepa.config import Config
 from hjepa.export.errors import ExportError
 from hjepa.export.onnx_export import check_opset
+from hjepa.export.source import ExportSource
 from hjepa.export.staging import StagedDirectory
 from hjepa.export.verify import sample_inputs
 from hjepa.inference.artifacts.artifact import LoadedModel
@@ -78,7 +79,7 @@ class LevelJob:
     :meth:`ExportFormat.prepare` returned (the ``tensorrt`` module), by format name.
     """
 
-    model: torch.nn.Module
+    source: ExportSource  # the torch model, which a large level drops once its graph is on disk
     cfg: Config
     level: int
     out: Path
@@ -94,7 +95,8 @@ class LevelJob:
     headline: str = ""  # the one line printed for this level
     notes: list[str] = field(default_factory=list)  # appended to the headline after "; "
     onnx_path: Path | None = None
-    session: Any = None  # the onnxruntime session of the ONNX file as written (int8 when quantized)
+    session: Any = None  # the onnxruntime session of the fp32 / fp16 file as written (None for int8: TensorRT,
+    # its only reader, refuses --int8, and a ViT-H session is gigabytes)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,6 +106,10 @@ class LevelJob:
         self.batch = verify_batch if options.dynamic else (options.batch or 1)
         self.batches = sorted({1, verify_batch}) if options.dynamic else [self.batch]
         self.profile = tuple(export_cfg.profile_batches) if options.dynamic else (self.batch,) * 3
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.source.model  # read again from its file if a large level dropped it
 
     def make_inputs(self, size: int) -> np.ndarray:
         """A deterministic batch of ``size`` inputs in the model's input format (seeded by the level)."""

@@ -181,6 +181,7 @@ class Manifest:
     checkpoint_sha256: str | None
     files: dict[int, dict[str, Path | None]]
     metadata: dict[int, dict[str, Any]]
+    all_levels: dict[str, Any] | None = None  # the one-graph levels.onnx entry (--format levels), if written
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -199,4 +200,5 @@ def read_manifest(directory: Path) -> Manifest:
         raise RuntimeSourceError(f"{path} is not a valid hjepa export manifest ({type(exc).__name__}: {exc})") from None
     if not files:
         raise RuntimeSourceError(f"{path} lists no levels")
-    return Manifest(directory, data.get("config"), data.get("checkpoint_sha256"), files, metadata)
+    all_levels = data.get("all_levels") if isinstance(data.get("all_levels"), dict) else None
+    return Manifest(directory, data.get("config"), data.get("checkpoint_sha256"), files, metadata, all_levels)
