@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_helpers import assert_resume_is_exact
 
 from hjepa.config import ConfigError, load_config
 from hjepa.data import MultiViewAugment, PixelNeighbours
@@ -80,12 +81,7 @@ def test_training_with_neighbour_views_runs_and_resumes_exactly(tmp_path):
             "train.checkpoint_every=2", "train.knn_every=0", f"train.out_dir={out}", "train.progress=false",
         ])
 
-    train(config(tmp_path / "a"))
-    train(config(tmp_path / "b"), stop_at=2)
-    train(config(tmp_path / "b"), resume=True)
-    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = assert_resume_is_exact(tmp_path, config)
     train(config(tmp_path / "c", share=0))  # the same run without neighbour views learns something else
     c = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")["model"]
     assert not all(torch.equal(a[k], c[k]) for k in a)

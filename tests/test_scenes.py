@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from train_helpers import assert_resume_is_exact
 
 from hjepa.config import ConfigError, load_config
 from hjepa.data import MultiViewAugment, SceneMaker
@@ -113,19 +114,11 @@ def test_bad_scene_settings_are_one_line(overrides, message):
 
 
 def test_training_with_scenes_runs_and_resumes_exactly(tmp_path):
-    from hjepa.train import train
-    from hjepa.train.checkpoint import load_checkpoint
-
-    def config(out, share=0.5):
+    def config(out):
         return load_config("digits-debug", [
             "model.objective=multiview", "loss.regularizer=vicreg", "loss.regularizer_weight=[0.05]",
-            "loss.spatial_weight=[1.0]", f"data.scenes={share}", "data.scene_layouts=[1, 2]", "train.steps=4",
+            "loss.spatial_weight=[1.0]", "data.scenes=0.5", "data.scene_layouts=[1, 2]", "train.steps=4",
             "train.checkpoint_every=2", "train.knn_every=0", f"train.out_dir={out}", "train.progress=false",
         ])
 
-    train(config(tmp_path / "a"))
-    train(config(tmp_path / "b"), stop_at=2)
-    train(config(tmp_path / "b"), resume=True)
-    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(tmp_path, config)

@@ -57,7 +57,7 @@ def make_mosaics(
     picks = torch.randint(0, images.shape[0], (count, tiles), generator=generator)
     empty = torch.rand(count, tiles, generator=generator) < empty_fraction
     tile = canvas // layout
-    resized = _resize(images, tile)  # [N, C, t, t], resized once for every mosaic
+    resized = resize_uint8(images, (tile, tile))  # [N, C, t, t], resized once for every mosaic
     chosen = resized[picks.flatten()].view(count, tiles, *resized.shape[1:])
     chosen = chosen.masked_fill(empty.view(count, tiles, 1, 1, 1), 0)
     tile_labels = labels[picks].masked_fill(empty, -1)
@@ -65,23 +65,24 @@ def make_mosaics(
     bright = chosen.amax(dim=2) >= threshold  # [M, T, t, t]
     pixel = torch.where(bright, (tile_labels + 1).view(count, tiles, 1, 1), BACKGROUND)
     return Mosaics(
-        images=_tile(chosen, layout),
-        pixel_labels=_tile(pixel.unsqueeze(2), layout).squeeze(1).long(),
+        images=tile_grid(chosen, layout),
+        pixel_labels=tile_grid(pixel.unsqueeze(2), layout).squeeze(1).long(),
         tile_labels=tile_labels.view(count, layout, layout).long(),
         layout=layout,
         num_classes=num_classes + 1,
     )
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
+def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` -> ``[N, C, *size]``, bilinear and antialiased."""
+    if tuple(images.shape[-2:]) == tuple(size):
         return images
-    pixels = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    pixels = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
     return pixels.round().clamp(0, 255).to(torch.uint8)
 
 
-def _tile(parts: torch.Tensor, layout: int) -> torch.Tensor:
-    """``[M, n*n, C, t, t]`` -> ``[M, C, n*t, n*t]``, tiles in row-major order."""
-    count, _, channels, tile, _ = parts.shape
-    grid = parts.view(count, layout, layout, channels, tile, tile)
-    return grid.permute(0, 3, 1, 4, 2, 5).reshape(count, channels, layout * tile, layout * tile)
+def tile_grid(parts: torch.Tensor, layout: int) -> torch.Tensor:
+    """``[M, n*n, C, th, tw]`` -> ``[M, C, n*th, n*tw]``, tiles in row-major order."""
+    count, _, channels, tile_h, tile_w = parts.shape
+    grid = parts.view(count, layout, layout, channels, tile_h, tile_w)
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(count, channels, layout * tile_h, layout * tile_w)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hjepa.config import ConfigError
+from hjepa.data.mosaics import resize_uint8, tile_grid
 
 EMPTY_TILE = 0.25  # share of filler tiles left black, as in the dense evaluation's mosaics
 
@@ -79,14 +80,11 @@ class SceneMaker:
 def _mosaic(images: torch.Tensor, k: int, slot: torch.Tensor, fillers: torch.Tensor,
             empty: torch.Tensor) -> torch.Tensor:
     """``k x k`` mosaics ``[B, C, H, W]``: row b's own picture in tile ``slot[b]``, ``fillers`` elsewhere."""
-    batch, channels, height, width = images.shape
-    tile_h, tile_w = height // k, width // k
-    small = F.interpolate(images.float(), size=(tile_h, tile_w), mode="bilinear", align_corners=False,
-                          antialias=True).round().clamp(0, 255).to(torch.uint8)
+    batch, _, height, width = images.shape
+    small = resize_uint8(images, (height // k, width // k))
     tiles = small[fillers].masked_fill(empty.view(batch, k * k, 1, 1, 1), 0)  # [B, k*k, C, th, tw]
     tiles[torch.arange(batch, device=images.device), slot] = small
-    grid = tiles.view(batch, k, k, channels, tile_h, tile_w).permute(0, 3, 1, 4, 2, 5)
-    mosaic = grid.reshape(batch, channels, k * tile_h, k * tile_w)
+    mosaic = tile_grid(tiles, k)
     if mosaic.shape[-2:] != (height, width):  # sides not divisible by k: stretch the few missing pixels
         mosaic = F.interpolate(mosaic.float(), size=(height, width), mode="nearest").to(torch.uint8)
     return mosaic
