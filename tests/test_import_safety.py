@@ -109,3 +109,19 @@ def test_a_bad_head_count_from_config_json_names_it(tmp_path):
     with pytest.raises(ImportSourceError, match="config.json num_attention_heads 5"):
         import_encoder(tmp_path / "hf", tmp_path / "a")
     assert not (tmp_path / "a").exists()
+
+
+def test_import_writes_files_with_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    source = tmp_path / "IN1K-tiny.pth.tar"
+    ijepa_checkpoint(source)
+    old = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(import_main, [str(source), "--num-heads", "4", "--out", str(tmp_path / "a")])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    for path in (tmp_path / "a").iterdir():  # safetensors alone writes 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, f"{path.name}: {oct(path.stat().st_mode)}"

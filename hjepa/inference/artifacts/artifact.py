@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import hjepa
 from hjepa.config import Config, ConfigError
 from hjepa.data import DATASET_STATS, dataset_stats
+from hjepa.files import atomic_path, atomic_write_text
 from hjepa.inference.artifacts.checkpoint import (
     CheckpointError,
     check_state,
@@ -116,10 +117,11 @@ def make_spec(
 def write_artifact(loaded: LoadedModel, directory: Path) -> dict[str, Any]:
     """Weights and spec into an existing ``directory``; returns the spec."""
     weights = {k: v.detach().cpu().contiguous() for k, v in inference_state(loaded.model.state_dict()).items()}
-    save_file(weights, str(directory / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:  # safetensors alone writes mode 0600, whatever the umask
+        save_file(weights, str(tmp), metadata={"format": ARTIFACT_FORMAT})
     # safetensors has no checksum: the spec holds one
     spec = {**loaded.spec, "weights_sha256": file_sha256(directory / WEIGHTS_NAME)}
-    (directory / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+    atomic_write_text(directory / SPEC_NAME, json.dumps(spec, indent=2) + "\n")
     return spec
 
 
