@@ -129,6 +129,9 @@ class DataConfig:
     # (data/scenes.py); 0: off
     scenes: float = 0.0
     scene_layouts: list[int] = field(default_factory=lambda: [1, 2, 4])
+    # scenes: the first global view of a scene row stays the whole picture, and the cell term's
+    # target is that view's pooled token (the picture at full size taught to its small copies)
+    scene_anchor: bool = False
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 

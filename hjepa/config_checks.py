@@ -201,6 +201,8 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
             raise ConfigError(f"config key {low_key!r} ({low}) must not exceed {high_key!r} ({high})")
     if cfg.data.scenes and cfg.model.objective != "multiview":
         raise ConfigError("data.scenes needs model.objective=multiview (the masked objective has no views to place)")
+    if cfg.data.scene_anchor and not cfg.data.scenes:
+        raise ConfigError("data.scene_anchor needs data.scenes > 0 (it anchors the scene rows)")
     if any(cfg.loss.cell_weight) and cfg.model.objective != "multiview":
         raise ConfigError("loss.cell_weight needs model.objective=multiview")
     if any(not 1 <= k <= 8 for k in cfg.data.scene_layouts) or not cfg.data.scene_layouts:

@@ -107,6 +107,7 @@ def test_the_cell_term_pulls_the_cells_that_show_the_picture_to_its_pooled_token
     (["loss.cell_weight=[-1.0]"], "cell_weight"),
     (["data.scenes=1.5"], "data.scenes"),
     (["data.scenes=0.5", "data.scene_layouts=[0]"], "scene_layouts"),
+    (["data.scene_anchor=true"], "scene_anchor"),
 ])
 def test_bad_scene_settings_are_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -122,3 +123,29 @@ def test_training_with_scenes_runs_and_resumes_exactly(tmp_path):
         ])
 
     assert_resume_is_exact(tmp_path, config)
+
+
+def test_an_anchored_scene_keeps_the_whole_picture_in_its_first_view():
+    images = torch.randint(1, 256, (32, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    plain = SceneMaker(0.5, [2, 4])(images, 2, torch.Generator().manual_seed(1))
+    anchored = SceneMaker(0.5, [2, 4], anchor=True)(images, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(anchored.rows, plain.rows) and bool(anchored.rows.any())
+    assert torch.equal(anchored.canvases[0], images)  # view 0: every row shows its whole picture
+    assert (anchored.placement[0] == torch.tensor([1.0, 0.0, 0.0])).all()
+    assert torch.equal(anchored.canvases[1], plain.canvases[1])  # the other views draw as before
+
+
+def test_the_anchored_cell_target_is_the_whole_pictures_pooled_token():
+    from hjepa.data.multiview import Views
+    from hjepa.models import build_model
+
+    cfg = load_config("digits-debug", ["model.objective=multiview", "data.scenes=0.5", "data.scene_anchor=true",
+                                    "loss.cell_weight=[1.0]"])
+    model = build_model(cfg)
+    pooled = torch.randn(2 * 3, 8)  # [V*B, D]: view 0's rows first
+    tokens = torch.randn(2 * 3, 4, 8)
+    views = Views(torch.zeros(2, 3, 1, 8, 8), None, None, None, torch.tensor([True, False, True]))
+    _, _, target = model._cells(tokens, pooled, views)
+    per_view = pooled.view(2, 3, 8)
+    assert torch.allclose(target[0], per_view[0, 0]) and torch.allclose(target[2], per_view[0, 2])
+    assert torch.allclose(target[1], per_view[:, 1].mean(0))  # plain rows: the mean of both views

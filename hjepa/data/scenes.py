@@ -1,7 +1,8 @@
 """Scene views: both global views of a share of the batch are mosaics holding the row's picture in one tile.
 
 Each view draws its own layout (``k x k`` tiles), the picture's tile and the other tiles (other pictures of the
-batch, or empty), so the picture sits at another place and scale in each view. Since we placed it, we know where its
+batch, or empty), so the picture sits at another place and scale in each view. With ``anchor`` the first view stays
+the whole picture (the cell term then teaches its pooled token to the picture's small copies). Since we placed it, we know where its
 cells are: the spatial term then matches cells that share content but not position, which a position embedding
 cannot satisfy (CP2's copy-paste correspondences, on hjepa's level grids). No label is read.
 
@@ -36,21 +37,22 @@ class Scenes:
 class SceneMaker:
     """Mosaics around a ``share`` of each batch's pictures; see the module docstring."""
 
-    def __init__(self, share: float, layouts: Sequence[int] = (1, 2, 4)) -> None:
+    def __init__(self, share: float, layouts: Sequence[int] = (1, 2, 4), anchor: bool = False) -> None:
         if not 0 < share <= 1:
             raise ConfigError(f"data.scenes must be in (0, 1], got {share}")
         if not layouts or any(int(k) < 1 or int(k) > 8 for k in layouts):
             raise ConfigError(f"data.scene_layouts must be tile counts per side in 1..8, got {list(layouts)}")
         self.share = float(share)
         self.layouts = [int(k) for k in layouts]
+        self.anchor = anchor  # view 0 keeps the whole picture (layout 1)
 
     def __call__(self, images: torch.Tensor, num_views: int, generator: torch.Generator) -> Scenes:
         """``images`` uint8 ``[B, C, H, W]``; every draw comes from ``generator`` (CPU), in a fixed order."""
         batch = images.shape[0]
         rows = torch.rand(batch, generator=generator) < self.share
         canvases, placements = [], []
-        for _ in range(num_views):
-            canvas, placement = self._view(images, rows, generator)
+        for view in range(num_views):
+            canvas, placement = self._view(images, rows & (view > 0 or not self.anchor), generator)
             canvases.append(canvas)
             placements.append(placement)
         return Scenes(torch.stack(canvases), torch.stack(placements), rows.to(images.device))

@@ -100,6 +100,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         cell_weights = list(cfg.loss.cell_weight) or [0.0]
         self.cell_levels = [level for level in range(self.num_levels)
                             if cell_weights[min(level, len(cell_weights) - 1)] > 0]
+        self.scene_anchor = cfg.data.scene_anchor
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
         for param in self.target_encoder.parameters():
@@ -163,11 +164,16 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
 
     def _cells(self, tokens: torch.Tensor, pooled: torch.Tensor, views: Views) -> tuple[torch.Tensor, ...]:
         """Level-k cells ``[V_g, B, N_k, D]``, where they show the picture ``[V_g, B, N_k]`` and their target: the
-        picture's pooled level-k token, averaged over the global views, ``[B, D]``."""
+        picture's pooled level-k token, averaged over the global views (anchored scene rows: the first view's, the
+        whole picture), ``[B, D]``."""
         num_global, batch = views.num_global, views.batch_size
         side = math.isqrt(tokens.shape[1])
         cells = tokens.view(num_global, batch, side * side, -1)
-        target = pooled.view(num_global, batch, -1).mean(0).detach()
+        per_view = pooled.view(num_global, batch, -1)
+        target = per_view.mean(0)
+        if self.scene_anchor and views.scene_rows is not None:
+            target = torch.where(views.scene_rows[:, None], per_view[0], target)
+        target = target.detach()
         if views.boxes is None:
             return cells, cells.new_ones(cells.shape[:3]), target
         shown = picture_cells(views.boxes.flatten(0, 1), side).view(num_global, batch, side * side)
