@@ -15,6 +15,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -114,7 +116,49 @@ def timed(command: list[str], log: Path) -> dict:
     wall, peak_kb = stats.read_text().split()[-2:]
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     return {"wall_s": float(wall), "peak_rss_gb": int(peak_kb) / 1e6, "exit": proc.returncode,
-            "last_line": lines[-1][:300] if lines else ""}
+            "last_line": lines[-1][:300] if lines else "", "load_average_after": os.getloadavg()}
+
+
+def served(source: Path, log: Path, timeout: float = 3600) -> dict:
+    """``hjepa-serve SOURCE --no-gallery`` under /usr/bin/time: seconds until the app answers, seconds of the first
+    ``/embed`` answer (a 224 px picture, through gradio_client as a user's script), and the server's peak RSS."""
+    import urllib.request
+
+    import numpy as np
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    picture = log.with_suffix(".png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(picture)
+    stats, url, result = log.with_suffix(".time"), f"http://127.0.0.1:{port}/", {}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%e %M", "-o", str(stats), str(BIN / "hjepa-serve"),
+                                 str(source), "--port", str(port), "--no-gallery"], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                start_new_session=True)
+        start = time.perf_counter()
+        try:
+            while proc.poll() is None and time.perf_counter() - start < timeout:
+                try:
+                    urllib.request.urlopen(url, timeout=5)
+                    break
+                except OSError:
+                    time.sleep(2)
+            result["app_up_s"] = time.perf_counter() - start
+            tick = time.perf_counter()
+            Client(url, verbose=False, httpx_kwargs={"timeout": timeout}).predict(handle_file(str(picture)),
+                                                                                  api_name="/embed")
+            result["first_embed_s"] = time.perf_counter() - tick
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)  # GNU time waits on; the server exits and time writes its line
+            proc.wait(120)
+    wall, peak_kb = stats.read_text().split()[-2:]
+    return {**result, "wall_s": float(wall), "peak_rss_gb": int(peak_kb) / 1e6, "exit": 0 if result else 1,
+            "last_line": "", "load_average_after": os.getloadavg()}
 
 
 def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict, save: Callable[[], None]) -> None:
@@ -127,10 +171,15 @@ def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict
     stages = {} if args.artifact else {"import": None}
     if args.artifact and "checkpoint" not in record:  # the fp32 bytes the table divides by
         record["checkpoint"] = {"fp32_bytes": (artifact / "encoder.safetensors").stat().st_size}
-    flags_of = {"fp32": [], "int8": ["--int8"], "fp16": ["--half"]}
+    flags_of = {"fp32": [], "int8": ["--int8"], "fp16": ["--half"], "fp32simplify": ["--simplify"]}
     for precision in args.precisions.split(","):
         stages[f"export_{precision}"] = [str(BIN / "hjepa-export"), str(artifact), "--level", "0", "--out",
                                          str(work / f"{arch_name}-{precision}"), *flags_of[precision]]
+        # A reader of the export: k-NN on a few Fashion-MNIST pictures (peak RSS, not accuracy).
+        stages[f"eval_{precision}"] = [str(BIN / "hjepa-eval"), "knn", str(work / f"{arch_name}-{precision}"),
+                                       "--dataset", "fashion-mnist", "--level", "0", "--train-limit", "32",
+                                       "--test-limit", "16", "--batch-size", "16", "--no-cache"]
+        stages[f"serve_{precision}"] = "serve"
     stages = {name: command for name, command in stages.items() if wanted is None or name in wanted}
     if "import" in stages:
         ckpt = work / f"{arch_name}.pth.tar"
@@ -141,7 +190,11 @@ def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict
         stages["import"] = [str(BIN / "hjepa-import"), str(ckpt), "--arch", arch_name, "--out", str(artifact)]
     record.setdefault("stages", {})
     for name, command in stages.items():
-        record["stages"][name] = timed(command, work / f"{arch_name}-{name}.log")
+        log = work / f"{arch_name}-{name}.log"
+        if command == "serve":
+            record["stages"][name] = served(work / f"{arch_name}-{name.split('_', 1)[1]}", log)
+        else:
+            record["stages"][name] = timed(command, log)
         print(f"  {name}: {record['stages'][name]}", flush=True)
         save()
         if name == "import":
@@ -195,7 +248,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,int8,fp16", help="exports to make and time, in this order")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new one in /tmp, removed)")
     parser.add_argument("--stages", default=None,
-                        help="only these: import, export_fp32, export_int8, export_fp16, latency (default: all)")
+                        help="only these: import, export_P, eval_P, serve_P (P a precision), latency (default: all)")
     parser.add_argument("--artifact", default=None, help="an import made earlier: its stages are skipped")
     parser.add_argument("--update", action="store_true",
                         help="merge into the stages of --out's record of the same model instead of replacing it")

@@ -2,9 +2,9 @@
 
 Each view draws its own layout (``k x k`` tiles), the picture's tile and the other tiles (other pictures of the
 batch, or empty), so the picture sits at another place and scale in each view. With ``anchor`` the first view stays
-the whole picture (the cell term then teaches its pooled token to the picture's small copies). Since we placed it, we know where its
-cells are: the spatial term then matches cells that share content but not position, which a position embedding
-cannot satisfy (CP2's copy-paste correspondences, on hjepa's level grids). No label is read.
+the whole picture (the cell term then teaches its pooled token to the picture's small copies). Since we placed it, we
+know where its cells are: the spatial term then matches cells that share content but not position, which a position
+embedding cannot satisfy (CP2's copy-paste correspondences, on hjepa's level grids). No label is read.
 
 A placement ``(k, i, j)`` means the view's source canvas shows the picture in tile row ``i``, column ``j`` of a
 ``k x k`` grid; :func:`canvas_to_picture` turns a crop box of the canvas into a box in picture fractions, which is all

@@ -230,7 +230,9 @@ class BatchMaker:
             table_device = device if cfg.data.on_device else torch.device("cpu")  # where the crops are made
             self.neighbours = PixelNeighbours(dataset.tensors()[0].to(table_device), cfg.data.neighbour_views,
                                               cfg.data.neighbour_pool)
-        self.scenes = SceneMaker(cfg.data.scenes, cfg.data.scene_layouts, cfg.data.scene_anchor) if cfg.data.scenes else None
+        self.scenes = None
+        if cfg.data.scenes:
+            self.scenes = SceneMaker(cfg.data.scenes, cfg.data.scene_layouts, cfg.data.scene_anchor)
 
     def __call__(self, step: int, images: torch.Tensor) -> tuple[torch.Tensor, MaskBatch | None]:
         cfg, device, seed = self.cfg, self.device, self.cfg.train.seed
