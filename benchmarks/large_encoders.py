@@ -153,8 +153,10 @@ def served(source: Path, log: Path, timeout: float = 3600) -> dict:
                                                                                   api_name="/embed")
             result["first_embed_s"] = time.perf_counter() - tick
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)  # GNU time waits on; the server exits and time writes its line
+            # SIGTERM to the server only (a background job ignores SIGINT): GNU time then writes its line
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            for child in children.read_text().split() if proc.poll() is None else []:
+                os.kill(int(child), signal.SIGTERM)
             proc.wait(120)
     wall, peak_kb = stats.read_text().split()[-2:]
     return {**result, "wall_s": float(wall), "peak_rss_gb": int(peak_kb) / 1e6, "exit": 0 if result else 1,
