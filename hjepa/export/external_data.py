@@ -56,7 +56,8 @@ def save_graph(model: onnx.ModelProto, path: Path) -> None:
 
 
 def simplify_file(path: Path, data_name: str) -> None:
-    """onnxslim on a model over 2 GB: it reads and writes the weights itself (``save_as_external_data``)."""
+    """onnxslim on a model over 2 GB, without its shape inference: onnxslim sizes the model with ``ByteSize()``,
+    which protobuf refuses past 2 GB (onnxslim 0.1.98). The graph passes and constant folding still run."""
     try:
         import onnxslim
     except ImportError:
@@ -64,7 +65,7 @@ def simplify_file(path: Path, data_name: str) -> None:
     metadata = {p.key: p.value for p in load_graph(path).metadata_props}
     model = onnx.load(str(path))  # onnxslim folds constants: it needs the values
     try:
-        slim = onnxslim.slim(model)
+        slim = onnxslim.slim(model, no_shape_infer=True)
     except Exception as exc:  # onnxslim raises what its passes raise
         raise ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
