@@ -63,13 +63,11 @@ def simplify_file(path: Path, data_name: str) -> None:
     except ImportError:
         raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
     metadata = {p.key: p.value for p in load_graph(path).metadata_props}
-    model = onnx.load(str(path))  # onnxslim folds constants: it needs the values
-    try:
-        slim = onnxslim.slim(model, no_shape_infer=True)
+    try:  # from the path: onnxslim loads the values itself (it folds constants)
+        slim = onnxslim.slim(str(path), no_shape_infer=True)
     except Exception as exc:  # onnxslim raises what its passes raise
         raise ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    del model
     set_metadata(slim, metadata)
     externalise(slim, path.parent, data_name)
     save_graph(slim, path)
