@@ -1,5 +1,6 @@
 """Real-size pretrained encoders on the CPU: I-JEPA-layout ViT-L/16 and ViT-H/14 with random weights, from import
-to the first answer, and steady latency of torch eager vs onnxruntime fp32 / int8 / fp16.
+to the first answer, and steady latency of torch eager vs onnxruntime fp32 / int8 / fp16 beside the weight-GEMM
+floor of the same shapes (what any runtime's matrix kernels could reach on this machine).
 
 Each stage runs as its own process (the console commands a user runs), timed and measured by ``/usr/bin/time``
 (peak RSS). The checkpoint is written as I-JEPA's ``train.py`` saves one: ``encoder`` / ``predictor`` /
@@ -52,6 +53,56 @@ for batch in batches:
         times.append(time.perf_counter() - t)
     median = float(np.median(times))
     out[f"batch_{batch}"] = {"latency_s": median, "img_per_s": batch / median, "runs": len(times)}
+print("RESULT " + json.dumps(out))
+"""
+
+
+# The weight-GEMM floor (benchmarks/gemm_floor.py) of one encoder block at the model's token count, fp32 and int8 on
+# onnxruntime and as torch matmuls, times the depth: how fast any runtime's kernels could run the level here. The
+# patch embedding (0.1 % of ViT-H's multiply-adds), LayerNorm, GELU, softmax and the attention products are left out.
+FLOOR = r"""
+import json, sys, tempfile, time
+from pathlib import Path
+import numpy as np, onnxruntime as ort, torch
+sys.path.insert(0, sys.argv[1])
+from gemm_floor import floor_model, floor_runner
+from hjepa.export.onnx_export import save_onnx
+from hjepa.export.quantize import quantize_int8
+from hjepa.importers.architectures import ARCHITECTURES
+arch = ARCHITECTURES[sys.argv[2]]
+batches, reps = [int(b) for b in sys.argv[3].split(",")], int(sys.argv[4])
+tokens, dim, hidden = (arch.img_size // arch.patch_size) ** 2, arch.embed_dim, arch.mlp_hidden_dim
+gemms = [("linear", tokens, dim, 3 * dim), ("linear", tokens, dim, dim), ("linear", tokens, dim, hidden),
+         ("linear", tokens, hidden, dim)]
+macs = arch.depth * sum(rows * fan_in * fan_out for _, rows, fan_in, fan_out in gemms)
+def median_s(run, batch):
+    run(batch)
+    times = []
+    for _ in range(reps if batch == 1 else max(1, reps // 3)):
+        t = time.perf_counter(); run(batch); times.append(time.perf_counter() - t)
+    return float(np.median(times)) * arch.depth
+out = {"gmacs_per_image": macs / 1e9}
+with tempfile.TemporaryDirectory() as tmp:
+    fp32 = save_onnx(floor_model(gemms), Path(tmp) / "block_fp32.onnx")
+    int8 = Path(tmp) / "block_int8.onnx"
+    quantize_int8(fp32, int8)
+    for name, path in (("ort_fp32", fp32), ("ort_int8", int8)):
+        options = ort.SessionOptions(); options.intra_op_num_threads = torch.get_num_threads()
+        run = floor_runner(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        out[name] = {}
+        for batch in batches:
+            s = median_s(lambda b: run(np.zeros((b, 3, 1, 1), np.float32)), batch)
+            out[name][f"batch_{batch}"] = {"latency_s": s, "gflop_s": 2 * macs * batch / s / 1e9}
+weights = [torch.randn(fan_in, fan_out) / fan_in ** 0.5 for _, _, fan_in, fan_out in gemms]
+out["torch_fp32"] = {}
+for batch in batches:
+    xs = [torch.randn(batch, rows, fan_in) for _, rows, fan_in, _ in gemms]
+    def run(_b):
+        with torch.inference_mode():
+            for x, w in zip(xs, weights):
+                x @ w
+    s = median_s(run, batch)
+    out["torch_fp32"][f"batch_{batch}"] = {"latency_s": s, "gflop_s": 2 * macs * batch / s / 1e9}
 print("RESULT " + json.dumps(out))
 """
 
@@ -166,7 +217,6 @@ def served(source: Path, log: Path, timeout: float = 3600) -> dict:
 def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict, save: Callable[[], None]) -> None:
     """Every stage for one architecture into ``record`` (saved after each stage: a long run keeps what it did).
     ``args.stages`` picks some; ``args.artifact`` reuses an import made earlier (no checkpoint, no import)."""
-    batches, reps = args.batches, args.reps
     wanted = set(args.stages.split(",")) if args.stages else None
     record["model"] = arch_name
     artifact = Path(args.artifact) if args.artifact else work / f"{arch_name}-import"
@@ -201,8 +251,23 @@ def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict
         save()
         if name == "import":
             ckpt.unlink()  # the 4x file is not needed any more: keep the disk in check
-    if wanted is not None and "latency" not in wanted:
-        return
+    if wanted is None or "latency" in wanted:
+        latency(arch_name, artifact, work, args, record, save)
+    if wanted is None or "floor" in wanted:
+        log = work / f"{arch_name}-floor.log"
+        result = timed([sys.executable, "-c", FLOOR, str(ROOT / "benchmarks"), arch_name, args.batches,
+                        str(args.reps)], log)
+        found = [line for line in log.read_text().splitlines() if line.startswith("RESULT ")]
+        result.update(json.loads(found[-1][7:]) if found else {})
+        record["floor"] = result
+        print(f"  weight-GEMM floor: {result}", flush=True)
+        save()
+
+
+def latency(arch_name: str, artifact: Path, work: Path, args: argparse.Namespace, record: dict,
+            save: Callable[[], None]) -> None:
+    """Steady latency of torch eager on the import and onnxruntime on each export, one process each."""
+    batches, reps = args.batches, args.reps
     record.setdefault("latency", {})
     sources = {"torch": (artifact, "torch")}
     sources.update({f"ort_{p}": (work / f"{arch_name}-{p}", "onnxruntime") for p in args.precisions.split(",")})
@@ -250,10 +315,13 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,int8,fp16", help="exports to make and time, in this order")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new one in /tmp, removed)")
     parser.add_argument("--stages", default=None,
-                        help="only these: import, export_P, eval_P, serve_P (P a precision), latency (default: all)")
+                        help="only these: import, export_P, eval_P, serve_P (P a precision), latency, floor "
+                        "(default: all)")
     parser.add_argument("--artifact", default=None, help="an import made earlier: its stages are skipped")
     parser.add_argument("--update", action="store_true",
                         help="merge into the stages of --out's record of the same model instead of replacing it")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the import and the exports in --work (a later run's --artifact and latency stage)")
     parser.add_argument("--note", default=None, help="how busy the machine was, saved with its description")
     parser.add_argument("--out", default=str(RESULTS / "large_encoders.json"))
     args = parser.parse_args()
@@ -272,7 +340,7 @@ def main() -> None:
                 records.append(record := {})
             run_model(name, work, args, record, save)
             for path in work.glob(f"{name}-*"):  # exports of this model: gigabytes each
-                if path.is_dir() and str(path) != args.artifact:
+                if path.is_dir() and str(path) != args.artifact and not args.keep:
                     shutil.rmtree(path)
     finally:
         if not args.work:
