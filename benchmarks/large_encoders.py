@@ -304,6 +304,13 @@ def table(records: list[dict], batches: list[int]) -> str:
             own = lat.get("batch_1", {}).get("latency_s")
             ratio = f"{base / own:.2f}x" if base and own else "-"
             rows.append(f"| {rec['model']} | {name} | " + " | ".join(cells) + f" | {ratio} |")
+        for name, floor in rec.get("floor", {}).items():
+            if not isinstance(floor, dict) or "batch_1" not in floor:
+                continue
+            cells = [f"{floor[f'batch_{b}']['latency_s']:.2f} ({floor[f'batch_{b}']['gflop_s']:.0f} GFLOP/s)"
+                     if f"batch_{b}" in floor else "-" for b in batches]
+            ratio = f"{base / floor['batch_1']['latency_s']:.2f}x" if base else "-"
+            rows.append(f"| {rec['model']} | weight-GEMM floor, {name} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(rows)
 
 
