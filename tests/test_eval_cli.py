@@ -132,3 +132,17 @@ def test_k_larger_than_the_bank_is_a_one_line_warning_and_noted(tiny_checkpoint,
     assert "warning: k=20 exceeds the 12 train features; using k=12" in result.output
     assert "knn@20 used k=12" in result.output
     assert json.loads(out.read_text())["levels"]["0"]["knn"]["20"]["k_used"] == 12
+
+
+def test_knn_of_the_grid_with_the_pixel_baseline(tiny_checkpoint, tmp_path, cache_args):
+    """``--feature grid``: the report says so and the features are the level's cells flattened; the pixel baseline
+    is the picture either way; a feature that does not exist is one line naming the choices."""
+    out = tmp_path / "grid.json"
+    result = run("knn", tiny_checkpoint, "--dataset", "digits", "--level", "0", "--feature", "grid", "--baseline",
+                 "pixels", "--train-limit", "200", "--test-limit", "50", "--out", out, *cache_args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["protocol"]["feature"] == "grid" and report["features"]["0"]["test"]["dim"] == 16 * 32
+    assert report["baselines"]["pixels"]["features"]["0"]["test"]["dim"] == 3 * 16 * 16
+    bad = CliRunner().invoke(main, ["knn", str(tiny_checkpoint), "--dataset", "digits", "--feature", "cls"])
+    assert bad.exit_code != 0 and "'cls' is not one of 'pooled', 'grid'" in bad.output

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from hjepa.data import EvalTransform, build_dataset, dataset_stats
+from hjepa.errors import OptionError
 from hjepa.evaluation.run import evaluate
 from hjepa.evaluation.sources import resolve_source
 from hjepa.inference.artifacts.levels import parse_levels
@@ -156,3 +157,35 @@ def test_logreg_classifier_is_reported_under_its_name(tiny_checkpoint, tmp_path)
     results = report["levels"]["0"]
     assert "logreg" in results and "linear" not in results and "knn" not in results
     assert 10.0 < results["logreg"]["top1"] <= results["logreg"]["top5"] <= 100.0
+
+
+def test_grid_feature_is_the_level_grid_flattened_and_cached_apart(tiny_checkpoint, tmp_path):
+    """``feature="grid"``: each image's level-k cells in raster order, flattened; its cache entry is its own, and the
+    pooled entry written before it is still hit."""
+    kwargs = dict(protocols=("knn",), cache_dir=tmp_path, ks=[5], progress=False, train_limit=60, test_limit=20)
+    pooled = evaluate(tiny_checkpoint, "digits", levels="0,1", **kwargs)
+    grid = evaluate(tiny_checkpoint, "digits", levels="0,1", feature="grid", **kwargs)
+    again = evaluate(tiny_checkpoint, "digits", levels="0,1", **kwargs)
+
+    model, cfg, _ = load_model(tiny_checkpoint, "cpu")
+    images, _ = build_dataset("digits", "test").tensors()
+    keep = torch.linspace(0, len(images) - 1, 20).round().long()
+    side = cfg.model.img_size // cfg.model.patch_size
+    for level in (0, 1):
+        with torch.no_grad():
+            tokens, mean = model.extract_features(EvalTransform(cfg.model.img_size, *dataset_stats("digits"))(
+                images[keep]), level)
+        cells = (side // 2**level) ** 2
+        assert tokens.shape[1] == cells > 1  # a grid, not one cell: pooled and grid differ
+        grid_file = load_file(grid["features"][str(level)]["test"]["file"])["features"]
+        torch.testing.assert_close(grid_file, tokens.flatten(1), atol=1e-5, rtol=1e-5)
+        assert grid["features"][str(level)]["test"]["dim"] == cells * mean.shape[1]
+        assert pooled["features"][str(level)]["test"]["dim"] == mean.shape[1]
+        assert grid["features"][str(level)]["test"]["file"] != pooled["features"][str(level)]["test"]["file"]
+    assert grid["protocol"]["feature"] == "grid" and pooled["protocol"]["feature"] == "pooled"
+    assert {info["cache"] for splits in again["features"].values() for info in splits.values()} == {"hit"}
+
+
+def test_unknown_feature_is_named(tiny_checkpoint):
+    with pytest.raises(OptionError, match="unknown feature 'cls'; valid: pooled, grid"):
+        evaluate(tiny_checkpoint, "digits", protocols=("knn",), feature="cls", cache_dir=None, progress=False)

@@ -26,6 +26,9 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--data-dir", default=None, help="Dataset location (default: the dataset's own)."),
         click.option("--download", is_flag=True, help="Download the dataset if it can fetch itself (cifar100)."),
         click.option("--level", "levels", default="all", show_default=True, help="Level K, a list '0,2', or 'all'."),
+        click.option("--feature", type=click.Choice(["pooled", "grid"]), default="pooled", show_default=True,
+                     help="pooled: the mean of the level-k cells; grid: the level-k cells flattened in raster order "
+                          "(keeps the layout the mean discards; N_k x D values per image)."),
         click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON report here."),
         click.option("--train-limit", type=int, default=None, metavar="N", help="Use N train images (spread evenly)."),
         click.option("--test-limit", type=int, default=None, metavar="N", help="Use N test images (spread evenly)."),
@@ -101,7 +104,7 @@ def main() -> None:
 @_source_options
 @_knn_options
 def knn(source: str | None, **options: Any) -> None:
-    """Weighted k-NN (cosine, exp(sim/T) votes) of pooled level-k features: top-1 / top-5 per k."""
+    """Weighted k-NN (cosine, exp(sim/T) votes) of level-k features (pooled, or the grid): top-1 / top-5 per k."""
     _run(("knn",), source, **options)
 
 
@@ -109,7 +112,7 @@ def knn(source: str | None, **options: Any) -> None:
 @_source_options
 @_probe_options
 def linear_probe(source: str | None, **options: Any) -> None:
-    """A linear classifier on frozen pooled level-k features: top-1 / top-5."""
+    """A linear classifier on frozen level-k features (pooled, or the grid): top-1 / top-5."""
     _run(("linear",), source, **options)
 
 

@@ -71,6 +71,12 @@ class PixelSource(EvalSource):
     def embed_pooled_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
         return {level: self.embed_pooled(images, level) for level in levels}
 
+    def embed_features(
+        self, images: torch.Tensor, levels: list[int], feature: str = "pooled"
+    ) -> dict[int, torch.Tensor]:
+        """The picture's pixels whichever ``feature``: raw pixels are a grid already (one cell per pixel)."""
+        return self.embed_pooled_levels(images, levels)
+
     def describe(self) -> dict:
         return {"kind": "pixels", "backend": "pixels", "source_hash": self.source_hash,
                 "model": self.runtime.metadata.to_dict()}

@@ -1,4 +1,5 @@
-"""``evaluate``: k-NN and linear probes of a source's pooled features per level, as one report.
+"""``evaluate``: k-NN and linear probes of a source's features per level, as one report: the pooled feature, or the
+level-k grid's cells flattened (``feature="grid"``).
 
 Features are cached by everything that changes them, so a rerun with other probe settings skips the encoder.
 """
@@ -30,6 +31,7 @@ from hjepa.inference.features.knn import knn_evaluate
 
 PROTOCOLS = ("knn", "linear")
 CLASSIFIERS = ("sgd", "logreg")
+FEATURES = ("pooled", "grid")  # grid: the level-k cells in raster order, flattened ([N_k * D])
 DEFAULT_CACHE_DIR = ".cache/features"
 SPLITS = ("train", "test")
 
@@ -53,18 +55,20 @@ def load_split(
 @torch.no_grad()
 def extract_pooled(
     source: EvalSource, data: ImageDataset, levels: Sequence[int], batch_size: int, progress: bool = True,
-    desc: str = "",
+    desc: str = "", feature: str = "pooled",
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """``{level: (pooled float32 [N, D], labels [N])}`` on the CPU from one streamed encoder pass."""
+    """``{level: (features float32 [N, F], labels [N])}`` on the CPU from one streamed encoder pass: pooled
+    (``F = D``) or the flattened grid (``feature="grid"``, ``F = N_k * D``)."""
     levels = list(levels)
-    features, labels = extract_levels(lambda batch: source.embed_pooled_levels(batch, levels),
+    features, labels = extract_levels(lambda batch: source.embed_features(batch, levels, feature),
                                       iterate_eval(data, batch_size), source.transform(),
                                       math.ceil(len(data) / batch_size), progress, desc)
     return {k: (features.get(k, torch.empty(0)), labels) for k in levels}
 
 
 def _cache_extra(
-    source: EvalSource, data: ImageDataset, data_dir: str | None, full_size: int, limit: int | None
+    source: EvalSource, data: ImageDataset, data_dir: str | None, full_size: int, limit: int | None,
+    feature: str = "pooled",
 ) -> str:
     """The rest of the cache key, with a data fingerprint so data edited in place is re-encoded."""
     meta = source.runtime.metadata
@@ -80,6 +84,8 @@ def _cache_extra(
         "full_size": full_size,
         "limit": limit,
     }
+    if feature != "pooled":  # pooled keys stay as they were: caches written before still hit
+        fields["feature"] = feature
     return json.dumps(fields, sort_keys=True)
 
 
@@ -93,8 +99,9 @@ def split_features(
     extra: str,
     batch_size: int,
     progress: bool = True,
+    feature: str = "pooled",
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-    """``{level: (features [N, D], labels [N], info)}``: cached levels loaded, the rest from one pass.
+    """``{level: (features [N, F], labels [N], info)}``: cached levels loaded, the rest from one pass.
 
     ``info`` (cache hit / miss / off, seconds, file) goes in the report; a shared pass's time is split evenly.
     """
@@ -112,7 +119,7 @@ def split_features(
     if missing:
         tic = time.perf_counter()
         names = ",".join(str(level) for level in missing)
-        computed = extract_pooled(source, data, missing, batch_size, progress, f"level {names} {split}")
+        computed = extract_pooled(source, data, missing, batch_size, progress, f"level {names} {split}", feature)
         seconds = (time.perf_counter() - tic) / len(missing)
         for level, (features, labels) in computed.items():
             file = None
@@ -137,6 +144,7 @@ class EvalOptions:
     ks: Sequence[int] | None = None
     temperature: float | None = None
     classifier: str = "sgd"  # or "logreg" (scikit-learn)
+    feature: str = "pooled"  # or "grid": the level-k cells flattened
     train_limit: int | None = None
     test_limit: int | None = None
     batch_size: int | None = None
@@ -155,6 +163,8 @@ class EvalOptions:
             raise OptionError(f"unknown protocol {unknown[0] if unknown else None!r}; valid: {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIERS:
             raise OptionError(f"unknown classifier {self.classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+        if self.feature not in FEATURES:
+            raise OptionError(f"unknown feature {self.feature!r}; valid: {', '.join(FEATURES)}")
         settings = EvalConfig()
         ks = [int(k) for k in (settings.knn_k if self.ks is None else self.ks)]
         temperature = settings.knn_temperature if self.temperature is None else float(self.temperature)
@@ -200,7 +210,7 @@ def run_protocols(
 
 def protocol_settings(options: EvalOptions, levels: list[int]) -> dict[str, Any]:
     """Recorded beside the figures."""
-    protocol = {"protocols": list(options.protocols), "levels": levels, "knn_k": options.ks,
+    protocol = {"protocols": list(options.protocols), "levels": levels, "feature": options.feature, "knn_k": options.ks,
                 "knn_temperature": options.temperature, "classifier": options.classifier,
                 "batch_size": options.batch_size}
     if "linear" in options.protocols and options.classifier == "sgd":
@@ -237,10 +247,11 @@ def evaluate(
     # Step 3. Features of both splits (cached, or one pass for all levels), then each protocol
     cache = FeatureCache(o.cache_dir) if o.cache_dir is not None else None
     timings.update(extract_s=0.0, knn_s=0.0, linear_s=0.0)
-    extras = {split: _cache_extra(source, data, o.data_dir, full_size, limits[split]) if cache is not None else ""
+    extras = {split: _cache_extra(source, data, o.data_dir, full_size, limits[split], o.feature)
+              if cache is not None else ""
               for split, (data, full_size) in splits.items()}  # once: it reads every pixel
     per_split = {split: split_features(source, data, dataset, split, chosen_levels, cache, extras[split],
-                                       o.batch_size, o.progress)
+                                       o.batch_size, o.progress, o.feature)
                  for split, (data, _) in splits.items()}
     feature_info: dict[int, dict[str, dict[str, Any]]] = {}
     results: dict[int, dict[str, Any]] = {}

@@ -57,6 +57,16 @@ class EvalSource:
         out = self.runtime.embed_levels(images, levels, with_tokens=False)
         return {level: torch.from_numpy(pooled) for level, (_, pooled) in out.items()}
 
+    def embed_features(
+        self, images: torch.Tensor, levels: list[int], feature: str = "pooled"
+    ) -> dict[int, torch.Tensor]:
+        """``{level: [B, F]}``: the pooled feature (``F = D``), or with ``feature="grid"`` the level-k grid's cells
+        in raster order, flattened (``F = N_k * D``): the layout the pooled mean discards."""
+        if feature == "pooled":
+            return self.embed_pooled_levels(images, levels)
+        out = self.runtime.embed_levels(images, levels, with_tokens=True)
+        return {level: torch.from_numpy(tokens.reshape(tokens.shape[0], -1)) for level, (tokens, _) in out.items()}
+
     def describe(self) -> dict:
         """Kind, backend, hash and metadata for the report."""
         return {
