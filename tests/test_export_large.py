@@ -267,3 +267,57 @@ def test_a_large_level_frees_the_torch_model_before_onnxruntime_opens_it(
     # Per level: the traced and fused graphs, fp32 and int8 verification (and the k-NN's two files in turn).
     assert len(alive) >= 8 and alive == [0] * len(alive)
     assert len(models) == 2  # level 1 read the model again
+
+
+def _foldable_model(path):
+    """y = x @ Transpose(W) + (a + b): the transpose and the sum fold into constants; weights stored externally."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "a"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("Add", ["a", "b"], ["ab"]),
+             helper.make_node("MatMul", ["x", "wt"], ["xw"]), helper.make_node("Add", ["xw", "ab"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    arrays = [numpy_helper.to_array(init) for init in inits]
+    onnx.save_model(model, str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    return arrays
+
+
+def test_simplify_runs_onnxslims_passes_one_model_at_a_time(tmp_path, monkeypatch):
+    """The pass-by-pass simplification gives onnxslim's own graph and outputs, stops once a pass changes nothing,
+    and falls back to ``onnxslim.slim`` where onnxslim lays its passes out otherwise."""
+    onnxslim = pytest.importorskip("onnxslim")
+    core = pytest.importorskip("onnxslim.core")
+
+    from hjepa.export import external_data
+
+    path = tmp_path / "m.onnx"
+    w, a, b = _foldable_model(path)
+    calls = []
+    optimize = core.optimize
+    monkeypatch.setattr(core, "optimize", lambda model, *a: calls.append(1) or optimize(model, *a))
+    slim = external_data._slim_in_passes(path)
+    ops = [node.op_type for node in slim.graph.node]
+    assert "Transpose" not in ops and len(ops) < 4  # folded (and, in onnxslim 0.1.98, fused into one Gemm)
+    assert external_data._structure(slim) == external_data._structure(onnxslim.slim(str(path), no_shape_infer=True))
+    assert 2 <= len(calls) < external_data.SLIM_PASSES  # a pass that changed nothing ended it
+
+    x = np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
+    want = cpu_session(path).run(None, {"x": x})[0]
+    np.testing.assert_allclose(want, x @ w.T + (a + b), rtol=1e-5, atol=1e-5)
+    external_data.simplify_file(path, "m.onnx.data")
+    np.testing.assert_allclose(cpu_session(path).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    assert "Transpose" not in [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+
+    def moved(_path):
+        raise ImportError("no onnxslim.core.optimize here")
+
+    monkeypatch.setattr(external_data, "_slim_in_passes", moved)
+    _foldable_model(path)
+    external_data.simplify_file(path, "m.onnx.data")
+    np.testing.assert_allclose(cpu_session(path).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    assert "Transpose" not in [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]

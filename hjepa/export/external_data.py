@@ -55,22 +55,68 @@ def save_graph(model: onnx.ModelProto, path: Path) -> None:
     check_file(path)
 
 
+SLIM_PASSES = 10  # onnxslim's own bound on its passes
+
+
 def simplify_file(path: Path, data_name: str) -> None:
-    """onnxslim on a model over 2 GB, without its shape inference: onnxslim sizes the model with ``ByteSize()``,
-    which protobuf refuses past 2 GB (onnxslim 0.1.98). The graph passes and constant folding still run."""
+    """onnxslim on a model over 2 GB, pass by pass, without its shape inference: onnxslim sizes the model with
+    ``ByteSize()``, which protobuf refuses past 2 GB (onnxslim 0.1.98). The graph passes and constant folding still
+    run. ``onnxslim.slim`` keeps the model it was given, the graph of the last pass and the new model across its
+    passes (three copies of the weights, 13 GB at ViT-H/14); here each pass drops the model before it, and the
+    passes stop when one leaves the graph's structure as it found it."""
     try:
         import onnxslim
     except ImportError:
         raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
     metadata = {p.key: p.value for p in load_graph(path).metadata_props}
-    try:  # from the path: onnxslim loads the values itself (it folds constants)
-        slim = onnxslim.slim(str(path), no_shape_infer=True)
+    try:
+        slim = _slim_in_passes(path)
+    except ImportError:  # another onnxslim layout: its one-call entry point, from the path
+        slim = None
     except Exception as exc:  # onnxslim raises what its passes raise
-        raise ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise _slim_error(exc) from None
+    if slim is None:
+        try:
+            slim = onnxslim.slim(str(path), no_shape_infer=True)
+        except Exception as exc:
+            raise _slim_error(exc) from None
     set_metadata(slim, metadata)
     externalise(slim, path.parent, data_name)
     save_graph(slim, path)
+
+
+def _slim_error(exc: Exception) -> ExportError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: {first})")
+
+
+def _slim_in_passes(path: Path) -> onnx.ModelProto:
+    """onnxslim's optimisation passes (constant folding, pattern fusion, clean-up), one model alive at a time
+    beside the one being written; ``ImportError`` where this onnxslim lays them out otherwise."""
+    from onnxslim.core import freeze, optimize
+    from onnxslim.core.optimization import OptimizationSettings
+    from onnxslim.utils import TensorInfo, update_outputs_dims
+
+    OptimizationSettings.reset(None)
+    model = onnx.load(str(path))  # with its weights: constant folding reads them
+    freeze(model)
+    outputs = {TensorInfo(out).name: TensorInfo(out).shape for out in model.graph.output}  # as onnxslim.slim
+    passes = [model]  # the list holds the only reference, so a pass's input is freed once it has run
+    del model
+    before = _structure(passes[0])
+    for _ in range(SLIM_PASSES):
+        passes.append(optimize(passes.pop()))
+        after = _structure(passes[0])
+        if after == before:
+            break
+        before = after
+    return update_outputs_dims(passes.pop(), output_dims=outputs)
+
+
+def _structure(model: onnx.ModelProto) -> tuple:
+    """What a pass can change, without the weights' values: the nodes in order and the initializers' names."""
+    nodes = tuple((node.op_type, tuple(node.input), tuple(node.output)) for node in model.graph.node)
+    return nodes, tuple(sorted(init.name for init in model.graph.initializer))
 
 
 def fuse_file(
