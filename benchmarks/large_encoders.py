@@ -170,6 +170,14 @@ def timed(command: list[str], log: Path) -> dict:
             "last_line": lines[-1][:300] if lines else "", "load_average_after": os.getloadavg()}
 
 
+def timed_script(script: str, argv: list[str], log: Path) -> dict:
+    """``timed`` of ``python -c script argv``, with the JSON of the script's last ``RESULT`` line merged in."""
+    result = timed([sys.executable, "-c", script, *argv], log)
+    found = [line for line in log.read_text().splitlines() if line.startswith("RESULT ")]
+    result.update(json.loads(found[-1][7:]) if found else {})
+    return result
+
+
 def served(source: Path, log: Path, timeout: float = 3600) -> dict:
     """``hjepa-serve SOURCE --no-gallery`` under /usr/bin/time: seconds until the app answers, seconds of the first
     ``/embed`` answer (a 224 px picture, through gradio_client as a user's script), and the server's peak RSS."""
@@ -254,11 +262,8 @@ def run_model(arch_name: str, work: Path, args: argparse.Namespace, record: dict
     if wanted is None or "latency" in wanted:
         latency(arch_name, artifact, work, args, record, save)
     if wanted is None or "floor" in wanted:
-        log = work / f"{arch_name}-floor.log"
-        result = timed([sys.executable, "-c", FLOOR, str(ROOT / "benchmarks"), arch_name, args.batches,
-                        str(args.reps)], log)
-        found = [line for line in log.read_text().splitlines() if line.startswith("RESULT ")]
-        result.update(json.loads(found[-1][7:]) if found else {})
+        result = timed_script(FLOOR, [str(ROOT / "benchmarks"), arch_name, args.batches, str(args.reps)],
+                              work / f"{arch_name}-floor.log")
         record["floor"] = result
         print(f"  weight-GEMM floor: {result}", flush=True)
         save()
@@ -273,9 +278,7 @@ def latency(arch_name: str, artifact: Path, work: Path, args: argparse.Namespace
     sources.update({f"ort_{p}": (work / f"{arch_name}-{p}", "onnxruntime") for p in args.precisions.split(",")})
     for name, (source, backend) in sources.items():
         log = work / f"{arch_name}-latency-{name}.log"
-        result = timed([sys.executable, "-c", LATENCY, str(source), backend, batches, str(reps)], log)
-        found = [line for line in log.read_text().splitlines() if line.startswith("RESULT ")]
-        result.update(json.loads(found[-1][7:]) if found else {})
+        result = timed_script(LATENCY, [str(source), backend, batches, str(reps)], log)
         record["latency"][name] = result
         print(f"  latency {name}: {result}", flush=True)
         save()

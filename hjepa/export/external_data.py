@@ -70,24 +70,16 @@ def simplify_file(path: Path, data_name: str) -> None:
         raise ExportError("--simplify needs onnxslim, which is not installed: pip install onnxslim") from None
     metadata = {p.key: p.value for p in load_graph(path).metadata_props}
     try:
-        slim = _slim_in_passes(path)
-    except ImportError:  # another onnxslim layout: its one-call entry point, from the path
-        slim = None
-    except Exception as exc:  # onnxslim raises what its passes raise
-        raise _slim_error(exc) from None
-    if slim is None:
         try:
+            slim = _slim_in_passes(path)
+        except ImportError:  # another onnxslim layout: its one-call entry point, from the path
             slim = onnxslim.slim(str(path), no_shape_infer=True)
-        except Exception as exc:
-            raise _slim_error(exc) from None
+    except Exception as exc:  # onnxslim raises what its passes raise
+        raise ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     set_metadata(slim, metadata)
     externalise(slim, path.parent, data_name)
     save_graph(slim, path)
-
-
-def _slim_error(exc: Exception) -> ExportError:
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return ExportError(f"--simplify: onnxslim failed on this model ({type(exc).__name__}: {first})")
 
 
 def _slim_in_passes(path: Path) -> onnx.ModelProto:
