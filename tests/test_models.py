@@ -74,6 +74,28 @@ def test_gathered_tokens_equal_encoder_on_selected_tokens():
     assert not torch.allclose(encoder(images2, idx)[0], gathered[0])
 
 
+def test_cpu_bf16_training_uses_explicit_attention_with_the_same_result():
+    torch.manual_seed(0)
+    encoder = ViTEncoder(small_config().model)
+    attention = [m for m in encoder.modules() if hasattr(m, "fused_attn")]
+    assert attention and all(m.fused_attn for m in attention)  # timm's default here
+    images = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explicit = encoder(images)
+        assert not any(m.fused_attn for m in attention)
+        with torch.no_grad():
+            encoder(images)  # inference keeps the fused kernel
+        assert all(m.fused_attn for m in attention)
+    fp32 = encoder(images)
+    assert all(m.fused_attn for m in attention)  # fp32 training keeps it too
+    for module in attention:
+        module.fused_attn = True
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        fused = encoder(images)
+    torch.testing.assert_close(explicit.float(), fused.float(), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(explicit.float(), fp32, atol=0.1, rtol=0.1)
+
+
 def test_ema_moves_target_by_the_scheduled_amount():
     torch.manual_seed(0)
     cfg = small_config()

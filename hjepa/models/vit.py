@@ -95,6 +95,8 @@ class ViTEncoder(nn.Module):
             table = sincos_2d(dim, self.grid)[None]
         self.register_buffer("pos_embed", table, persistent=stored_positions)
         self._other_grids: dict[tuple[int, int], torch.Tensor] = {}
+        self._attention = [m for m in self.vit.modules() if hasattr(m, "fused_attn")]
+        self._fused_default = [m.fused_attn for m in self._attention]
 
     @property
     def num_tokens(self) -> int:
@@ -117,7 +119,18 @@ class ViTEncoder(nn.Module):
             self._other_grids[grid] = table
         return table
 
+    def select_attention(self, device: torch.device) -> None:
+        """timm's explicit attention (``q @ k^T``, softmax, ``@ v``) for bf16 training on a CPU, its fused kernel
+        otherwise. PyTorch's CPU flash-attention backward is slow at small head widths: at the quickstart's size
+        (64 tokens, head width 64) the encoder's bf16 forward + backward is 1.2x faster explicit, and inference and
+        fp32 are not (benchmarks/cpu_attention.py). The same weights, the same function; only the kernel differs."""
+        explicit = device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+        for module, default in zip(self._attention, self._fused_default, strict=True):
+            module.fused_attn = default and not explicit
+
     def forward(self, images: torch.Tensor, token_idx: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            self.select_attention(images.device)
         x = self.vit.patch_embed(images)  # [B, N, D]
         if self.cls_token is not None:
             if token_idx is not None:
