@@ -149,3 +149,23 @@ def test_the_anchored_cell_target_is_the_whole_pictures_pooled_token():
     per_view = pooled.view(2, 3, 8)
     assert torch.allclose(target[0], per_view[0, 0]) and torch.allclose(target[2], per_view[0, 2])
     assert torch.allclose(target[1], per_view[:, 1].mean(0))  # plain rows: the mean of both views
+
+
+def test_the_standardised_cell_term_divides_each_dimension_by_the_cells_variance():
+    from hjepa.losses.multiview import cells_to_picture
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 5, generator=generator)
+    cells = target[None, :, None] + 0.3 * torch.randn(2, 6, 4, 5, generator=generator)
+    shown = (torch.rand(2, 6, 4, generator=generator) > 0.3).float()
+    raw = cells_to_picture(cells, shown, target)
+    standard = cells_to_picture(cells, shown, target, standardise=True)
+    picked = cells[shown.bool()]  # [M, D]
+    variance = (picked - picked.mean(0)).square().mean(0)  # [D]
+    by_hand = ((cells - target[None, :, None]).square() / variance).mean(-1)
+    assert torch.allclose(standard, (by_hand * shown).sum() / shown.sum(), rtol=1e-5)
+    # A shared offset and a common scale of every token leave the standardised term as it is; the raw one scales.
+    offset = torch.randn(5, generator=generator) * 10
+    assert torch.allclose(cells_to_picture(3 * cells + offset, shown, 3 * target + offset, standardise=True),
+                          standard, rtol=1e-4)
+    assert torch.allclose(cells_to_picture(3 * cells + offset, shown, 3 * target + offset), 9 * raw, rtol=1e-4)

@@ -76,6 +76,6 @@ def build_multiview_loss(cfg: LossConfig, num_levels: int) -> MultiViewLoss:
             raise ConfigError(f"loss.spatial_weight needs a regulariser of one view's cells (vicreg or sigreg), "
                               f"not {cfg.regularizer}")
         cells = expand_per_level(cfg.cell_weight, num_levels, "loss.cell_weight")
-        return MultiViewLoss(regularizer, weights, level_weights, spatial, cells)
+        return MultiViewLoss(regularizer, weights, level_weights, spatial, cells, cfg.cell_standardise)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

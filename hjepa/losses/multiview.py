@@ -14,7 +14,8 @@ with s_h the level's spatial weight and L_local,h the cell-matching term of ``sp
 maps (``local_maps[h] [V_g, B, h, w, K]``, needing ``boxes`` and ``same_picture``). With a cell weight g_h, each
 level-h token of a global view that shows the picture is pulled to the picture's pooled level-h token t (the mean
 over the global views, no gradient): ``+ w_h g_h mean (cell - sg(t))^2``, so a cell says what its picture is
-(``cells[h] = (cells [V_g, B, N, D], shown [V_g, B, N], t [B, D])``, key ``cell_h{i}``).
+(``cells[h] = (cells [V_g, B, N, D], shown [V_g, B, N], t [B, D])``, key ``cell_h{i}``). With
+``loss.cell_standardise`` each dimension of that distance is divided by its variance over all those cells.
 
 Nothing but the regulariser keeps the embeddings from collapsing to a constant, so lambda_h > 0 is required. All
 parts are computed in float32. Keys: ``loss``, ``loss_prediction``, ``loss_regularizer``, ``pred_h{i}``,
@@ -37,7 +38,8 @@ class MultiViewLoss(nn.Module):
     ``embeddings[h] [V, B, K]`` (globals first) and ``predictions[h] [V, B, K]``."""
 
     def __init__(self, regularizer: nn.Module, regularizer_weights: Sequence[float], level_weights: Sequence[float],
-                 spatial_weights: Sequence[float] | None = None, cell_weights: Sequence[float] | None = None):
+                 spatial_weights: Sequence[float] | None = None, cell_weights: Sequence[float] | None = None,
+                 cell_standardise: bool = False):
         super().__init__()
         if not all(0 < w <= 1 for w in regularizer_weights):
             raise ValueError(
@@ -49,6 +51,7 @@ class MultiViewLoss(nn.Module):
         self.level_weights = [float(w) for w in level_weights]
         self.spatial_weights = [float(w) for w in spatial_weights or [0.0] * len(self.level_weights)]
         self.cell_weights = [float(w) for w in cell_weights or [0.0] * len(self.level_weights)]
+        self.cell_standardise = cell_standardise
 
     def forward(
         self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0,
@@ -75,7 +78,7 @@ class MultiViewLoss(nn.Module):
                     local = self._local_loss(local_maps[level].float(), boxes, same_picture, lam, step, level, out)
                     level_loss = level_loss + weight * self.spatial_weights[level] * local
                 if cells is not None and cells[level] is not None and self.cell_weights[level] > 0:
-                    to_picture = _cells_to_picture(*cells[level])
+                    to_picture = cells_to_picture(*cells[level], standardise=self.cell_standardise)
                     out[f"cell_h{level}"] = to_picture.detach()
                     level_loss = level_loss + weight * self.cell_weights[level] * to_picture
                 total = level_loss if total is None else total + level_loss
@@ -110,8 +113,17 @@ class MultiViewLoss(nn.Module):
         return self.regularizer(view, center.detach())
 
 
-def _cells_to_picture(cells: Tensor, shown: Tensor, target: Tensor) -> Tensor:
+def cells_to_picture(cells: Tensor, shown: Tensor, target: Tensor, standardise: bool = False) -> Tensor:
     """Mean squared distance of the cells ``[V, B, N, D]`` that show the picture (``shown [V, B, N]``) to its
-    pooled token ``target [B, D]``."""
-    distance = (cells.float() - target.float()[None, :, None]).square().mean(-1)
-    return (distance * shown).sum() / shown.sum().clamp_min(1)
+    pooled token ``target [B, D]``; with ``standardise``, each dimension's square divided by that dimension's variance
+    over those cells (gradient flowing into it), so neither a shared component nor a common scale of the tokens
+    shrinks the term: cells close to their picture relative to how far all cells spread, dimension by dimension."""
+    cells, target = cells.float(), target.float()
+    count = shown.sum().clamp_min(1)
+    squares = (cells - target[None, :, None]).square()  # [V, B, N, D]
+    if standardise:
+        weights = shown[..., None]
+        mean = (cells * weights).sum((0, 1, 2)) / count
+        variance = ((cells - mean).square() * weights).sum((0, 1, 2)) / count
+        squares = squares / variance.clamp_min(1e-6)
+    return (squares.mean(-1) * shown).sum() / count
