@@ -121,9 +121,9 @@ class ViTEncoder(nn.Module):
 
     def select_attention(self, device: torch.device) -> None:
         """timm's explicit attention (``q @ k^T``, softmax, ``@ v``) for bf16 training on a CPU, its fused kernel
-        otherwise. PyTorch's CPU flash-attention backward is slow at small head widths: at the quickstart's size
-        (64 tokens, head width 64) the encoder's bf16 forward + backward is 1.2x faster explicit, and inference and
-        fp32 are not (benchmarks/cpu_attention.py). The same weights, the same function; only the kernel differs."""
+        otherwise. PyTorch's CPU flash-attention backward is slow at small sizes: at the quickstart's (64 tokens, head
+        widths 32-64) the encoder's bf16 forward + backward is 1.3-1.8x faster explicit, and inference and fp32 are
+        not (benchmarks/cpu_attention.py). The same weights, the same function; only the kernel differs."""
         explicit = device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
         for module, default in zip(self._attention, self._fused_default, strict=True):
             module.fused_attn = default and not explicit
