@@ -135,6 +135,9 @@ class DataConfig:
     # scenes: the first global view of a scene row stays the whole picture, and the cell term's
     # target is that view's pooled token (the picture at full size taught to its small copies)
     scene_anchor: bool = False
+    # scenes: the second view of a scene row places the row's raw-pixel neighbour (data.neighbour_views)
+    # instead of the picture, so the scene rows learn from neighbours too
+    scene_neighbours: bool = False
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 

@@ -203,6 +203,9 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
         raise ConfigError("data.scenes needs model.objective=multiview (the masked objective has no views to place)")
     if cfg.data.scene_anchor and not cfg.data.scenes:
         raise ConfigError("data.scene_anchor needs data.scenes > 0 (it anchors the scene rows)")
+    if cfg.data.scene_neighbours and not (cfg.data.scenes and cfg.data.neighbour_views == 1):
+        raise ConfigError("data.scene_neighbours needs data.scenes > 0 and data.neighbour_views=1.0 (every row's "
+                          "neighbour, placed in its second view)")
     if any(cfg.loss.cell_weight) and cfg.model.objective != "multiview":
         raise ConfigError("loss.cell_weight needs model.objective=multiview")
     if any(not 1 <= k <= 8 for k in cfg.data.scene_layouts) or not cfg.data.scene_layouts:

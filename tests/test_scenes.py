@@ -9,6 +9,7 @@ from train_helpers import assert_resume_is_exact
 
 from hjepa.config import ConfigError, load_config
 from hjepa.data import MultiViewAugment, SceneMaker
+from hjepa.data.mosaics import resize_uint8
 from hjepa.losses.spatial import match_loss
 
 
@@ -169,3 +170,32 @@ def test_the_standardised_cell_term_divides_each_dimension_by_the_cells_variance
     assert torch.allclose(cells_to_picture(3 * cells + offset, shown, 3 * target + offset, standardise=True),
                           standard, rtol=1e-4)
     assert torch.allclose(cells_to_picture(3 * cells + offset, shown, 3 * target + offset), 9 * raw, rtol=1e-4)
+
+
+def test_neighbour_scenes_place_the_neighbour_in_the_second_view_and_leave_the_first_alone():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (32, 1, 28, 28), generator=generator, dtype=torch.uint8)
+    neighbours = torch.randint(1, 256, (32, 1, 28, 28), generator=generator, dtype=torch.uint8)
+    plain = SceneMaker(1.0, [1, 2], anchor=True)(images, 2, torch.Generator().manual_seed(1))
+    scenes = SceneMaker(1.0, [1, 2], anchor=True)(images, 2, torch.Generator().manual_seed(1), neighbours)
+    assert scenes.neighbours and not plain.neighbours
+    assert torch.equal(scenes.canvases[0], images) and torch.equal(scenes.placement, plain.placement)
+    for row in range(32):
+        k, i, j = (int(v) for v in scenes.placement[1, row])
+        tile = slice(i * 28 // k, (i + 1) * 28 // k), slice(j * 28 // k, (j + 1) * 28 // k)
+        small = resize_uint8(neighbours[row:row + 1], (28 // k, 28 // k))[0]
+        assert torch.equal(scenes.canvases[1, row][:, tile[0], tile[1]], small)  # the neighbour, in its tile
+        if k == 2:  # the other tiles still come from the batch's own pictures (or are empty)
+            assert not torch.equal(scenes.canvases[1, row], plain.canvases[1, row])
+    # A neighbour scene row is two pictures: the spatial term must leave it out.
+    views = MultiViewAugment(28, crop_scale=(1.0, 1.0), hflip=False)(images, torch.Generator().manual_seed(2),
+                                                                     neighbours, scenes)
+    assert not bool(views.same_picture.any())
+    views = MultiViewAugment(28, crop_scale=(1.0, 1.0), hflip=False)(images, torch.Generator().manual_seed(2),
+                                                                     neighbours, plain)
+    assert bool(views.same_picture.all())
+
+
+def test_neighbour_scenes_need_every_rows_neighbour():
+    with pytest.raises(ConfigError, match="scene_neighbours"):
+        load_config("fashion-mnist", ["data.neighbour_views=0.5", "data.scene_neighbours=true"])

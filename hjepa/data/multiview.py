@@ -94,6 +94,6 @@ class MultiViewAugment:
         if self.num_local:
             locals_ = torch.stack([self.local_view(images, generator) for _ in range(self.num_local)])
         same_picture = None if second is None else (second == images).flatten(1).all(1)
-        if scenes is not None:
+        if scenes is not None and not scenes.neighbours:  # neighbour scenes stay different pictures
             same_picture = scenes.rows if same_picture is None else same_picture | scenes.rows
         return Views(torch.stack(crops), locals_, boxes, same_picture, None if scenes is None else scenes.rows)

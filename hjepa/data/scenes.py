@@ -2,7 +2,9 @@
 
 Each view draws its own layout (``k x k`` tiles), the picture's tile and the other tiles (other pictures of the
 batch, or empty), so the picture sits at another place and scale in each view. With ``anchor`` the first view stays
-the whole picture (the cell term then teaches its pooled token to the picture's small copies). Since we placed it, we
+the whole picture (the cell term then teaches its pooled token to the picture's small copies). With ``neighbours`` the
+second view places the row's raw-pixel neighbour instead (``data/neighbours.py``): its small copy is taught the
+picture's pooled token, so scene rows carry the neighbour signal too. Since we placed it, we
 know where its cells are: the spatial term then matches cells that share content but not position, which a position
 embedding cannot satisfy (CP2's copy-paste correspondences, on hjepa's level grids). No label is read.
 
@@ -27,11 +29,13 @@ EMPTY_TILE = 0.25  # share of filler tiles left black, as in the dense evaluatio
 
 @dataclass
 class Scenes:
-    """``canvases`` uint8 ``[V, B, C, H, W]``, ``placement [V, B, 3]`` = (k, i, j), ``rows [B]`` bool."""
+    """``canvases`` uint8 ``[V, B, C, H, W]``, ``placement [V, B, 3]`` = (k, i, j), ``rows [B]`` bool;
+    ``neighbours``: the second view places the row's neighbour, not the row's picture."""
 
     canvases: torch.Tensor
     placement: torch.Tensor
     rows: torch.Tensor
+    neighbours: bool = False
 
 
 class SceneMaker:
@@ -46,19 +50,24 @@ class SceneMaker:
         self.layouts = [int(k) for k in layouts]
         self.anchor = anchor  # view 0 keeps the whole picture (layout 1)
 
-    def __call__(self, images: torch.Tensor, num_views: int, generator: torch.Generator) -> Scenes:
-        """``images`` uint8 ``[B, C, H, W]``; every draw comes from ``generator`` (CPU), in a fixed order."""
+    def __call__(self, images: torch.Tensor, num_views: int, generator: torch.Generator,
+                 neighbours: torch.Tensor | None = None) -> Scenes:
+        """``images`` uint8 ``[B, C, H, W]``; ``neighbours`` (like ``images``): what the second view places instead
+        of the row's picture. Every draw comes from ``generator`` (CPU), in a fixed order."""
         batch = images.shape[0]
         rows = torch.rand(batch, generator=generator) < self.share
         canvases, placements = [], []
         for view in range(num_views):
-            canvas, placement = self._view(images, rows & (view > 0 or not self.anchor), generator)
+            pictures = neighbours if view == 1 and neighbours is not None else images
+            canvas, placement = self._view(pictures, images, rows & (view > 0 or not self.anchor), generator)
             canvases.append(canvas)
             placements.append(placement)
-        return Scenes(torch.stack(canvases), torch.stack(placements), rows.to(images.device))
+        return Scenes(torch.stack(canvases), torch.stack(placements), rows.to(images.device), neighbours is not None)
 
-    def _view(self, images: torch.Tensor, rows: torch.Tensor,
+    def _view(self, pictures: torch.Tensor, images: torch.Tensor, rows: torch.Tensor,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One view's canvases: ``pictures`` placed on scene rows (``images`` elsewhere), tiles of ``images`` around
+        them."""
         batch, most = images.shape[0], max(self.layouts) ** 2
         layout = torch.tensor(self.layouts)[torch.randint(len(self.layouts), (batch,), generator=generator)]
         slot = (torch.rand(batch, generator=generator) * layout.square()).long()
@@ -66,26 +75,28 @@ class SceneMaker:
         empty = torch.rand(batch, most, generator=generator) < EMPTY_TILE
         layout = torch.where(rows, layout, 1)
         slot = torch.where(rows, slot, 0)
-        canvas = images.clone()
+        canvas = torch.where(rows.to(images.device).view(-1, 1, 1, 1), pictures, images)
         for k in self.layouts:
             chosen = (layout == k).to(images.device)
             if k == 1 or not bool(chosen.any()):
                 continue
             device = images.device
-            mosaic = _mosaic(images, k, slot.clamp(max=k * k - 1).to(device), fillers[:, :k * k].to(device),
+            mosaic = _mosaic(pictures, images, k, slot.clamp(max=k * k - 1).to(device), fillers[:, :k * k].to(device),
                              empty[:, :k * k].to(device))
             canvas[chosen] = mosaic[chosen]
         placement = torch.stack([layout, slot // layout, slot % layout], dim=1).float()
         return canvas, placement.to(images.device)
 
 
-def _mosaic(images: torch.Tensor, k: int, slot: torch.Tensor, fillers: torch.Tensor,
+def _mosaic(pictures: torch.Tensor, images: torch.Tensor, k: int, slot: torch.Tensor, fillers: torch.Tensor,
             empty: torch.Tensor) -> torch.Tensor:
-    """``k x k`` mosaics ``[B, C, H, W]``: row b's own picture in tile ``slot[b]``, ``fillers`` elsewhere."""
+    """``k x k`` mosaics ``[B, C, H, W]``: row b's picture in tile ``slot[b]``, the ``fillers`` of ``images``
+    elsewhere."""
     batch, _, height, width = images.shape
     small = resize_uint8(images, (height // k, width // k))
+    placed = small if pictures is images else resize_uint8(pictures, (height // k, width // k))
     tiles = small[fillers].masked_fill(empty.view(batch, k * k, 1, 1, 1), 0)  # [B, k*k, C, th, tw]
-    tiles[torch.arange(batch, device=images.device), slot] = small
+    tiles[torch.arange(batch, device=images.device), slot] = placed
     mosaic = tile_grid(tiles, k)
     if mosaic.shape[-2:] != (height, width):  # sides not divisible by k: stretch the few missing pixels
         mosaic = F.interpolate(mosaic.float(), size=(height, width), mode="nearest").to(torch.uint8)

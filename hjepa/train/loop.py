@@ -251,7 +251,8 @@ class BatchMaker:
         images = images.to(device, non_blocking=True)
         if self.scenes is not None:  # its own generator too
             scenes = self.scenes(images, self.cfg.data.num_global_views,
-                                 batch_generator(seed * 7901 + dist.rank(), step, "cpu"))
+                                 batch_generator(seed * 7901 + dist.rank(), step, "cpu"),
+                                 second if self.cfg.data.scene_neighbours else None)
         if self.cfg.model.objective == "multiview":
             images = self.augment(images, aug_gen, second, scenes)
         else:
