@@ -49,6 +49,9 @@ class ModelConfig:
     num_levels: int = 3
     head_dim: int | None = None  # width of the per-level projection heads; default: embed_dim
     target_heads: str = "layernorm"  # layernorm: parameter-free targets (as I-JEPA) | ema: EMA copies of the heads
+    # multiview: pool: level k is the 2^k x 2^k mean of the level-0 tokens (then the level norm) | merge: each
+    # window's tokens concatenated, projected and mixed by one transformer block per level (models/hierarchy.py)
+    level_heads: str = "pool"
     predictor: str = "transformer"  # transformer | hamiltonian | cross (ablation: learned worse, see README)
     predictor_embed_dim: int = 96
     predictor_depth: int = 4

@@ -135,6 +135,7 @@ _RANGES: dict[str, Range] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.objective": ("masked", "multiview"),
     "model.target_heads": ("layernorm", "ema"),
+    "model.level_heads": ("pool", "merge"),
     "model.predictor_batching": ("packed", "joint", "per_block"),
     "model.hamiltonian.match": ("q", "p", "qp"),
     "masks.scale_progression": ("geometric", "linear"),
@@ -199,6 +200,9 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
         low, high = values.get(low_key), values.get(high_key)
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key {low_key!r} ({low}) must not exceed {high_key!r} ({high})")
+    if cfg.model.level_heads != "pool" and cfg.model.objective != "multiview":
+        raise ConfigError("model.level_heads=merge needs model.objective=multiview (the masked objective predicts "
+                          "pooled cells)")
     if cfg.data.scenes and cfg.model.objective != "multiview":
         raise ConfigError("data.scenes needs model.objective=multiview (the masked objective has no views to place)")
     if cfg.data.scene_anchor and not cfg.data.scenes:

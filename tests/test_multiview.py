@@ -180,3 +180,45 @@ def test_monitor_on_the_validation_split_never_reads_test(monkeypatch):
     assert val == round(1437 / 6) and bank == 1437 - val
     result = monitor(build_training_model(cfg))
     assert 0 <= result[20]["top1"] <= 100
+
+
+def test_merge_heads_train_follow_into_the_target_and_export_with_parity(tmp_path):
+    """``model.level_heads=merge``: the level-1 head merges 2x2 windows, is trained, the exported target head is the
+    trained one (momentum 0), and ONNX gives what the checkpoint gives at every level."""
+    from hjepa.data import EvalTransform, build_dataset, dataset_stats
+    from hjepa.export import export
+    from hjepa.export.verify import compare, cpu_session
+    from hjepa.models.hierarchy import MergeHead
+    from hjepa.train import train
+    from hjepa.train.checkpoint import load_model
+
+    cfg = load_config("digits-debug", MULTIVIEW + [
+        "model.num_levels=2", "model.level_heads=merge", "optim.ema_start=0.0", "optim.ema_end=0.0",
+        "train.steps=3", f"train.out_dir={tmp_path / 'run'}", "train.progress=false"])
+    result = train(cfg)
+    model = result.model
+    assert isinstance(model.context_heads[1], MergeHead) and isinstance(model.target_heads[1], MergeHead)
+    start = MergeHead(32, 1, 2)
+    assert not torch.allclose(model.context_heads[1].merge.weight, start.merge.weight)  # trained
+    for trained, exported in zip(model.context_heads.state_dict().values(), model.target_heads.state_dict().values(),
+                                 strict=True):
+        assert torch.equal(trained, exported)
+    loaded = load_model(tmp_path / "run" / "checkpoints" / "last.pt")[0]
+    out = tmp_path / "export"
+    export(tmp_path / "run" / "checkpoints" / "last.pt", "all", out)
+    images = EvalTransform(16, *dataset_stats("digits"))(build_dataset("digits", "test").tensors()[0][:3])
+    pooled = {}
+    for level in (0, 1):
+        tokens, pooled[level] = loaded.extract_features(images, level)
+        got = cpu_session(out / f"level{level}.onnx").run(["tokens", "pooled"], {"images": images.numpy()})
+        figures = compare([tokens.numpy(), pooled[level].numpy()], got)
+        assert figures["tokens"]["max_abs_err"] < 1e-4 and figures["pooled"]["min_cosine"] > 0.9999
+    # A merged level is not the mean of the level below: the pooled features of the two levels differ.
+    assert not torch.allclose(pooled[0], pooled[1], atol=1e-2)
+
+
+def test_merge_heads_need_the_multiview_objective():
+    from hjepa.config import ConfigError
+
+    with pytest.raises(ConfigError, match="level_heads=merge needs"):
+        load_config("digits-debug", ["model.level_heads=merge"])

@@ -1,10 +1,16 @@
-"""Hierarchy levels: level k average-pools 2^k x 2^k windows of the patch grid; one projection head per level."""
+"""Hierarchy levels: level k average-pools 2^k x 2^k windows of the patch grid; one projection head per level.
+
+With ``model.level_heads=merge`` (multi-view objective) a level-k head is a :class:`MergeHead` instead: it merges each
+window's tokens (concatenated, so where each token sits is kept) into one token and lets the level's cells attend to
+one another, so a level is more than an average of the level below.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 
 from hjepa.config import ConfigError
 
@@ -70,3 +76,43 @@ class LevelHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
+
+
+class MergeHead(nn.Module):
+    """Level-k head over the level-0 tokens: each ``2^k x 2^k`` window concatenated in raster order, LayerNorm,
+    Linear to ``D``, one transformer block over the level's cells, then the parameter-free level norm:
+    ``forward(tokens [B, H*W, D], grid (H, W)) -> [B, (H/2^k)*(W/2^k), D]`` (Swin's patch merging, one level at a
+    time from level 0). The Linear starts as the window mean, so an untrained head is the pooled level plus a block.
+    """
+
+    pools = True  # takes the level-0 tokens and their grid, not pooled tokens
+
+    def __init__(self, embed_dim: int, level: int, num_heads: int) -> None:
+        super().__init__()
+        if level < 1:
+            raise ValueError(f"a merge head merges windows of level 0; level {level} has none")
+        self.window = 2**level
+        width = self.window**2 * embed_dim
+        self.merge_norm = nn.LayerNorm(width)
+        self.merge = nn.Linear(width, embed_dim)
+        with torch.no_grad():
+            self.merge.weight.copy_(torch.eye(embed_dim).repeat(1, self.window**2) / self.window**2)
+            self.merge.bias.zero_()
+        self.block = Block(embed_dim, num_heads, mlp_ratio=4.0, qkv_bias=True)
+        self.norm = nn.LayerNorm(embed_dim, elementwise_affine=False)
+        self.out_features = embed_dim
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        batch, _, dim = tokens.shape
+        s, (height, width) = self.window, grid
+        x = tokens.reshape(batch, height // s, s, width // s, s, dim).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(batch, (height // s) * (width // s), s * s * dim)
+        return self.norm(self.block(self.merge(self.merge_norm(x))))
+
+
+def apply_head(head: nn.Module, tokens: torch.Tensor, grid: tuple[int, int], level: int) -> torch.Tensor:
+    """Level-``level`` tokens ``[B, N_k, D_h]`` from the level-0 tokens ``[B, H*W, D]``: the head on the pooled
+    tokens, or a merging head (``MergeHead``) on the level-0 tokens themselves."""
+    if getattr(head, "pools", False):
+        return head(tokens, grid)
+    return head(pool_tokens(tokens, grid, level))

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hjepa.models.hierarchy import level_grid, pool_tokens
+from hjepa.models.hierarchy import apply_head, level_grid
 from hjepa.models.pos_embed import sincos_2d
 from hjepa.models.pos_regrid import regrid_positions
 
@@ -78,7 +78,7 @@ def level_features(
     tokens = encoder(images)  # [B, N, D]: the expensive part, shared by every level
     out: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
     for level in levels:
-        level_tokens = heads[level](pool_tokens(tokens, grid, level))
+        level_tokens = apply_head(heads[level], tokens, grid, level)
         out[level] = (level_tokens if with_tokens else None, level_tokens.mean(1))
     return out
 

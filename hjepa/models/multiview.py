@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from hjepa.config import Config, ConfigError
 from hjepa.data.scenes import picture_cells
-from hjepa.models.hierarchy import TargetNorm, check_levels, pool_tokens
+from hjepa.models.hierarchy import MergeHead, TargetNorm, apply_head, check_levels
 from hjepa.models.hjepa import HJEPA, parameter_counts
 from hjepa.models.level_encoder import LevelFeatures
 from hjepa.models.view_predictor import VIEW_PREDICTORS
@@ -80,7 +80,12 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             )
         self.head_dim = dim
         self.level_norm = TargetNorm(dim)
-        self.context_heads = nn.ModuleList()  # no trainable heads: the embedding is the exported feature
+        self.context_heads = nn.ModuleList()  # pooled levels: no trainable heads, the embedding is exported
+        if model_cfg.level_heads == "merge":  # level 0 keeps the norm; levels above merge their windows
+            heads = self.context_encoder.vit.blocks[0].attn.num_heads
+            self.context_heads = nn.ModuleList(
+                [TargetNorm(dim), *(MergeHead(dim, level, heads) for level in range(1, self.num_levels))])
+        self.ema_heads = len(self.context_heads) > 0  # the exported heads follow the trained ones
         self.projectors = nn.ModuleList(
             projector(dim, model_cfg.projector_hidden, model_cfg.projector_dim) for _ in range(self.num_levels)
         )
@@ -102,8 +107,9 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
                             if cell_weights[min(level, len(cell_weights) - 1)] > 0]
         self.scene_anchor = cfg.data.scene_anchor
         self.target_encoder = copy.deepcopy(self.context_encoder)
-        self.target_heads = nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels))
-        for param in self.target_encoder.parameters():
+        self.target_heads = (copy.deepcopy(self.context_heads) if self.ema_heads
+                             else nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels)))
+        for param in [*self.target_encoder.parameters(), *self.target_heads.parameters()]:
             param.requires_grad_(False)
         self.loss_fn = loss_fn
         self.register_buffer("momentum_schedule", torch.ones(1, dtype=torch.float64), persistent=False)
@@ -113,7 +119,8 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         tokens = self.context_encoder(images)
         patch = self.context_encoder.patch_size
         grid = (images.shape[-2] // patch, images.shape[-1] // patch)
-        return [self.level_norm(pool_tokens(tokens, grid, level)) for level in range(self.num_levels)]
+        heads = self.context_heads if self.ema_heads else [self.level_norm] * self.num_levels
+        return [apply_head(head, tokens, grid, level) for level, head in enumerate(heads)]
 
     def level_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Per level, ``[B, D]``: the mean over the level-k grid of the normed level-k tokens of ``images``."""
@@ -186,5 +193,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
             "projectors": self.projectors,
             "predictors": self.predictors,
             "local_projectors": self.local_projectors,
+            "context_heads": self.context_heads,
+            "target_heads": self.target_heads,
         }
         return parameter_counts(self, parts)
