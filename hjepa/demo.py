@@ -94,7 +94,10 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int | None,
         train_seconds = time.perf_counter() - start
         reports = _evaluate(str(result.out_dir / "checkpoints" / "last.pt"), cfg, train_bank, dense_mosaics)
     knn, dense = reports["knn"], reports["dense"]
-    trained, baseline = _knn_row(knn), _knn_row(knn["baselines"]["random-init"])
+    # The headline level: the coarsest, the hierarchy's whole-image descriptor (with merge heads, the best pooled
+    # k-NN level on validation: docs/learning.md, eighth screen). Raw pixels have level 0 only.
+    headline = str(cfg.model.num_levels - 1)
+    trained, baseline = _knn_row(knn, headline), _knn_row(knn["baselines"]["random-init"], headline)
     pixels = _knn_row(knn["baselines"]["pixels"])
     levels = {"trained": _per_level(knn, dense),
               "random init": _per_level(knn["baselines"]["random-init"], dense["baselines"]["random-init"]),
@@ -105,7 +108,7 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int | None,
         "num_levels": cfg.model.num_levels, "grid": dense["levels"]["0"]["dense"]["grid"],
         "train_seconds": round(train_seconds, 1), "total_seconds": round(time.perf_counter() - start, 1),
         "final_loss": result.final_loss,
-        "knn_trained": trained, "knn_random_init": baseline, "knn_pixels": pixels,
+        "knn_level": int(headline), "knn_trained": trained, "knn_random_init": baseline, "knn_pixels": pixels,
         "gain_points": round(trained["top1"] - baseline["top1"], 2),
         "over_pixels_points": round(trained["top1"] - pixels["top1"], 2),
         "levels": levels, "best_miou": best_miou,
@@ -116,7 +119,8 @@ def main(config_name: str, overrides: tuple[str, ...], train_bank: int | None,
     atomic_write_text(result.out_dir / "demo.json", json.dumps(summary, indent=2))
     click.echo(f"\nrun: {result.out_dir} ({cfg.train.steps} steps in {train_seconds:.0f} s, "
                f"{cfg.model.num_levels} levels over a {'x'.join(map(str, summary['grid']))} grid)")
-    click.echo(f"k-NN top-1 (k=20, T=0.07, level 0, {trained['test']} test images, {trained['train_bank']} in bank):")
+    click.echo(f"k-NN top-1 (k=20, T=0.07, level {headline} pooled, {trained['test']} test images, "
+               f"{trained['train_bank']} in bank):")
     click.echo(f"  trained      {trained['top1']:6.2f}%")
     click.echo(f"  random init  {baseline['top1']:6.2f}%   (trained {summary['gain_points']:+.2f} points)")
     click.echo(f"  raw pixels   {pixels['top1']:6.2f}%   (trained {summary['over_pixels_points']:+.2f} points)")

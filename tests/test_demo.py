@@ -25,7 +25,10 @@ def test_demo_trains_and_compares_with_random_init_and_pixels(tmp_path):
     levels = summary["levels"]
     assert set(levels) == {"trained", "random init", "raw pixels"}
     assert set(levels["trained"]) == {"0", "1"} and levels["trained"]["0"]["grid"] == [4, 4]
-    assert levels["trained"]["0"]["knn_top1"] == trained["top1"] and levels["raw pixels"]["1"]["knn_top1"] is None
+    # The headline k-NN is the coarsest level's (the whole-image descriptor); pixels have level 0 only.
+    assert summary["knn_level"] == 1 and levels["trained"]["1"]["knn_top1"] == trained["top1"]
+    assert levels["random init"]["1"]["knn_top1"] == baseline["top1"]
+    assert levels["raw pixels"]["0"]["knn_top1"] == pixels["top1"] and levels["raw pixels"]["1"]["knn_top1"] is None
     for rows in levels.values():
         assert all(0 <= row["miou"] <= 100 and 0 <= row["tile_top1"] <= 100 for row in rows.values())
     assert summary["best_miou"]["trained"] == max(row["miou"] for row in levels["trained"].values())

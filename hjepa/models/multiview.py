@@ -2,7 +2,8 @@
 
 Per view the encoder runs on the whole view (global views at ``img_size``, local views smaller, with the position
 table spread over the same extent). Per level k the view's embedding is exactly the feature that inference exports:
-the level-k tokens (2^k x 2^k average pools) through the parameter-free target norm, averaged over the grid. A
+the level-k tokens (2^k x 2^k average pools through the parameter-free target norm, or with ``model.level_heads=merge``
+each window merged by a trained head, ``hierarchy.MergeHead``), averaged over the grid. A
 per-level MLP projector maps it to the loss's space, an optional predictor maps each view's projection towards the
 centre of the global views, and SIGReg (or VICReg / Barlow Twins) on the projections keeps them from collapsing.
 
