@@ -53,6 +53,19 @@ def test_pixel_features_are_centred_flattened_images():
     assert torch.allclose(features, images.flatten(1) - images.flatten(1).mean(1, keepdim=True))
 
 
+def test_grey_pictures_keep_one_channel_and_the_same_cosines():
+    import torch
+
+    source = PixelSource(4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    grey = torch.rand(5, 1, 4, 4).expand(5, 3, 4, 4)
+    features = source.embed_pooled(grey, 0)
+    full = grey.flatten(1) - grey.flatten(1).mean(1, keepdim=True)
+    assert features.shape == (5, 16)
+    cosines = torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(features, dim=1).T
+    expected = torch.nn.functional.normalize(full, dim=1) @ torch.nn.functional.normalize(full, dim=1).T
+    assert torch.allclose(cosines, expected, atol=1e-6)
+
+
 def test_cli_shows_model_pixels_and_random_init_rows(tiny_checkpoint, tmp_path):
     out = tmp_path / "report.json"
     args = ["knn", str(tiny_checkpoint), "--dataset", "digits", "--level", "0", "--baseline", "pixels",

@@ -45,7 +45,8 @@ class _PixelRuntime:
 
 
 class PixelSource(EvalSource):
-    """Raw pixels as a feature source (one "level", 0): ``[B, 3, S, S]`` normalised -> ``[B, 3*S*S]`` centred."""
+    """Raw pixels as a feature source (one "level", 0): ``[B, 3, S, S]`` normalised -> ``[B, 3*S*S]`` centred
+    (``[B, S*S]`` where the three channels are one grey picture: the same cosines)."""
 
     def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         metadata = _PixelMetadata(int(img_size), tuple(float(m) for m in mean), tuple(float(s) for s in std))
@@ -65,7 +66,12 @@ class PixelSource(EvalSource):
         return EvalTransform(meta.img_size, mean=meta.mean, std=meta.std)
 
     def embed_pooled(self, images: torch.Tensor, level: int) -> torch.Tensor:
-        flat = images.detach().float().flatten(1).cpu()
+        images = images.detach().float()
+        if images.shape[1] > 1 and bool((images == images[:, :1]).all()):
+            # A grey picture repeated per channel: one copy has the same mean and the same cosines (every dot
+            # product and squared norm is that channel's times C), at 1/C of the k-NN's cost.
+            images = images[:, :1]
+        flat = images.flatten(1).cpu()
         return flat - flat.mean(1, keepdim=True)
 
     def embed_pooled_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
