@@ -222,3 +222,17 @@ def test_merge_heads_need_the_multiview_objective():
 
     with pytest.raises(ConfigError, match="level_heads=merge needs"):
         load_config("digits-debug", ["model.level_heads=merge"])
+
+
+def test_merge_heads_run_the_encoders_attention_kernel():
+    """A merge head's block picks its attention kernel as the encoder's blocks do (explicit for CPU bf16 training)."""
+    from hjepa.models.hierarchy import MergeHead
+
+    head = MergeHead(32, 1, 2)
+    tokens = torch.randn(2, 16, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        head(tokens, (4, 4))
+    assert head.block.attn.fused_attn is False
+    with torch.no_grad():
+        out = head(tokens, (4, 4))
+    assert head.block.attn.fused_attn == head._fused_default[0] and out.shape == (2, 4, 32)

@@ -112,7 +112,7 @@ def test_the_cell_term_pulls_the_cells_that_show_the_picture_to_its_pooled_token
 ])
 def test_bad_scene_settings_are_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config("fashion-mnist-long", overrides)  # a preset without scenes
+        load_config("fashion-mnist-coarse", overrides)  # a preset without scenes
 
 
 def test_training_with_scenes_runs_and_resumes_exactly(tmp_path):

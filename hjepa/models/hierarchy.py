@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 from hjepa.config import ConfigError
+from hjepa.models.vit import select_attention
 
 
 def check_levels(grid: tuple[int, int], num_levels: int) -> None:
@@ -99,10 +100,13 @@ class MergeHead(nn.Module):
             self.merge.weight.copy_(torch.eye(embed_dim).repeat(1, self.window**2) / self.window**2)
             self.merge.bias.zero_()
         self.block = Block(embed_dim, num_heads, mlp_ratio=4.0, qkv_bias=True)
+        self._fused_default = [self.block.attn.fused_attn]
         self.norm = nn.LayerNorm(embed_dim, elementwise_affine=False)
         self.out_features = embed_dim
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            select_attention([self.block.attn], self._fused_default, tokens.device)  # as the encoder's blocks
         batch, _, dim = tokens.shape
         s, (height, width) = self.window, grid
         x = tokens.reshape(batch, height // s, s, width // s, s, dim).permute(0, 1, 3, 2, 4, 5)

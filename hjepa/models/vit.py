@@ -40,6 +40,14 @@ def vit_dims(cfg: ModelConfig) -> tuple[int, int, int]:
     return dim, depth, heads
 
 
+def select_attention(modules: list[nn.Module], defaults: list[bool], device: torch.device) -> None:
+    """timm attention ``modules`` run explicit (``fused_attn=False``) for bf16 training on a CPU, their ``defaults``
+    otherwise (see ``ViTEncoder.select_attention``)."""
+    explicit = device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+    for module, default in zip(modules, defaults, strict=True):
+        module.fused_attn = default and not explicit
+
+
 def grid_size(cfg: ModelConfig) -> tuple[int, int]:
     if cfg.img_size % cfg.patch_size:
         raise ConfigError(f"model.img_size={cfg.img_size} is not divisible by model.patch_size={cfg.patch_size}")
@@ -124,9 +132,7 @@ class ViTEncoder(nn.Module):
         otherwise. PyTorch's CPU flash-attention backward is slow at small sizes: at the quickstart's (64 tokens, head
         widths 32-64) the encoder's bf16 forward + backward is 1.3-1.8x faster explicit, and inference and fp32 are
         not (benchmarks/cpu_attention.py). The same weights, the same function; only the kernel differs."""
-        explicit = device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-        for module, default in zip(self._attention, self._fused_default, strict=True):
-            module.fused_attn = default and not explicit
+        select_attention(self._attention, self._fused_default, device)
 
     def forward(self, images: torch.Tensor, token_idx: torch.Tensor | None = None) -> torch.Tensor:
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
