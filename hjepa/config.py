@@ -141,9 +141,6 @@ class DataConfig:
     # scenes: the second view of a scene row places the row's raw-pixel neighbour (data.neighbour_views)
     # instead of the picture, so the scene rows learn from neighbours too
     scene_neighbours: bool = False
-    # neighbour views: match the neighbour's cells to the picture's by position too (the spatial term), since a
-    # raw-pixel neighbour is an aligned picture of the same frame; off: neighbour rows get no spatial term
-    neighbour_cells: bool = False
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 

@@ -207,8 +207,6 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
         raise ConfigError("data.scenes needs model.objective=multiview (the masked objective has no views to place)")
     if cfg.data.scene_anchor and not cfg.data.scenes:
         raise ConfigError("data.scene_anchor needs data.scenes > 0 (it anchors the scene rows)")
-    if cfg.data.neighbour_cells and not cfg.data.neighbour_views:
-        raise ConfigError("data.neighbour_cells needs data.neighbour_views > 0 (it matches the neighbours' cells)")
     if cfg.data.scene_neighbours and not (cfg.data.scenes and cfg.data.neighbour_views == 1):
         raise ConfigError("data.scene_neighbours needs data.scenes > 0 and data.neighbour_views=1.0 (every row's "
                           "neighbour, placed in its second view)")

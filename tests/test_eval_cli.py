@@ -143,6 +143,6 @@ def test_knn_of_the_grid_with_the_pixel_baseline(tiny_checkpoint, tmp_path, cach
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["protocol"]["feature"] == "grid" and report["features"]["0"]["test"]["dim"] == 16 * 32
-    assert report["baselines"]["pixels"]["features"]["0"]["test"]["dim"] == 3 * 16 * 16
+    assert report["baselines"]["pixels"]["features"]["0"]["test"]["dim"] == 16 * 16  # grey digits: one channel
     bad = CliRunner().invoke(main, ["knn", str(tiny_checkpoint), "--dataset", "digits", "--feature", "cls"])
     assert bad.exit_code != 0 and "'cls' is not one of 'pooled', 'grid'" in bad.output

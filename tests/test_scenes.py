@@ -200,16 +200,3 @@ def test_neighbour_scenes_need_every_rows_neighbour():
     with pytest.raises(ConfigError, match="scene_neighbours"):
         load_config("fashion-mnist", ["data.neighbour_views=0.5", "data.scene_neighbours=true"])
 
-
-def test_neighbour_cells_put_neighbour_rows_back_into_the_spatial_term():
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(1, 256, (16, 1, 28, 28), generator=generator, dtype=torch.uint8)
-    neighbours = torch.randint(1, 256, (16, 1, 28, 28), generator=generator, dtype=torch.uint8)
-    scenes = SceneMaker(0.5, [1, 2], anchor=True)(images, 2, torch.Generator().manual_seed(1), neighbours)
-    apart = MultiViewAugment(28, crop_scale=(1.0, 1.0))(images, torch.Generator().manual_seed(2), neighbours, scenes)
-    matched = MultiViewAugment(28, crop_scale=(1.0, 1.0), neighbour_cells=True)(
-        images, torch.Generator().manual_seed(2), neighbours, scenes)
-    assert not bool(apart.same_picture.any()) and bool(matched.same_picture.all())
-    assert torch.equal(apart.globals_, matched.globals_) and torch.equal(apart.boxes, matched.boxes)
-    with pytest.raises(ConfigError, match="neighbour_cells needs"):
-        load_config("fashion-mnist", ["data.neighbour_views=0", "data.scenes=0.5", "data.neighbour_cells=true"])

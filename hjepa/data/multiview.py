@@ -66,14 +66,12 @@ class MultiViewAugment:
         normalisation: tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN, IMAGENET_STD),
         zoom_out: float = 0.0,
         zoom_out_scale: tuple[float, float] = (1.0, 2.0),
-        neighbour_cells: bool = False,
     ) -> None:
         if num_global < 1:
             raise ConfigError(f"data.num_global_views must be at least 1, got {num_global}")
         if num_local < 0:
             raise ConfigError(f"data.num_local_views must be >= 0, got {num_local}")
         self.num_global, self.num_local = num_global, num_local
-        self.neighbour_cells = neighbour_cells  # match a neighbour's cells by position too (aligned pictures)
         mean, std = normalisation
         self.global_view = PretrainAugment(img_size, crop_scale=crop_scale, hflip=hflip, mean=mean, std=std,
                                            zoom_out=zoom_out, zoom_out_scale=zoom_out_scale)
@@ -98,6 +96,4 @@ class MultiViewAugment:
         same_picture = None if second is None else (second == images).flatten(1).all(1)
         if scenes is not None and not scenes.neighbours:  # neighbour scenes stay different pictures
             same_picture = scenes.rows if same_picture is None else same_picture | scenes.rows
-        if self.neighbour_cells and same_picture is not None:  # raw-pixel neighbours are aligned: cells correspond
-            same_picture = torch.ones_like(same_picture)
         return Views(torch.stack(crops), locals_, boxes, same_picture, None if scenes is None else scenes.rows)

@@ -89,7 +89,7 @@ def build_augment(cfg: Config, mean: tuple[float, ...], std: tuple[float, ...]) 
             cfg.model.img_size, data.num_global_views, data.num_local_views, data.local_img_size,
             crop_scale=data.crop_scale, local_crop_scale=data.local_crop_scale, hflip=data.hflip,
             normalisation=(mean, std),
-            zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale, neighbour_cells=data.neighbour_cells,
+            zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale,
         )
     return PretrainAugment(cfg.model.img_size, crop_scale=data.crop_scale, hflip=data.hflip, mean=mean, std=std,
                            zoom_out=data.zoom_out, zoom_out_scale=data.zoom_out_scale)
