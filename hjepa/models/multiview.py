@@ -54,7 +54,6 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
 
     objective = "multiview"
     packs_queries = False  # no mask layout to prepare
-    ema_heads = False
 
     # Momentum schedule, EMA update and width: the masked model's functions.
     set_momentum_schedule = HJEPA.set_momentum_schedule
