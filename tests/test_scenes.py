@@ -200,3 +200,79 @@ def test_neighbour_scenes_need_every_rows_neighbour():
     with pytest.raises(ConfigError, match="scene_neighbours"):
         load_config("fashion-mnist", ["data.neighbour_views=0.5", "data.scene_neighbours=true"])
 
+
+
+def _constant_pictures(count: int, side: int = 32) -> torch.Tensor:
+    """Row b is one grey level, 8 + 7 b: a tile's pixels say which row it shows (resizing keeps a constant)."""
+    return (8 + 7 * torch.arange(count, dtype=torch.uint8)).view(-1, 1, 1, 1).expand(count, 1, side, side).clone()
+
+
+def _row_of(values: torch.Tensor) -> torch.Tensor:
+    """The row a constant picture's grey level names; -1 for black (an empty tile)."""
+    return torch.where(values == 0, -1, (values.long() - 8) // 7)
+
+
+def test_scene_tiles_name_the_row_each_tile_shows():
+    images = _constant_pictures(30)
+    scenes = SceneMaker(0.7, [1, 2, 4])(images, 2, torch.Generator().manual_seed(3))
+    assert scenes.tiles.shape == (2, 30, 16)
+    empty = filler = 0
+    for view in range(2):
+        for row in range(30):
+            k, i, j = (int(v) for v in scenes.placement[view, row])
+            tiles = scenes.tiles[view, row]
+            assert int(tiles[i * k + j]) == row and (tiles[k * k:] == -1).all()
+            for tile in range(k * k):
+                ti, tj = divmod(tile, k)
+                pixels = scenes.canvases[view, row, 0, ti * 32 // k:(ti + 1) * 32 // k, tj * 32 // k:(tj + 1) * 32 // k]
+                assert (_row_of(pixels) == int(tiles[tile])).all()
+                empty += int(tiles[tile]) == -1
+                filler += int(tiles[tile]) not in (-1, row)
+    assert empty > 20 and filler > 60  # both kinds of tile were drawn
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_cell_sources_name_the_picture_under_each_cell_centre(flip):
+    from hjepa.data.scenes import canvas_to_picture, cell_sources
+
+    images = _constant_pictures(24)
+    scenes = SceneMaker(1.0, [2, 4])(images, 2, torch.Generator().manual_seed(4))
+    box = torch.tensor([0.0, 0.0, 1.0, 1.0, float(flip)]).expand(24, 5)  # the whole canvas, as a view sees it
+    for view in range(2):
+        boxes = canvas_to_picture(box, scenes.placement[view])
+        sources = cell_sources(boxes, scenes.placement[view], scenes.tiles[view], 8).view(24, 8, 8)
+        centres = scenes.canvases[view, :, 0, 2::4, 2::4]  # the canvas pixel under each 4 px cell's centre
+        expected = _row_of(centres.flip(-1) if flip else centres)
+        assert torch.equal(sources, expected)
+
+
+def test_scene_fillers_teach_every_tile_its_own_pictures_token():
+    from hjepa.data.scenes import cell_sources
+    from hjepa.models import build_model
+
+    cfg = load_config("digits-debug", ["model.objective=multiview", "data.scenes=1.0", "data.scene_anchor=true",
+                                       "loss.cell_weight=[1.0]", "data.scene_fillers=true"])
+    model = build_model(cfg)
+    images = _constant_pictures(12, side=16)
+    generator = torch.Generator().manual_seed(5)
+    scenes = SceneMaker(1.0, [2, 4], anchor=True)(images, 2, generator)
+    views = MultiViewAugment(16, crop_scale=(0.8, 1.0))(images, generator, None, scenes)
+    tokens, pooled = torch.randn(2 * 12, 16, 8), torch.randn(2 * 12, 8)
+    cells, taught, targets = model._cells(tokens, pooled, views)
+    model.scene_fillers = False
+    _, shown, target = model._cells(tokens, pooled, views)
+    assert targets.shape == (2, 12, 16, 8) and target.shape == (12, 8)
+    sources = cell_sources(views.boxes.flatten(0, 1), views.placement.flatten(0, 1), views.tiles.flatten(0, 1),
+                           4).view(2, 12, 16)
+    assert (taught >= shown).all() and taught.sum() > 2 * shown[1].sum()  # the fillers' cells join the picture's
+    for view, row, cell in taught.nonzero().tolist():
+        source = row if shown[view, row, cell] else int(sources[view, row, cell])
+        assert source >= 0 and torch.equal(targets[view, row, cell], target[source])
+    assert not taught[sources < 0].any()  # empty tiles teach nothing
+
+
+def test_scene_fillers_need_scenes_and_the_cell_term():
+    with pytest.raises(ConfigError, match="scene_fillers"):
+        load_config("fashion-mnist-coarse", ["data.scene_fillers=true"])
+    with pytest.raises(ConfigError, match="scene_fillers"):
+        load_config("fashion-mnist", ["data.scene_fillers=true", "loss.cell_weight=[0.0]"])

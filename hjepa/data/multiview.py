@@ -26,13 +26,17 @@ class Views:
     crops' ``boxes [V_g, B, 5]`` (``PretrainAugment.crops_and_boxes``, in fractions of the row's picture),
     ``same_picture [B]``: False where the second global view was cut from another picture (neighbour views), so
     crop geometry does not relate them, and ``scene_rows [B]``: True where the views are scenes
-    (``data/scenes.py``), so only some of their cells show the picture (None without scenes)."""
+    (``data/scenes.py``), so only some of their cells show the picture (None without scenes); with scenes, each global
+    view's canvas ``placement [V_g, B, 3]`` and ``tiles [V_g, B, T]`` (``Scenes``), which name the picture under
+    every cell (``scenes.cell_sources``)."""
 
     globals_: torch.Tensor
     locals_: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     same_picture: torch.Tensor | None = None
     scene_rows: torch.Tensor | None = None
+    placement: torch.Tensor | None = None
+    tiles: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -96,4 +100,6 @@ class MultiViewAugment:
         same_picture = None if second is None else (second == images).flatten(1).all(1)
         if scenes is not None and not scenes.neighbours:  # neighbour scenes stay different pictures
             same_picture = scenes.rows if same_picture is None else same_picture | scenes.rows
-        return Views(torch.stack(crops), locals_, boxes, same_picture, None if scenes is None else scenes.rows)
+        if scenes is None:
+            return Views(torch.stack(crops), locals_, boxes, same_picture)
+        return Views(torch.stack(crops), locals_, boxes, same_picture, scenes.rows, scenes.placement, scenes.tiles)

@@ -10,7 +10,8 @@ embedding cannot satisfy (CP2's copy-paste correspondences, on hjepa's level gri
 
 A placement ``(k, i, j)`` means the view's source canvas shows the picture in tile row ``i``, column ``j`` of a
 ``k x k`` grid; :func:`canvas_to_picture` turns a crop box of the canvas into a box in picture fractions, which is all
-``losses/spatial.py`` needs.
+``losses/spatial.py`` needs. ``tiles`` says which row of the batch each tile shows (its own tile: the row itself, also
+where it shows the row's neighbour; -1: empty), so :func:`cell_sources` can name the picture under every cell.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ EMPTY_TILE = 0.25  # share of filler tiles left black, as in the dense evaluatio
 @dataclass
 class Scenes:
     """``canvases`` uint8 ``[V, B, C, H, W]``, ``placement [V, B, 3]`` = (k, i, j), ``rows [B]`` bool;
-    ``neighbours``: the second view places the row's neighbour, not the row's picture."""
+    ``neighbours``: the second view places the row's neighbour, not the row's picture; ``tiles [V, B, T]`` long
+    (T: the largest layout's tile count, row-major over the view's own ``k x k``): the batch row whose picture each
+    tile shows, -1 where empty or beyond ``k x k``."""
 
     canvases: torch.Tensor
     placement: torch.Tensor
     rows: torch.Tensor
     neighbours: bool = False
+    tiles: torch.Tensor | None = None
 
 
 class SceneMaker:
@@ -56,18 +60,20 @@ class SceneMaker:
         of the row's picture. Every draw comes from ``generator`` (CPU), in a fixed order."""
         batch = images.shape[0]
         rows = torch.rand(batch, generator=generator) < self.share
-        canvases, placements = [], []
+        canvases, placements, tiles = [], [], []
         for view in range(num_views):
             pictures = neighbours if view == 1 and neighbours is not None else images
-            canvas, placement = self._view(pictures, images, rows & (view > 0 or not self.anchor), generator)
+            canvas, placement, shown = self._view(pictures, images, rows & (view > 0 or not self.anchor), generator)
             canvases.append(canvas)
             placements.append(placement)
-        return Scenes(torch.stack(canvases), torch.stack(placements), rows.to(images.device), neighbours is not None)
+            tiles.append(shown)
+        return Scenes(torch.stack(canvases), torch.stack(placements), rows.to(images.device), neighbours is not None,
+                      torch.stack(tiles))
 
     def _view(self, pictures: torch.Tensor, images: torch.Tensor, rows: torch.Tensor,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One view's canvases: ``pictures`` placed on scene rows (``images`` elsewhere), tiles of ``images`` around
-        them."""
+        them; with their placements and the batch row each tile shows (``Scenes.tiles``)."""
         batch, most = images.shape[0], max(self.layouts) ** 2
         layout = torch.tensor(self.layouts)[torch.randint(len(self.layouts), (batch,), generator=generator)]
         slot = (torch.rand(batch, generator=generator) * layout.square()).long()
@@ -85,7 +91,16 @@ class SceneMaker:
                              empty[:, :k * k].to(device))
             canvas[chosen] = mosaic[chosen]
         placement = torch.stack([layout, slot // layout, slot % layout], dim=1).float()
-        return canvas, placement.to(images.device)
+        return canvas, placement.to(images.device), _tile_rows(layout, slot, fillers, empty).to(images.device)
+
+
+def _tile_rows(layout: torch.Tensor, slot: torch.Tensor, fillers: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+    """``[B, T]``: the batch row each tile of a view shows (``Scenes.tiles``), from the draws of ``_view``."""
+    batch, most = fillers.shape
+    tile = torch.arange(most)
+    shown = torch.where(empty | (tile >= layout.square()[:, None]), -1, fillers)
+    shown[torch.arange(batch), slot] = torch.arange(batch)
+    return shown
 
 
 def _mosaic(pictures: torch.Tensor, images: torch.Tensor, k: int, slot: torch.Tensor, fillers: torch.Tensor,
@@ -123,6 +138,18 @@ def picture_points(boxes: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor,
     x0, y0, width, height, flip = (part.view(-1, 1, 1) for part in boxes.unbind(-1))
     u = torch.where(flip > 0.5, 1 - uv[..., 0], uv[..., 0])
     return x0 + width * u, y0 + height * uv[..., 1]
+
+
+def cell_sources(boxes: torch.Tensor, placement: torch.Tensor, tiles: torch.Tensor, side: int) -> torch.Tensor:
+    """``[B, side * side]`` long: the batch row whose picture is under each cell centre of views cropped by
+    ``boxes [B, 5]`` (picture fractions) from canvases laid out as ``placement [B, 3]`` with ``tiles [B, T]``
+    (``Scenes.tiles``); -1 on an empty tile or outside the canvas."""
+    x, y = picture_points(boxes, cell_centres(side, boxes.device).unsqueeze(0))  # [B, side, side]
+    k, i, j = (part.view(-1, 1, 1) for part in placement.unbind(-1))
+    column, row = torch.floor(x + j), torch.floor(y + i)  # the canvas tile, from picture to canvas fractions
+    inside = (column >= 0) & (column < k) & (row >= 0) & (row < k)
+    index = (row * k + column).clamp(0, tiles.shape[1] - 1).long().flatten(1)
+    return torch.where(inside.flatten(1), tiles.gather(1, index), -1)
 
 
 def picture_cells(boxes: torch.Tensor, side: int) -> torch.Tensor:
