@@ -96,6 +96,9 @@ class LossConfig:
     # multiview, per level: each level-k cell showing the picture predicts the picture's centre embedding
     # (losses/multiview.py), so a cell carries what its picture is
     cell_weight: list[float] = field(default_factory=lambda: [0.0])
+    # multiview with scenes, per level: every filler tile of a scene view (another picture of the batch, small) is
+    # a small view of its own picture: its cells pooled, projected and predicting that picture's centre embedding
+    tile_weight: list[float] = field(default_factory=lambda: [0.0])
     # the cell term relative to the cells' spread: each dimension divided by its variance over the batch's cells
     # that show a picture, so neither a direction every token shares nor a common scale makes the term small
     cell_standardise: bool = False

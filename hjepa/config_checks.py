@@ -82,6 +82,7 @@ _RANGES: dict[str, Range] = {
     "loss.regularizer_weight": _NON_NEGATIVE,
     "loss.spatial_weight": _NON_NEGATIVE,
     "loss.cell_weight": _NON_NEGATIVE,
+    "loss.tile_weight": _NON_NEGATIVE,
     "loss.vicreg_sim": _NON_NEGATIVE,
     "loss.vicreg_var": _NON_NEGATIVE,
     "loss.vicreg_cov": _NON_NEGATIVE,
@@ -213,6 +214,8 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
     if cfg.data.scene_fillers and not (cfg.data.scenes and any(cfg.loss.cell_weight)):
         raise ConfigError("data.scene_fillers needs data.scenes > 0 and a loss.cell_weight > 0 (it teaches the "
                           "scenes' filler tiles through the cell term)")
+    if any(cfg.loss.tile_weight) and not cfg.data.scenes:
+        raise ConfigError("loss.tile_weight needs data.scenes > 0 (its small views are the scenes' filler tiles)")
     if any(cfg.loss.cell_weight) and cfg.model.objective != "multiview":
         raise ConfigError("loss.cell_weight needs model.objective=multiview")
     if any(not 1 <= k <= 8 for k in cfg.data.scene_layouts) or not cfg.data.scene_layouts:

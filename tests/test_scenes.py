@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -276,3 +278,47 @@ def test_scene_fillers_need_scenes_and_the_cell_term():
         load_config("fashion-mnist-coarse", ["data.scene_fillers=true"])
     with pytest.raises(ConfigError, match="scene_fillers"):
         load_config("fashion-mnist", ["data.scene_fillers=true", "loss.cell_weight=[0.0]"])
+
+
+def test_tile_views_pool_each_filler_tile_and_name_its_picture():
+    from hjepa.data.scenes import cell_sources, cell_tiles
+    from hjepa.models import build_model
+
+    cfg = load_config("digits-debug", ["model.objective=multiview", "data.scenes=1.0", "data.scene_anchor=true",
+                                       "loss.tile_weight=[1.0]"])
+    model = build_model(cfg)
+    assert model.tile_levels == [0, 1]
+    model.projectors[0], model.predictors[0] = torch.nn.Identity(), torch.nn.Identity()
+    images = _constant_pictures(12, side=16)
+    generator = torch.Generator().manual_seed(6)
+    scenes = SceneMaker(1.0, [2, 4], anchor=True)(images, 2, generator)
+    views = MultiViewAugment(16, crop_scale=(0.7, 1.0))(images, generator, None, scenes)
+    boxes, placement, tiles = views.boxes.flatten(0, 1), views.placement.flatten(0, 1), views.tiles.flatten(0, 1)
+    sources = cell_sources(boxes, placement, tiles, 4)  # [V*B, 16]: level 0 is 4x4 here
+    tokens = torch.zeros(24, 16, 8)
+    tokens[..., 0] = sources.float()  # each level-0 token says which row's picture it shows
+    predicted, rows = model._tile_views(tokens, views, 0)
+    assert torch.equal(predicted[:, 0], rows.float())  # a tile's pooled cells all show its picture
+    own = torch.arange(12).repeat(2)[:, None]
+    index = cell_tiles(boxes, placement, 4)
+    expected = {(b, int(t)) for b in range(24) for t, s in zip(index[b], sources[b], strict=True)
+                if s >= 0 and s != own[b, 0]}
+    assert len(rows) == len(expected) > 10 and not (rows == -1).any()
+
+
+def test_the_tile_term_trains_the_encoder(tmp_path):
+    from hjepa.train import train
+
+    cfg = load_config("digits-debug", [
+        "model.objective=multiview", "loss.regularizer=vicreg", "loss.regularizer_weight=[0.05]", "data.scenes=1.0",
+        "data.scene_layouts=[2, 4]", "data.scene_anchor=true", "loss.tile_weight=[1.0]", "train.steps=2",
+        "train.log_every=1", "train.knn_every=0", f"train.out_dir={tmp_path}", "train.progress=false"])
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [row["tile_h0"] for row in rows if "tile_h0" in row]
+    assert logged and all(0 < value < float("inf") for value in logged)
+
+
+def test_the_tile_term_needs_scenes():
+    with pytest.raises(ConfigError, match="tile_weight"):
+        load_config("fashion-mnist-coarse", ["loss.tile_weight=[1.0]"])

@@ -140,16 +140,22 @@ def picture_points(boxes: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor,
     return x0 + width * u, y0 + height * uv[..., 1]
 
 
-def cell_sources(boxes: torch.Tensor, placement: torch.Tensor, tiles: torch.Tensor, side: int) -> torch.Tensor:
-    """``[B, side * side]`` long: the batch row whose picture is under each cell centre of views cropped by
-    ``boxes [B, 5]`` (picture fractions) from canvases laid out as ``placement [B, 3]`` with ``tiles [B, T]``
-    (``Scenes.tiles``); -1 on an empty tile or outside the canvas."""
+def cell_tiles(boxes: torch.Tensor, placement: torch.Tensor, side: int) -> torch.Tensor:
+    """``[B, side * side]`` long: the canvas tile (row-major in the view's ``k x k`` layout) under each cell centre of
+    views cropped by ``boxes [B, 5]`` (picture fractions) from canvases laid out as ``placement [B, 3]``; -1 outside
+    the canvas."""
     x, y = picture_points(boxes, cell_centres(side, boxes.device).unsqueeze(0))  # [B, side, side]
     k, i, j = (part.view(-1, 1, 1) for part in placement.unbind(-1))
-    column, row = torch.floor(x + j), torch.floor(y + i)  # the canvas tile, from picture to canvas fractions
+    column, row = torch.floor(x + j), torch.floor(y + i)  # from picture to canvas fractions, times k
     inside = (column >= 0) & (column < k) & (row >= 0) & (row < k)
-    index = (row * k + column).clamp(0, tiles.shape[1] - 1).long().flatten(1)
-    return torch.where(inside.flatten(1), tiles.gather(1, index), -1)
+    return torch.where(inside, row * k + column, -1).long().flatten(1)
+
+
+def cell_sources(boxes: torch.Tensor, placement: torch.Tensor, tiles: torch.Tensor, side: int) -> torch.Tensor:
+    """``[B, side * side]`` long: the batch row whose picture is under each cell centre (``cell_tiles``), from the
+    rows each tile shows (``tiles [B, T]``, ``Scenes.tiles``); -1 on an empty tile or outside the canvas."""
+    index = cell_tiles(boxes, placement, side)
+    return torch.where(index >= 0, tiles.gather(1, index.clamp_min(0)), -1)
 
 
 def picture_cells(boxes: torch.Tensor, side: int) -> torch.Tensor:

@@ -76,6 +76,7 @@ def build_multiview_loss(cfg: LossConfig, num_levels: int) -> MultiViewLoss:
             raise ConfigError(f"loss.spatial_weight needs a regulariser of one view's cells (vicreg or sigreg), "
                               f"not {cfg.regularizer}")
         cells = expand_per_level(cfg.cell_weight, num_levels, "loss.cell_weight")
-        return MultiViewLoss(regularizer, weights, level_weights, spatial, cells, cfg.cell_standardise)
+        tiles = expand_per_level(cfg.tile_weight, num_levels, "loss.tile_weight")
+        return MultiViewLoss(regularizer, weights, level_weights, spatial, cells, cfg.cell_standardise, tiles)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

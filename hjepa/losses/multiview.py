@@ -15,7 +15,10 @@ maps (``local_maps[h] [V_g, B, h, w, K]``, needing ``boxes`` and ``same_picture`
 level-h token of a global view that shows the picture is pulled to the picture's pooled level-h token t (the mean
 over the global views, no gradient): ``+ w_h g_h mean (cell - sg(t))^2``, so a cell says what its picture is
 (``cells[h] = (cells [V_g, B, N, D], shown [V_g, B, N], t [B, D])``, key ``cell_h{i}``). With
-``loss.cell_standardise`` each dimension of that distance is divided by its variance over all those cells.
+``loss.cell_standardise`` each dimension of that distance is divided by its variance over all those cells. With a
+tile weight u_h, every filler tile of a scene view (another picture of the batch, small) is one more view of its own
+picture: ``tiles[h] = (p_t [M, K], rows [M])``, its pooled cells projected and predicted, and
+``+ w_h u_h mean_t (p_t - sg(c[rows_t]))^2`` (key ``tile_h{i}``).
 
 Nothing but the regulariser keeps the embeddings from collapsing to a constant, so lambda_h > 0 is required. All
 parts are computed in float32. Keys: ``loss``, ``loss_prediction``, ``loss_regularizer``, ``pred_h{i}``,
@@ -39,7 +42,7 @@ class MultiViewLoss(nn.Module):
 
     def __init__(self, regularizer: nn.Module, regularizer_weights: Sequence[float], level_weights: Sequence[float],
                  spatial_weights: Sequence[float] | None = None, cell_weights: Sequence[float] | None = None,
-                 cell_standardise: bool = False):
+                 cell_standardise: bool = False, tile_weights: Sequence[float] | None = None):
         super().__init__()
         if not all(0 < w <= 1 for w in regularizer_weights):
             raise ValueError(
@@ -52,11 +55,13 @@ class MultiViewLoss(nn.Module):
         self.spatial_weights = [float(w) for w in spatial_weights or [0.0] * len(self.level_weights)]
         self.cell_weights = [float(w) for w in cell_weights or [0.0] * len(self.level_weights)]
         self.cell_standardise = cell_standardise
+        self.tile_weights = [float(w) for w in tile_weights or [0.0] * len(self.level_weights)]
 
     def forward(
         self, embeddings: Sequence[Tensor], predictions: Sequence[Tensor], num_global: int, step: int = 0,
         local_maps: Sequence[Tensor | None] | None = None, boxes: Tensor | None = None,
         same_picture: Tensor | None = None, cells: Sequence[tuple[Tensor, Tensor, Tensor] | None] | None = None,
+        tiles: Sequence[tuple[Tensor, Tensor] | None] | None = None,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = prediction_total = regularizer_total = None
@@ -81,6 +86,11 @@ class MultiViewLoss(nn.Module):
                     to_picture = cells_to_picture(*cells[level], standardise=self.cell_standardise)
                     out[f"cell_h{level}"] = to_picture.detach()
                     level_loss = level_loss + weight * self.cell_weights[level] * to_picture
+                if tiles is not None and tiles[level] is not None and self.tile_weights[level] > 0:
+                    tile_predictions, rows = tiles[level]
+                    to_centre = (tile_predictions.float() - center.detach()[rows]).square().mean()
+                    out[f"tile_h{level}"] = to_centre.detach()
+                    level_loss = level_loss + weight * self.tile_weights[level] * to_centre
                 total = level_loss if total is None else total + level_loss
                 weighted_prediction = weight * (1 - lam) * prediction.detach()
                 weighted_regularizer = weight * lam * regularizer.detach()

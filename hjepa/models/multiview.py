@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hjepa.config import Config, ConfigError
-from hjepa.data.scenes import cell_sources, picture_cells
+from hjepa.data.scenes import cell_sources, cell_tiles, picture_cells
 from hjepa.models.hierarchy import MergeHead, TargetNorm, apply_head, check_levels
 from hjepa.models.hjepa import HJEPA, parameter_counts
 from hjepa.models.level_encoder import LevelFeatures
@@ -105,6 +105,9 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         cell_weights = list(cfg.loss.cell_weight) or [0.0]
         self.cell_levels = [level for level in range(self.num_levels)
                             if cell_weights[min(level, len(cell_weights) - 1)] > 0]
+        tile_weights = list(cfg.loss.tile_weight) or [0.0]
+        self.tile_levels = [level for level in range(self.num_levels)
+                            if tile_weights[min(level, len(tile_weights) - 1)] > 0]
         self.scene_anchor = cfg.data.scene_anchor
         self.scene_fillers = cfg.data.scene_fillers
         self.target_encoder = copy.deepcopy(self.context_encoder)
@@ -151,9 +154,12 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         # Step 4. Per cell level: the cells that show the picture, and its pooled token as their target.
         cells = [self._cells(global_tokens[level], per_group[0][level], views) if level in self.cell_levels else None
                  for level in range(self.num_levels)]
-        # Step 5. Loss.
+        # Step 5. Per tile level: every filler tile of a scene view, a small view of its own picture.
+        tiles = [self._tile_views(global_tokens[level], views, level) if level in self.tile_levels else None
+                 for level in range(self.num_levels)]
+        # Step 6. Loss.
         out = self.loss_fn(embeddings, predictions, num_global, step=step, local_maps=local_maps,
-                           boxes=views.boxes, same_picture=views.same_picture, cells=cells)
+                           boxes=views.boxes, same_picture=views.same_picture, cells=cells, tiles=tiles)
         out["target_pooled"] = per_group[0][0][:batch].detach().float()
         return out
 
@@ -194,6 +200,32 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         # the row's own cells as picture_cells says (centres on the picture); elsewhere the tile's picture, if another
         sources = torch.where(shown > 0, row, torch.where(sources == row, -1, sources))
         return cells, (sources >= 0).to(cells.dtype), target[sources.clamp_min(0)]
+
+    def _tile_views(self, tokens: torch.Tensor, views: Views, level: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The filler tiles of the global views (``Scenes.tiles``: another row's picture, not the row's own) as small
+        views: each tile's level-k cells pooled (weighted by the share of their level-0 cells on the tile), projected
+        and predicted, ``[M, K]``, with the row whose picture each shows ``[M]``. A tile counts where it covers at
+        least half a level-k cell's worth; None without scenes or with fewer than two such tiles."""
+        if views.tiles is None or views.placement is None or views.boxes is None:
+            return None
+        num_global, batch = views.num_global, views.batch_size
+        side = math.isqrt(tokens.shape[1])
+        fine = side * 2**level  # the level-0 grid
+        shows = views.tiles.flatten(0, 1)  # [V*B, T]
+        count = shows.shape[1]
+        index = cell_tiles(views.boxes.flatten(0, 1), views.placement.flatten(0, 1), fine)  # [V*B, fine^2]
+        row = torch.arange(batch, device=shows.device).repeat(num_global)
+        filler = (shows >= 0) & (shows != row[:, None])
+        on_tile = (index[:, None] == torch.arange(count, device=index.device)[None, :, None]) & filler[..., None]
+        weights = F.avg_pool2d(on_tile.float().view(-1, 1, fine, fine), 2**level).view(-1, count, side * side)
+        coverage = weights.sum(-1)  # [V*B, T], in level-k cells
+        keep = coverage >= 0.5
+        if int(keep.sum()) < 2:  # BatchNorm needs two rows
+            return None
+        pooled = torch.einsum("btn,bnd->btd", weights.to(tokens.dtype), tokens)[keep]  # select, then divide:
+        pooled = pooled / coverage[keep][:, None].to(tokens.dtype)  # no 0/0 on the tiles left out
+        z = self.projectors[level](pooled)
+        return self.predictors[level](z), shows[keep]
 
     def parameter_summary(self) -> dict[str, int]:
         parts = {
