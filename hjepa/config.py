@@ -144,9 +144,6 @@ class DataConfig:
     # scenes: the second view of a scene row places the row's raw-pixel neighbour (data.neighbour_views)
     # instead of the picture, so the scene rows learn from neighbours too
     scene_neighbours: bool = False
-    # scenes: every tile of a scene view that holds another training picture of the batch teaches its cells
-    # that picture's pooled token too (the cell term), not only the row's own tile
-    scene_fillers: bool = False
     on_device: bool = False  # keep the whole uint8 dataset as one tensor on the training device
     limit: int | None = None  # use only the first N training images (debugging, tests)
 

@@ -211,9 +211,6 @@ def check_values(cfg: Any) -> None:  # an hjepa.config.Config (that module impor
     if cfg.data.scene_neighbours and not (cfg.data.scenes and cfg.data.neighbour_views == 1):
         raise ConfigError("data.scene_neighbours needs data.scenes > 0 and data.neighbour_views=1.0 (every row's "
                           "neighbour, placed in its second view)")
-    if cfg.data.scene_fillers and not (cfg.data.scenes and any(cfg.loss.cell_weight)):
-        raise ConfigError("data.scene_fillers needs data.scenes > 0 and a loss.cell_weight > 0 (it teaches the "
-                          "scenes' filler tiles through the cell term)")
     if any(cfg.loss.tile_weight) and not cfg.data.scenes:
         raise ConfigError("loss.tile_weight needs data.scenes > 0 (its small views are the scenes' filler tiles)")
     if any(cfg.loss.cell_weight) and cfg.model.objective != "multiview":

@@ -214,6 +214,14 @@ def _row_of(values: torch.Tensor) -> torch.Tensor:
     return torch.where(values == 0, -1, (values.long() - 8) // 7)
 
 
+def _cell_sources(boxes, placement, tiles, side):
+    """The batch row whose picture is under each cell centre, -1 where none: ``cell_tiles`` read through ``tiles``."""
+    from hjepa.data.scenes import cell_tiles
+
+    index = cell_tiles(boxes, placement, side)
+    return torch.where(index >= 0, tiles.gather(1, index.clamp_min(0)), -1)
+
+
 def test_scene_tiles_name_the_row_each_tile_shows():
     images = _constant_pictures(30)
     scenes = SceneMaker(0.7, [1, 2, 4])(images, 2, torch.Generator().manual_seed(3))
@@ -234,54 +242,22 @@ def test_scene_tiles_name_the_row_each_tile_shows():
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_cell_sources_name_the_picture_under_each_cell_centre(flip):
-    from hjepa.data.scenes import canvas_to_picture, cell_sources
+def test_cell_tiles_name_the_tile_under_each_cell_centre(flip):
+    from hjepa.data.scenes import canvas_to_picture
 
     images = _constant_pictures(24)
     scenes = SceneMaker(1.0, [2, 4])(images, 2, torch.Generator().manual_seed(4))
     box = torch.tensor([0.0, 0.0, 1.0, 1.0, float(flip)]).expand(24, 5)  # the whole canvas, as a view sees it
     for view in range(2):
         boxes = canvas_to_picture(box, scenes.placement[view])
-        sources = cell_sources(boxes, scenes.placement[view], scenes.tiles[view], 8).view(24, 8, 8)
+        sources = _cell_sources(boxes, scenes.placement[view], scenes.tiles[view], 8).view(24, 8, 8)
         centres = scenes.canvases[view, :, 0, 2::4, 2::4]  # the canvas pixel under each 4 px cell's centre
         expected = _row_of(centres.flip(-1) if flip else centres)
         assert torch.equal(sources, expected)
 
 
-def test_scene_fillers_teach_every_tile_its_own_pictures_token():
-    from hjepa.data.scenes import cell_sources
-    from hjepa.models import build_model
-
-    cfg = load_config("digits-debug", ["model.objective=multiview", "data.scenes=1.0", "data.scene_anchor=true",
-                                       "loss.cell_weight=[1.0]", "data.scene_fillers=true"])
-    model = build_model(cfg)
-    images = _constant_pictures(12, side=16)
-    generator = torch.Generator().manual_seed(5)
-    scenes = SceneMaker(1.0, [2, 4], anchor=True)(images, 2, generator)
-    views = MultiViewAugment(16, crop_scale=(0.8, 1.0))(images, generator, None, scenes)
-    tokens, pooled = torch.randn(2 * 12, 16, 8), torch.randn(2 * 12, 8)
-    cells, taught, targets = model._cells(tokens, pooled, views)
-    model.scene_fillers = False
-    _, shown, target = model._cells(tokens, pooled, views)
-    assert targets.shape == (2, 12, 16, 8) and target.shape == (12, 8)
-    sources = cell_sources(views.boxes.flatten(0, 1), views.placement.flatten(0, 1), views.tiles.flatten(0, 1),
-                           4).view(2, 12, 16)
-    assert (taught >= shown).all() and taught.sum() > 2 * shown[1].sum()  # the fillers' cells join the picture's
-    for view, row, cell in taught.nonzero().tolist():
-        source = row if shown[view, row, cell] else int(sources[view, row, cell])
-        assert source >= 0 and torch.equal(targets[view, row, cell], target[source])
-    assert not taught[sources < 0].any()  # empty tiles teach nothing
-
-
-def test_scene_fillers_need_scenes_and_the_cell_term():
-    with pytest.raises(ConfigError, match="scene_fillers"):
-        load_config("fashion-mnist-coarse", ["data.scene_fillers=true"])
-    with pytest.raises(ConfigError, match="scene_fillers"):
-        load_config("fashion-mnist", ["data.scene_fillers=true", "loss.cell_weight=[0.0]"])
-
-
 def test_tile_views_pool_each_filler_tile_and_name_its_picture():
-    from hjepa.data.scenes import cell_sources, cell_tiles
+    from hjepa.data.scenes import cell_tiles
     from hjepa.models import build_model
 
     cfg = load_config("digits-debug", ["model.objective=multiview", "data.scenes=1.0", "data.scene_anchor=true",
@@ -294,7 +270,7 @@ def test_tile_views_pool_each_filler_tile_and_name_its_picture():
     scenes = SceneMaker(1.0, [2, 4], anchor=True)(images, 2, generator)
     views = MultiViewAugment(16, crop_scale=(0.7, 1.0))(images, generator, None, scenes)
     boxes, placement, tiles = views.boxes.flatten(0, 1), views.placement.flatten(0, 1), views.tiles.flatten(0, 1)
-    sources = cell_sources(boxes, placement, tiles, 4)  # [V*B, 16]: level 0 is 4x4 here
+    sources = _cell_sources(boxes, placement, tiles, 4)  # [V*B, 16]: level 0 is 4x4 here
     tokens = torch.zeros(24, 16, 8)
     tokens[..., 0] = sources.float()  # each level-0 token says which row's picture it shows
     predicted, rows = model._tile_views(tokens, views, 0)

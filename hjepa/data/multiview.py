@@ -28,7 +28,7 @@ class Views:
     crop geometry does not relate them, and ``scene_rows [B]``: True where the views are scenes
     (``data/scenes.py``), so only some of their cells show the picture (None without scenes); with scenes, each global
     view's canvas ``placement [V_g, B, 3]`` and ``tiles [V_g, B, T]`` (``Scenes``), which name the picture under
-    every cell (``scenes.cell_sources``)."""
+    every cell (``scenes.cell_tiles``)."""
 
     globals_: torch.Tensor
     locals_: torch.Tensor | None = None

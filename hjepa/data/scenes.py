@@ -11,7 +11,7 @@ embedding cannot satisfy (CP2's copy-paste correspondences, on hjepa's level gri
 A placement ``(k, i, j)`` means the view's source canvas shows the picture in tile row ``i``, column ``j`` of a
 ``k x k`` grid; :func:`canvas_to_picture` turns a crop box of the canvas into a box in picture fractions, which is all
 ``losses/spatial.py`` needs. ``tiles`` says which row of the batch each tile shows (its own tile: the row itself, also
-where it shows the row's neighbour; -1: empty), so :func:`cell_sources` can name the picture under every cell.
+where it shows the row's neighbour; -1: empty), so with :func:`cell_tiles` the picture under every cell is known.
 """
 
 from __future__ import annotations
@@ -149,13 +149,6 @@ def cell_tiles(boxes: torch.Tensor, placement: torch.Tensor, side: int) -> torch
     column, row = torch.floor(x + j), torch.floor(y + i)  # from picture to canvas fractions, times k
     inside = (column >= 0) & (column < k) & (row >= 0) & (row < k)
     return torch.where(inside, row * k + column, -1).long().flatten(1)
-
-
-def cell_sources(boxes: torch.Tensor, placement: torch.Tensor, tiles: torch.Tensor, side: int) -> torch.Tensor:
-    """``[B, side * side]`` long: the batch row whose picture is under each cell centre (``cell_tiles``), from the
-    rows each tile shows (``tiles [B, T]``, ``Scenes.tiles``); -1 on an empty tile or outside the canvas."""
-    index = cell_tiles(boxes, placement, side)
-    return torch.where(index >= 0, tiles.gather(1, index.clamp_min(0)), -1)
 
 
 def picture_cells(boxes: torch.Tensor, side: int) -> torch.Tensor:

@@ -125,15 +125,12 @@ class MultiViewLoss(nn.Module):
 
 def cells_to_picture(cells: Tensor, shown: Tensor, target: Tensor, standardise: bool = False) -> Tensor:
     """Mean squared distance of the cells ``[V, B, N, D]`` that show the picture (``shown [V, B, N]``) to its
-    pooled token ``target [B, D]`` (or one target per cell, ``[V, B, N, D]``: scene fillers); with ``standardise``,
-    each dimension's square divided by that dimension's variance over those cells (gradient flowing into it), so
-    neither a shared component nor a common scale of the tokens shrinks the term: cells close to their picture
-    relative to how far all cells spread, dimension by dimension."""
+    pooled token ``target [B, D]``; with ``standardise``, each dimension's square divided by that dimension's variance
+    over those cells (gradient flowing into it), so neither a shared component nor a common scale of the tokens
+    shrinks the term: cells close to their picture relative to how far all cells spread, dimension by dimension."""
     cells, target = cells.float(), target.float()
     count = shown.sum().clamp_min(1)
-    if target.dim() == 2:
-        target = target[None, :, None]
-    squares = (cells - target).square()  # [V, B, N, D]
+    squares = (cells - target[None, :, None]).square()  # [V, B, N, D]
     if standardise:
         weights = shown[..., None]
         mean = (cells * weights).sum((0, 1, 2)) / count

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hjepa.config import Config, ConfigError
-from hjepa.data.scenes import cell_sources, cell_tiles, picture_cells
+from hjepa.data.scenes import cell_tiles, picture_cells
 from hjepa.models.hierarchy import MergeHead, TargetNorm, apply_head, check_levels
 from hjepa.models.hjepa import HJEPA, parameter_counts
 from hjepa.models.level_encoder import LevelFeatures
@@ -109,7 +109,6 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         self.tile_levels = [level for level in range(self.num_levels)
                             if tile_weights[min(level, len(tile_weights) - 1)] > 0]
         self.scene_anchor = cfg.data.scene_anchor
-        self.scene_fillers = cfg.data.scene_fillers
         self.target_encoder = copy.deepcopy(self.context_encoder)
         self.target_heads = (copy.deepcopy(self.context_heads) if self.ema_heads
                              else nn.ModuleList(TargetNorm(dim) for _ in range(self.num_levels)))
@@ -179,8 +178,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
     def _cells(self, tokens: torch.Tensor, pooled: torch.Tensor, views: Views) -> tuple[torch.Tensor, ...]:
         """Level-k cells ``[V_g, B, N_k, D]``, where they show the picture ``[V_g, B, N_k]`` and their target: the
         picture's pooled level-k token, averaged over the global views (anchored scene rows: the first view's, the
-        whole picture), ``[B, D]``. With scene fillers, every cell on a tile holding another row's picture is taught
-        that row's target: the targets are then per cell, ``[V_g, B, N_k, D]``."""
+        whole picture), ``[B, D]``."""
         num_global, batch = views.num_global, views.batch_size
         side = math.isqrt(tokens.shape[1])
         cells = tokens.view(num_global, batch, side * side, -1)
@@ -192,14 +190,7 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         if views.boxes is None:
             return cells, cells.new_ones(cells.shape[:3]), target
         shown = picture_cells(views.boxes.flatten(0, 1), side).view(num_global, batch, side * side)
-        if not self.scene_fillers or views.tiles is None:
-            return cells, shown.to(cells.dtype), target
-        sources = cell_sources(views.boxes.flatten(0, 1), views.placement.flatten(0, 1), views.tiles.flatten(0, 1),
-                               side).view(num_global, batch, side * side)
-        row = torch.arange(batch, device=sources.device).view(1, batch, 1)
-        # the row's own cells as picture_cells says (centres on the picture); elsewhere the tile's picture, if another
-        sources = torch.where(shown > 0, row, torch.where(sources == row, -1, sources))
-        return cells, (sources >= 0).to(cells.dtype), target[sources.clamp_min(0)]
+        return cells, shown.to(cells.dtype), target
 
     def _tile_views(self, tokens: torch.Tensor, views: Views, level: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The filler tiles of the global views (``Scenes.tiles``: another row's picture, not the row's own) as small
