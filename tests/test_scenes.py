@@ -273,7 +273,7 @@ def test_tile_views_pool_each_filler_tile_and_name_its_picture():
     sources = _cell_sources(boxes, placement, tiles, 4)  # [V*B, 16]: level 0 is 4x4 here
     tokens = torch.zeros(24, 16, 8)
     tokens[..., 0] = sources.float()  # each level-0 token says which row's picture it shows
-    predicted, rows = model._tile_views(tokens, views, 0)
+    predicted, rows = model._tile_views(tokens, model._tile_map(views, 4), 0)
     assert torch.equal(predicted[:, 0], rows.float())  # a tile's pooled cells all show its picture
     own = torch.arange(12).repeat(2)[:, None]
     index = cell_tiles(boxes, placement, 4)

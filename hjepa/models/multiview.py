@@ -154,8 +154,9 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         cells = [self._cells(global_tokens[level], per_group[0][level], views) if level in self.cell_levels else None
                  for level in range(self.num_levels)]
         # Step 5. Per tile level: every filler tile of a scene view, a small view of its own picture.
-        tiles = [self._tile_views(global_tokens[level], views, level) if level in self.tile_levels else None
-                 for level in range(self.num_levels)]
+        tile_map = self._tile_map(views, math.isqrt(global_tokens[0].shape[1])) if self.tile_levels else None
+        tiles = [self._tile_views(global_tokens[level], tile_map, level)
+                 if tile_map is not None and level in self.tile_levels else None for level in range(self.num_levels)]
         # Step 6. Loss.
         out = self.loss_fn(embeddings, predictions, num_global, step=step, local_maps=local_maps,
                            boxes=views.boxes, same_picture=views.same_picture, cells=cells, tiles=tiles)
@@ -192,23 +193,30 @@ class MultiViewJEPA(LevelFeatures, nn.Module):
         shown = picture_cells(views.boxes.flatten(0, 1), side).view(num_global, batch, side * side)
         return cells, shown.to(cells.dtype), target
 
-    def _tile_views(self, tokens: torch.Tensor, views: Views, level: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The filler tiles of the global views (``Scenes.tiles``: another row's picture, not the row's own) as small
-        views: each tile's level-k cells pooled (weighted by the share of their level-0 cells on the tile), projected
-        and predicted, ``[M, K]``, with the row whose picture each shows ``[M]``. A tile counts where it covers at
-        least half a level-k cell's worth; None without scenes or with fewer than two such tiles."""
-        if views.tiles is None or views.placement is None or views.boxes is None:
+    def _tile_map(self, views: Views, fine: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Where the filler tiles of the global views lie on the level-0 grid (``fine x fine``), once per step:
+        ``[V*B, T, fine, fine]`` float, 1 on a cell whose centre is on tile t when t holds another row's picture
+        (``Scenes.tiles``), and the row each tile shows ``[V*B, T]``; None without scenes."""
+        if views.tiles is None or views.boxes is None:
             return None
-        num_global, batch = views.num_global, views.batch_size
-        side = math.isqrt(tokens.shape[1])
-        fine = side * 2**level  # the level-0 grid
         shows = views.tiles.flatten(0, 1)  # [V*B, T]
-        count = shows.shape[1]
         index = cell_tiles(views.boxes.flatten(0, 1), views.placement.flatten(0, 1), fine)  # [V*B, fine^2]
-        row = torch.arange(batch, device=shows.device).repeat(num_global)
+        row = torch.arange(views.batch_size, device=shows.device).repeat(views.num_global)
         filler = (shows >= 0) & (shows != row[:, None])
-        on_tile = (index[:, None] == torch.arange(count, device=index.device)[None, :, None]) & filler[..., None]
-        weights = F.avg_pool2d(on_tile.float().view(-1, 1, fine, fine), 2**level).view(-1, count, side * side)
+        tile = torch.arange(shows.shape[1], device=index.device)
+        on_tile = (index[:, None] == tile[None, :, None]) & filler[..., None]  # [V*B, T, fine^2]
+        return on_tile.float().view(*shows.shape, fine, fine), shows
+
+    def _tile_views(self, tokens: torch.Tensor, tile_map: tuple[torch.Tensor, torch.Tensor],
+                    level: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The filler tiles of ``tile_map`` (``_tile_map``) as small views: each tile's level-k cells pooled
+        (weighted by the share of their level-0 cells on the tile), projected and predicted, ``[M, K]``, with the row
+        whose picture each shows ``[M]``. A tile counts where it covers at least half a level-k cell's worth; None
+        with fewer than two such tiles."""
+        on_tile, shows = tile_map
+        count, fine = on_tile.shape[1], on_tile.shape[-1]
+        side = fine // 2**level
+        weights = F.avg_pool2d(on_tile.flatten(0, 1).unsqueeze(1), 2**level).view(-1, count, side * side)
         coverage = weights.sum(-1)  # [V*B, T], in level-k cells
         keep = coverage >= 0.5
         if int(keep.sum()) < 2:  # BatchNorm needs two rows
